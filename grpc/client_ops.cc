@@ -1,0 +1,200 @@
+// Client side of the tensor RPC: an asynchronous op that sends its inputs to
+// a bound function on a server and returns its outputs. Works eagerly and in
+// graphs (and in SavedModels: the address is an attribute, not a resource).
+#include <memory>
+#include <mutex>
+
+#include "tensorflow/core/framework/cancellation.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "transport.h"
+#include "wire.h"
+
+namespace seed_rpc {
+
+using namespace tensorflow;  // NOLINT
+
+namespace {
+
+absl::Status OutputShapesFn(shape_inference::InferenceContext* c, int first) {
+  std::vector<PartialTensorShape> shapes;
+  DataTypeVector tout;
+  TF_RETURN_IF_ERROR(c->GetAttr("Tout", &tout));
+  if (c->GetAttr("output_shapes", &shapes).ok() && shapes.size() == tout.size()) {
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      shape_inference::ShapeHandle h;
+      TF_RETURN_IF_ERROR(c->MakeShapeFromPartialTensorShape(shapes[i], &h));
+      c->set_output(first + i, h);
+    }
+  } else {
+    for (size_t i = 0; i < tout.size(); ++i) c->set_output(first + i, c->UnknownShape());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+#define SEED_RPC_CALL_ATTRS                                  \
+  Input("inputs: Tin")                                       \
+      .Attr("Tin: list(type) >= 0")                          \
+      .Attr("Tout: list(type) >= 0")                         \
+      .Attr("output_shapes: list(shape) >= 0")               \
+      .Attr("address: string")                               \
+      .Attr("method: string")                                \
+      .Attr("timeout_ms: int = -1")                          \
+      .Attr("wait_for_ready: bool = false")                  \
+      .Attr("max_message_size: int = 0")                     \
+      .SetIsStateful()
+
+REGISTER_OP("SeedRpcCall")
+    .SEED_RPC_CALL_ATTRS
+    .Output("outputs: Tout")
+    .SetShapeFn([](shape_inference::InferenceContext* c) { return OutputShapesFn(c, 0); });
+
+REGISTER_OP("SeedRpcCallWithStatus")
+    .SEED_RPC_CALL_ATTRS
+    .Output("code: int32")
+    .Output("message: string")
+    .Output("outputs: Tout")
+    .SetShapeFn([](shape_inference::InferenceContext* c) {
+      c->set_output(0, c->Scalar());
+      c->set_output(1, c->Scalar());
+      return OutputShapesFn(c, 2);
+    });
+
+template <bool kWithStatus>
+class CallOp : public AsyncOpKernel {
+ public:
+  explicit CallOp(OpKernelConstruction* c) : AsyncOpKernel(c) {
+    std::string address, method;
+    int64_t max_message_size;
+    OP_REQUIRES_OK(c, c->GetAttr("address", &address));
+    OP_REQUIRES_OK(c, c->GetAttr("method", &method));
+    OP_REQUIRES_OK(c, c->GetAttr("Tout", &tout_));
+    OP_REQUIRES_OK(c, c->GetAttr("output_shapes", &output_shapes_));
+    OP_REQUIRES_OK(c, c->GetAttr("timeout_ms", &timeout_ms_));
+    OP_REQUIRES_OK(c, c->GetAttr("wait_for_ready", &wait_for_ready_));
+    OP_REQUIRES_OK(c, c->GetAttr("max_message_size", &max_message_size));
+    OP_REQUIRES(c, !address.empty(), absl::InvalidArgumentError("empty server address"));
+    path_ = "/seed/" + method;
+    where_ = " [method '" + method + "' at " + address + "]";
+    channel_ = seed_transport::GetChannel(address, max_message_size);
+  }
+
+  void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
+    std::vector<Tensor> inputs;
+    for (int i = 0; i < ctx->num_inputs(); ++i) {
+      OP_REQUIRES_ASYNC(ctx, IsSupportedDtype(ctx->input(i).dtype()),
+                        absl::InvalidArgumentError("input " + std::to_string(i) + " has dtype " +
+                                                   DataTypeString(ctx->input(i).dtype()) +
+                                                   " which cannot be sent over RPC"),
+                        done);
+      inputs.push_back(ctx->input(i));
+    }
+    std::string body;
+    SerializeTensors(inputs, &body);
+    inputs.clear();
+
+    seed_transport::CallOptions options;
+    options.timeout_us = timeout_ms_ >= 0 ? timeout_ms_ * 1000 : -1;
+    options.wait_for_ready = wait_for_ready_;
+
+    // Cancellation (e.g. the step or eager context being cancelled) reaches
+    // the RPC; the slot covers a cancel that arrives before the call starts.
+    struct CancelSlot {
+      std::mutex mu;
+      std::function<void()> cancel;
+      bool cancelled = false;
+    };
+    auto slot = std::make_shared<CancelSlot>();
+    CancellationManager* cm = ctx->cancellation_manager();
+    CancellationToken token = CancellationManager::kInvalidToken;
+    if (cm != nullptr) {
+      token = cm->get_cancellation_token();
+      bool registered = cm->RegisterCallback(token, [slot] {
+        std::lock_guard<std::mutex> lock(slot->mu);
+        slot->cancelled = true;
+        if (slot->cancel) slot->cancel();
+      });
+      if (!registered) {
+        ctx->SetStatus(absl::CancelledError("call cancelled before it started" + where_));
+        done();
+        return;
+      }
+    }
+    auto cancel = channel_->Call(
+        path_, std::move(body), options,
+        [this, ctx, done, cm, token](const seed_transport::Status& s, std::string response) {
+          if (cm != nullptr) cm->DeregisterCallback(token);
+          Finish(ctx, s, response);
+          done();
+        });
+    std::lock_guard<std::mutex> lock(slot->mu);
+    slot->cancel = std::move(cancel);
+    if (slot->cancelled) slot->cancel();
+  }
+
+ private:
+  void Finish(OpKernelContext* ctx, const seed_transport::Status& s, const std::string& response) {
+    absl::Status status;
+    std::vector<Tensor> outputs;
+    if (!s.ok()) {
+      status = absl::Status(static_cast<absl::StatusCode>(s.code), s.message + where_);
+    } else {
+      status = ParseTensors(response, &outputs);
+      if (status.ok() && outputs.size() != tout_.size()) {
+        status = absl::InternalError("server returned " + std::to_string(outputs.size()) + " outputs, expected " +
+                                     std::to_string(tout_.size()) + where_);
+      }
+      for (size_t i = 0; status.ok() && i < outputs.size(); ++i) {
+        if (outputs[i].dtype() != tout_[i]) {
+          status = absl::InternalError("server returned output " + std::to_string(i) + " with dtype " +
+                                       DataTypeString(outputs[i].dtype()) + ", expected " +
+                                       DataTypeString(tout_[i]) + where_);
+        }
+      }
+    }
+    if (!kWithStatus) {
+      if (!status.ok()) {
+        ctx->SetStatus(status);
+        return;
+      }
+      for (size_t i = 0; i < outputs.size(); ++i) ctx->set_output(i, outputs[i]);
+      return;
+    }
+    Tensor code(DT_INT32, {}), message(DT_STRING, {});
+    code.scalar<int32_t>()() = static_cast<int32_t>(status.code());
+    message.scalar<tstring>()() = std::string(status.message());
+    ctx->set_output(0, code);
+    ctx->set_output(1, message);
+    if (status.ok()) {
+      for (size_t i = 0; i < outputs.size(); ++i) ctx->set_output(2 + i, outputs[i]);
+      return;
+    }
+    // Failed call: outputs of the declared shape (unknown dims as 0), zeroed.
+    for (size_t i = 0; i < tout_.size(); ++i) {
+      TensorShape shape;
+      if (i < output_shapes_.size() && output_shapes_[i].dims() >= 0) {
+        for (int64_t d : output_shapes_[i].dim_sizes()) shape.AddDim(d < 0 ? 0 : d);
+      }
+      Tensor t(tout_[i], shape);
+      if (tout_[i] != DT_STRING && t.TotalBytes() > 0) {
+        std::memset(const_cast<char*>(t.tensor_data().data()), 0, t.TotalBytes());
+      }
+      ctx->set_output(2 + i, t);
+    }
+  }
+
+  DataTypeVector tout_;
+  std::vector<PartialTensorShape> output_shapes_;
+  int64_t timeout_ms_;
+  bool wait_for_ready_;
+  std::string path_, where_;
+  std::shared_ptr<seed_transport::Channel> channel_;
+};
+
+REGISTER_KERNEL_BUILDER(Name("SeedRpcCall").Device(DEVICE_CPU), CallOp<false>);
+REGISTER_KERNEL_BUILDER(Name("SeedRpcCallWithStatus").Device(DEVICE_CPU), CallOp<true>);
+
+}  // namespace seed_rpc

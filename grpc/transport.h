@@ -1,0 +1,84 @@
+// Boundary between the TensorFlow side and the gRPC side of the op.
+//
+// Only std:: types cross this header: the TU that includes TensorFlow headers
+// (TF's abseil, protobuf and bundled gRPC headers) must never see Debian's gRPC
+// or abseil headers, and vice versa (see design.md section 2).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace seed_transport {
+
+// Status codes are gRPC's canonical codes, numerically equal to TF's.
+struct Status {
+  int code = 0;
+  std::string message;
+  bool ok() const { return code == 0; }
+};
+
+// One incoming unary call. The handler owns the obligation to call Respond
+// exactly once, from any thread; the object is invalid afterwards.
+class ServerCall {
+ public:
+  virtual ~ServerCall() = default;
+  virtual const std::string& method() const = 0;
+  // Moves the request payload out (call once).
+  virtual std::string TakeRequest() = 0;
+  // `body` is sent only when status.ok().
+  virtual void Respond(std::string body, const Status& status) = 0;
+};
+
+// Runs on a gRPC completion-queue thread; must not block.
+using Handler = std::function<void(ServerCall* call)>;
+
+struct ServerOptions {
+  std::vector<std::string> addresses;  // "unix:/path", "host:port"
+  int num_threads = 0;                 // completion-queue threads; 0 = cores
+  int64_t max_message_size = 0;        // bytes, both directions
+};
+
+class Server {
+ public:
+  virtual ~Server() = default;
+  // Ports actually bound, one per address (0 for unix sockets).
+  virtual std::vector<int> ports() const = 0;
+  // Stops accepting calls, cancels calls not yet answered after `grace_ms`,
+  // drains the completion queues and joins their threads. Idempotent.
+  virtual void Shutdown(int64_t grace_ms) = 0;
+};
+
+// Starts a server; on failure returns nullptr and sets *error.
+std::unique_ptr<Server> StartServer(const ServerOptions& options,
+                                    Handler handler, std::string* error);
+
+using ResponseCallback = std::function<void(const Status&, std::string body)>;
+
+struct CallOptions {
+  int64_t timeout_us = -1;      // < 0: no deadline
+  bool wait_for_ready = false;  // wait for the server instead of failing fast
+};
+
+// A cached channel to one address. Thread-safe; calls never share a lock on
+// the hot path beyond gRPC's own.
+class Channel {
+ public:
+  virtual ~Channel() = default;
+  // Starts a unary call; `done` runs on a client completion-queue thread.
+  // Returns a cancel function valid until `done` has run.
+  virtual std::function<void()> Call(const std::string& method,
+                                     std::string request,
+                                     const CallOptions& options,
+                                     ResponseCallback done) = 0;
+};
+
+// Process-wide channel cache keyed by (address, max_message_size).
+std::shared_ptr<Channel> GetChannel(const std::string& address,
+                                    int64_t max_message_size);
+
+std::string GrpcVersion();
+
+}  // namespace seed_transport

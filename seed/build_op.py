@@ -1,0 +1,176 @@
+"""Builds the tensor-RPC op library against the installed TensorFlow.
+
+The op links Debian's static gRPC archives with every gRPC symbol hidden, so it
+cannot bind to TensorFlow's own (exported) gRPC copy; see design.md section 2.
+Builds are cached under ``$SEED_OP_CACHE`` (default ``~/.cache/seed/ops``), keyed
+on the sources, the TensorFlow version and these flags, and guarded by a file
+lock so many processes importing at once build only once.
+
+``python -m seed.build_op`` builds (or finds) the library and prints its path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+SOURCE_DIR = pathlib.Path(__file__).resolve().parent.parent / "grpc"
+GRPC_SOURCES = ["transport.cc"]  # compiled without TF headers
+TF_SOURCES = ["wire.cc", "server_ops.cc", "client_ops.cc"]  # without gRPC headers
+HEADERS = ["transport.h", "wire.h"]
+GRPC_ARCHIVES = ["libgrpc++_unsecure.a", "libgrpc_unsecure.a", "libgpr.a", "libupb.a",
+                 "libaddress_sorting.a", "libre2.a", "libcares.a", "libz.a"]
+APT_HINT = "apt-get install -y libgrpc++-dev zlib1g-dev pkg-config g++ (or run scripts/setup.sh)"
+_BUILD_VERSION = "3"  # bump when the flags below change
+
+
+class BuildError(RuntimeError):
+  """The op could not be built; the message says what to install or fix."""
+
+
+def _run(cmd: list[str]) -> str:
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  if proc.returncode != 0:
+    raise BuildError(f"command failed: {' '.join(cmd)}\n{proc.stderr[-4000:]}")
+  return proc.stdout.strip()
+
+
+def _lib_dir() -> pathlib.Path:
+  if shutil.which("g++") is None:
+    raise BuildError(f"g++ not found: {APT_HINT}")
+  triple = _run(["g++", "-print-multiarch"]) or "x86_64-linux-gnu"
+  return pathlib.Path("/usr/lib") / triple
+
+
+def _grpc_link_flags() -> tuple[list[str], list[str]]:
+  """Static gRPC archives and the shared abseil libraries they need."""
+  lib_dir = _lib_dir()
+  missing = [a for a in GRPC_ARCHIVES if not (lib_dir / a).exists()]
+  if missing:
+    raise BuildError(f"missing static libraries {missing} in {lib_dir}: {APT_HINT}")
+  if shutil.which("pkg-config") is None:
+    raise BuildError(f"pkg-config not found: {APT_HINT}")
+  try:
+    libs = _run(["pkg-config", "--libs", "grpc++_unsecure"]).split()
+  except BuildError as e:
+    raise BuildError(f"pkg-config does not know grpc++_unsecure: {APT_HINT}") from e
+  absl = sorted({f for f in libs if f.startswith("-labsl_")})
+  return [str(lib_dir / a) for a in GRPC_ARCHIVES], absl
+
+
+def _tf_flags() -> tuple[list[str], list[str], str]:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags(), tf.__version__
+
+
+def _digest(*parts: str | bytes) -> str:
+  h = hashlib.sha256()
+  for p in parts:
+    h.update(p.encode() if isinstance(p, str) else p)
+    h.update(b"\0")
+  return h.hexdigest()[:16]
+
+
+def cache_root() -> pathlib.Path:
+  return pathlib.Path(os.environ.get("SEED_OP_CACHE", pathlib.Path.home() / ".cache" / "seed" / "ops"))
+
+
+def _compile_all(jobs: list[list[str]]) -> None:
+  """Runs compiler commands in parallel; raises with the first failure."""
+  procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for cmd in jobs]
+  errors = []
+  for cmd, p in zip(jobs, procs):
+    _, err = p.communicate()
+    if p.returncode != 0:
+      errors.append(f"{' '.join(cmd[-3:])}:\n{err[-6000:]}")
+  if errors:
+    raise BuildError("compiling the gRPC op failed:\n" + "\n".join(errors))
+
+
+def _grpc_object_cmd(src: pathlib.Path, out: pathlib.Path) -> list[str]:
+  return ["g++", "-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
+          "-c", str(src), "-o", str(out)]
+
+
+def _locked_build(name: str, key: str, build) -> pathlib.Path:
+  """Returns cache/<key>/<name>, calling build(tmpdir) -> path once if absent."""
+  target_dir = cache_root() / key
+  target = target_dir / name
+  if target.exists():
+    return target
+  target_dir.mkdir(parents=True, exist_ok=True)
+  with open(target_dir / ".lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if target.exists():
+      return target
+    with tempfile.TemporaryDirectory(dir=target_dir) as tmp:
+      built = build(pathlib.Path(tmp))
+      os.replace(built, target)  # atomic: readers never see a partial file
+  return target
+
+
+def op_library_path() -> pathlib.Path:
+  """Builds the op library if needed and returns its path."""
+  cflags, lflags, tf_version = _tf_flags()
+  archives, absl = _grpc_link_flags()
+  sources = GRPC_SOURCES + TF_SOURCES + HEADERS
+  key = _digest(_BUILD_VERSION, tf_version, " ".join(cflags + lflags), " ".join(archives + absl),
+                *[(SOURCE_DIR / s).read_bytes() for s in sources])
+
+  def build(tmp: pathlib.Path) -> pathlib.Path:
+    jobs, objects = [], []
+    for src in GRPC_SOURCES:
+      obj = tmp / (src + ".o")
+      jobs.append(_grpc_object_cmd(SOURCE_DIR / src, obj))
+      objects.append(str(obj))
+    for src in TF_SOURCES:
+      obj = tmp / (src + ".o")
+      jobs.append(["g++", "-std=c++17", "-O2", "-fPIC", *cflags, f"-I{SOURCE_DIR}",
+                   "-Wno-deprecated-declarations", "-Wno-interference-size", "-c", str(SOURCE_DIR / src), "-o", str(obj)])
+      objects.append(str(obj))
+    _compile_all(jobs)
+    lib_dirs = [f[2:] for f in lflags if f.startswith("-L")]
+    out = tmp / "seed_rpc.so"
+    _run(["g++", "-shared", "-o", str(out), *objects,
+          "-Wl,--exclude-libs,ALL", "-Wl,-Bsymbolic", "-Wl,-z,defs",
+          "-Wl,--start-group", *archives, "-Wl,--end-group", *absl,
+          *lflags, *[f"-Wl,-rpath,{d}" for d in lib_dirs], "-lpthread", "-ldl", "-lrt"])
+    return out
+
+  return _locked_build("seed_rpc.so", key, build)
+
+
+def echo_bench_path() -> pathlib.Path:
+  """Builds the TF-free C++ echo server/client used as the benchmark ceiling."""
+  archives, absl = _grpc_link_flags()
+  sources = ["transport.cc", "transport.h", "echo_bench.cc"]
+  key = _digest(_BUILD_VERSION, "echo", " ".join(archives + absl),
+                *[(SOURCE_DIR / s).read_bytes() for s in sources])
+
+  def build(tmp: pathlib.Path) -> pathlib.Path:
+    objs = [tmp / "transport.o", tmp / "echo_bench.o"]
+    _compile_all([_grpc_object_cmd(SOURCE_DIR / "transport.cc", objs[0]),
+                  _grpc_object_cmd(SOURCE_DIR / "echo_bench.cc", objs[1])])
+    out = tmp / "echo_bench"
+    _run(["g++", "-o", str(out), *map(str, objs), "-Wl,--start-group", *archives, "-Wl,--end-group",
+          *absl, "-lpthread", "-ldl", "-lrt"])
+    return out
+
+  return _locked_build("echo_bench", key, build)
+
+
+def main() -> None:
+  try:
+    print(op_library_path())
+  except BuildError as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  main()
