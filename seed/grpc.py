@@ -1,0 +1,386 @@
+"""Tensor RPC: serve tf.functions over gRPC from C++, call them as TF ops.
+
+A `Server` binds tf.functions (by their input_signature) and runs them through
+TensorFlow's function runtime on gRPC threads, never in Python. A `Client` has
+one method per bound function; each method is a TensorFlow op, usable eagerly
+and inside a tf.function.
+
+Batching: a function whose inputs all have the same static leading dimension N
+(and whose outputs do too) is batched. Each call supplies one element (without
+the leading dimension) or k <= N elements; the function runs once N slots are
+filled (or after `flush_timeout`, padded with zeros) and every caller gets its
+own rows back.
+
+    server = grpc.Server(['unix:/tmp/foo', 'localhost:8000'])
+
+    @tf.function(input_signature=[tf.TensorSpec([5], tf.int32)])
+    def foo(x):
+      return x + 1
+
+    server.bind(foo)
+    server.start()
+    grpc.Client('unix:/tmp/foo').foo(42)  # 43, once 5 calls are in
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import json
+import threading
+import weakref
+from typing import Any, Callable, Sequence
+
+import tensorflow as tf
+
+from seed import build_op
+
+DEFAULT_MAX_MESSAGE_SIZE = 256 << 20  # bytes per message, both directions
+_METHOD_LIST = "__methods__"
+
+
+@functools.lru_cache(maxsize=None)
+def _ops():
+  return tf.load_op_library(str(build_op.op_library_path()))
+
+
+def grpc_version() -> str:
+  """Version of the gRPC library linked into the op."""
+  return _ops().seed_rpc_grpc_version().numpy().decode()
+
+
+# ------------------------------------------------------------ structures ---
+# Structures (tuples, lists, dicts, namedtuples of TensorSpecs) travel from the
+# server to clients as JSON so a client can pack outputs like the function did.
+
+def _encode(value) -> Any:
+  if value is None:
+    return {"none": True}
+  if isinstance(value, tf.TensorSpec):
+    return {"spec": [value.shape.as_list() if value.shape.rank is not None else None,
+                     value.dtype.name, value.name]}
+  if isinstance(value, tuple) and hasattr(value, "_fields"):
+    return {"namedtuple": type(value).__name__, "fields": list(value._fields),
+            "values": [_encode(v) for v in value]}
+  if isinstance(value, (tuple, list)):
+    return {"tuple" if isinstance(value, tuple) else "list": [_encode(v) for v in value]}
+  if isinstance(value, dict):
+    return {"dict": [[k, _encode(v)] for k, v in value.items()]}
+  raise TypeError(f"cannot send a structure containing {type(value).__name__}")
+
+
+def _decode(node) -> Any:
+  if "none" in node:
+    return None
+  if "spec" in node:
+    shape, dtype, name = node["spec"]
+    return tf.TensorSpec(shape, tf.dtypes.as_dtype(dtype), name)
+  if "namedtuple" in node:
+    cls = collections.namedtuple(node["namedtuple"], node["fields"])
+    return cls(*[_decode(v) for v in node["values"]])
+  if "tuple" in node:
+    return tuple(_decode(v) for v in node["tuple"])
+  if "list" in node:
+    return [_decode(v) for v in node["list"]]
+  return {k: _decode(v) for k, v in node["dict"]}
+
+
+def _as_spec(t) -> tf.TensorSpec:
+  return tf.TensorSpec(t.shape, t.dtype)
+
+
+def _leading_dim(specs) -> int | None:
+  dims = {s.shape[0] if s.shape.rank else None for s in specs}
+  return dims.pop() if len(dims) == 1 else None
+
+
+# ---------------------------------------------------------------- server ---
+
+class _Binding:
+  """Everything needed to (re)bind one method on a C++ server."""
+
+  def __init__(self, name, concrete_fns, attrs):
+    self.name = name
+    self.concrete_fns = concrete_fns
+    self.attrs = attrs
+    # Keeps captured variables alive as long as the server may run them.
+    self.variables = [v for cf in concrete_fns for v in cf.variables]
+
+
+def _concrete_functions(fn) -> list:
+  fns = list(fn) if isinstance(fn, (list, tuple)) else [fn]
+  if not fns:
+    raise ValueError("bind() needs at least one function")
+  out = []
+  for f in fns:
+    if hasattr(f, "get_concrete_function") and not hasattr(f, "captured_inputs"):
+      if getattr(f, "input_signature", None) is None:
+        raise ValueError(f"tf.function {getattr(f, '__name__', f)!r} needs an input_signature to be bound")
+      f = f.get_concrete_function()
+    if not hasattr(f, "captured_inputs") or not hasattr(f, "structured_input_signature"):
+      raise TypeError(f"bind() expects a tf.function with an input_signature or a ConcreteFunction, got {f!r}")
+    out.append(f)
+  return out
+
+
+def _flat_names(structure) -> list[str]:
+  flat = tf.nest.flatten(structure)
+  names = []
+  for i, spec in enumerate(flat):
+    names.append(spec.name or f"input_{i}")
+  return names
+
+
+class Server:
+  """A gRPC server whose methods are tf.functions run from C++."""
+
+  def __init__(self, server_addresses: Sequence[str] | str, *, num_threads: int | None = None,
+               max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
+    """Creates a server (not yet listening).
+
+    Args:
+      server_addresses: addresses to listen on: "unix:/path" or "host:port"
+        (port 0 picks a free port, see `ports`).
+      num_threads: gRPC completion-queue threads; default: the machine's cores.
+      max_message_size: largest request or response in bytes.
+    """
+    if isinstance(server_addresses, str):
+      server_addresses = [server_addresses]
+    self._addresses = list(server_addresses)
+    if not self._addresses:
+      raise ValueError("Server needs at least one address")
+    self._num_threads = num_threads or 0
+    self._max_message_size = max_message_size
+    self._bindings: dict[str, _Binding] = {}
+    self._state = "created"
+    self._ports: list[int] = []
+    self._lock = threading.Lock()
+    self._id = [self._create()]
+    self._finalizer = weakref.finalize(self, _shutdown_ids, self._id)
+
+  def _create(self) -> int:
+    return int(_ops().seed_rpc_server_create(addresses=self._addresses, num_threads=self._num_threads,
+                                             max_message_size=self._max_message_size))
+
+  def bind(self, fn, *, name: str | None = None, batched: bool | None = None,
+           flush_timeout: float | None = None, pad_mask: bool = False) -> None:
+    """Binds a tf.function (or a list of them, used round robin) as a method.
+
+    Args:
+      fn: a tf.function with an input_signature, a ConcreteFunction, or a list
+        of either with the same signature (e.g. one per inference device).
+      name: method name; default: the function's name.
+      batched: force batching on or off; default: detected from the signature.
+      flush_timeout: seconds after which a partially filled batch runs anyway,
+        padded with zeros; default: wait for a full batch.
+      pad_mask: if True, the function's last input is a [N] bool mask that the
+        server fills (True = real slot, False = padding); clients don't send it.
+    """
+    fns = _concrete_functions(fn)
+    cf = fns[0]
+    name = name or getattr(fn, "__name__", None) or cf.graph.name
+    args_structure = cf.structured_input_signature[0]
+    in_specs = tf.nest.flatten(args_structure)
+    out_structure = tf.nest.map_structure(_as_spec, cf.structured_outputs)
+    out_specs = [s for s in tf.nest.flatten(out_structure) if s is not None]
+    for other in fns[1:]:
+      if tf.nest.flatten(other.structured_input_signature[0]) != in_specs:
+        raise ValueError("functions bound under one name must have the same input signature")
+
+    n = _leading_dim(in_specs) if in_specs else None
+    detected = (n is not None and bool(out_specs) and _leading_dim(out_specs) == n and
+                all(s.shape[1:].is_fully_defined() for s in in_specs))
+    if batched is None:
+      batched = detected
+    elif batched and not detected:
+      raise ValueError(f"{name!r} cannot be batched: every input and output needs the same static leading "
+                       f"dimension and fully defined element shapes; inputs {in_specs}, outputs {out_specs}")
+    if pad_mask:
+      last = in_specs[-1] if in_specs else None
+      if not batched or last.dtype != tf.bool or last.shape != [n]:
+        raise ValueError(f"pad_mask=True needs a batched function whose last input is TensorSpec([{n}], tf.bool)")
+      args_structure = tuple(args_structure)[:-1]
+    if flush_timeout is not None and not batched:
+      raise ValueError("flush_timeout only applies to batched functions")
+    signature = json.dumps({"inputs": _encode(tuple(args_structure)), "outputs": _encode(out_structure),
+                            "batch_size": n if batched else 0})
+    attrs = dict(
+        method=name,
+        input_dtypes=[s.dtype for s in in_specs],
+        input_shapes=[s.shape for s in in_specs],
+        input_names=_flat_names(tuple(args_structure)) + (["pad_mask"] if pad_mask else []),
+        output_dtypes=[s.dtype for s in out_specs],
+        output_shapes=[s.shape for s in out_specs],
+        batch_size=n if batched else 0,
+        flush_timeout_us=-1 if flush_timeout is None else int(flush_timeout * 1e6),
+        pad_mask=pad_mask,
+        signature=signature)
+    with self._lock:
+      if name in self._bindings:
+        raise ValueError(f"a function named {name!r} is already bound")
+      if self._state != "created":
+        raise RuntimeError("bind() must be called before start()")
+      binding = _Binding(name, fns, attrs)
+      self._bind(binding)
+      self._bindings[name] = binding
+
+  def _bind(self, binding: _Binding) -> None:
+    for i, cf in enumerate(binding.concrete_fns):
+      _ops().seed_rpc_server_bind(self._id[0], cf.captured_inputs, fn=cf, append=i > 0, **binding.attrs)
+
+  def start(self) -> None:
+    """Starts listening. After shutdown(), start() serves the same bindings again."""
+    with self._lock:
+      if self._state == "started":
+        raise RuntimeError("server already started")
+      if self._state == "shut_down":
+        self._id[0] = self._create()
+        for binding in self._bindings.values():
+          self._bind(binding)
+      if not self._bindings:
+        raise RuntimeError("bind at least one function before start()")
+      self._ports = [int(p) for p in _ops().seed_rpc_server_start(self._id[0]).numpy()]
+      self._state = "started"
+
+  def shutdown(self) -> None:
+    """Stops the server; running and waiting calls fail with Cancelled/Unavailable."""
+    with self._lock:
+      if self._state == "started":
+        _ops().seed_rpc_server_shutdown(self._id[0])
+        self._state = "shut_down"
+
+  @property
+  def ports(self) -> list[int]:
+    """Bound TCP port per address (0 for unix sockets); empty before start()."""
+    return list(self._ports)
+
+  def stats(self) -> dict[str, dict[str, float]]:
+    """Per-method counters: calls, errors, batches, slots, mean_batch_fill."""
+    return json.loads(_ops().seed_rpc_server_stats(self._id[0]).numpy())
+
+  def __enter__(self) -> "Server":
+    if self._state != "started":
+      self.start()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.shutdown()
+
+
+def _shutdown_ids(holder: list[int]) -> None:
+  try:
+    _ops().seed_rpc_server_shutdown(holder[0])
+  except Exception:  # pylint: disable=broad-except
+    pass  # interpreter teardown: nothing left to tell
+
+
+# ---------------------------------------------------------------- client ---
+
+class Method:
+  """A remote function. Calling it runs a TF op (eagerly or in a graph)."""
+
+  def __init__(self, client: "Client", name: str, signature: dict):
+    self.name = name
+    self._client = client
+    self._in_structure = _decode(signature["inputs"])
+    self._in_specs = tf.nest.flatten(self._in_structure)
+    self._out_structure = _decode(signature["outputs"])
+    self._out_specs = [s for s in tf.nest.flatten(self._out_structure) if s is not None]
+    self.batch_size = signature["batch_size"]
+
+  def __repr__(self) -> str:
+    return f"<remote {self.name}{self._in_structure} -> {self._out_structure}>"
+
+  def _prepare(self, args, timeout):
+    if len(args) != len(self._in_structure):
+      raise TypeError(f"{self.name}() takes {len(self._in_structure)} argument(s), got {len(args)}")
+    try:
+      tf.nest.assert_same_structure(tuple(args), self._in_structure, check_types=False)
+    except (ValueError, TypeError) as e:
+      raise TypeError(f"{self.name}(): arguments do not match the signature {self._in_structure}: {e}") from None
+    flat = [tf.convert_to_tensor(v, dtype_hint=s.dtype)
+            for v, s in zip(tf.nest.flatten(tuple(args)), self._in_specs)]
+    out_shapes = [s.shape for s in self._out_specs]
+    if self.batch_size and flat:
+      x, spec = flat[0], self._in_specs[0]
+      if x.shape.rank == spec.shape.rank - 1:
+        out_shapes = [s[1:] for s in out_shapes]
+      else:
+        out_shapes = [tf.TensorShape([x.shape[0] if x.shape.rank else None]).concatenate(s[1:])
+                      for s in out_shapes]
+    timeout = self._client.timeout if timeout is _DEFAULT else timeout
+    return flat, dict(Tout=[s.dtype for s in self._out_specs], output_shapes=out_shapes,
+                      address=self._client.address, method=self.name,
+                      timeout_ms=-1 if timeout is None else int(timeout * 1000),
+                      max_message_size=self._client.max_message_size)
+
+  def _pack(self, outputs):
+    if self._out_structure is None:
+      return None
+    return tf.nest.pack_sequence_as(self._out_structure, list(outputs))
+
+  def __call__(self, *args, timeout: float | None | object = None):
+    """Calls the remote function; raises the server's TF error on failure.
+
+    `timeout` (seconds) overrides the client's default per-call deadline.
+    """
+    flat, attrs = self._prepare(args, _DEFAULT if timeout is None else timeout)
+    return self._pack(_ops().seed_rpc_call(flat, **attrs))
+
+  def with_status(self, *args, timeout: float | None = None):
+    """Like calling, but returns (code, message, outputs) instead of raising.
+
+    code is a gRPC/TF status code (0 = OK); on failure the outputs are zeros
+    of the declared shapes (unknown dimensions as 0).
+    """
+    flat, attrs = self._prepare(args, _DEFAULT if timeout is None else timeout)
+    code, message, outputs = _ops().seed_rpc_call_with_status(flat, **attrs)
+    return code, message, self._pack(outputs)
+
+
+_DEFAULT = object()
+
+
+class Client:
+  """Connects to a `Server` and exposes one `Method` per bound function."""
+
+  def __init__(self, address: str, *, timeout: float | None = None, connect_timeout: float = 60.0,
+               max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
+    """Waits (up to connect_timeout seconds) for the server and reads its methods.
+
+    Args:
+      address: "unix:/path" or "host:port".
+      timeout: default per-call deadline in seconds (None: no deadline; a dead
+        server is still detected by keepalive and answered with Unavailable).
+      connect_timeout: how long to wait for the server to come up.
+      max_message_size: largest request or response in bytes.
+    """
+    self.address = address
+    self.timeout = timeout
+    self.max_message_size = max_message_size
+    try:
+      names, signatures = _ops().seed_rpc_call(
+          [], Tout=[tf.string, tf.string], output_shapes=[[None], [None]], address=address,
+          method=_METHOD_LIST, timeout_ms=int(connect_timeout * 1000), wait_for_ready=True,
+          max_message_size=max_message_size)
+    except tf.errors.DeadlineExceededError as e:
+      raise tf.errors.DeadlineExceededError(
+          None, None, f"no tensor-RPC server answered at {address} within {connect_timeout}s") from e
+    self._methods = {}
+    for name, sig in zip(names.numpy(), signatures.numpy()):
+      name = name.decode()
+      self._methods[name] = Method(self, name, json.loads(sig))
+
+  @property
+  def methods(self) -> dict[str, Method]:
+    return dict(self._methods)
+
+  def __getattr__(self, name: str) -> Method:
+    methods = self.__dict__.get("_methods", {})
+    if name in methods:
+      return methods[name]
+    raise AttributeError(f"server at {self.__dict__.get('address')} has no method {name!r}; "
+                         f"it serves {sorted(methods)}")
+
+  def __dir__(self):
+    return list(super().__dir__()) + list(self._methods)
