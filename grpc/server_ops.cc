@@ -132,13 +132,16 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
     options.num_threads = num_threads_;
     options.max_message_size = max_message_size_;
     std::string error;
+    accepting_ = true;  // calls may arrive before StartServer returns
     transport_ = seed_transport::StartServer(
         options,
         [this](seed_transport::ServerCall* call) { Handle(call); }, &error);
-    if (transport_ == nullptr) return absl::UnavailableError(error);
+    if (transport_ == nullptr) {
+      accepting_ = false;
+      return absl::UnavailableError(error);
+    }
     *ports = transport_->ports();
     state_ = kStarted;
-    accepting_ = true;
     flusher_ = std::thread([this] { FlushLoop(); });
     return absl::OkStatus();
   }
@@ -300,7 +303,9 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
   }
 
   // Starts `m`'s next function on `args`; `done` gets the status and outputs.
-  void Run(Method* m, std::vector<Tensor> args,
+  // `call`, if given, is the one caller of an unbatched run: its
+  // cancellation (client gone, deadline passed) cancels the run.
+  void Run(Method* m, std::vector<Tensor> args, seed_transport::ServerCall* call,
            std::function<void(const absl::Status&, std::vector<Tensor>*)> done) {
     const BoundFunction& fn = m->functions[m->next_function.fetch_add(1) % m->functions.size()];
     for (const Tensor& c : fn.captures) args.push_back(c);
@@ -309,7 +314,11 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
       ++running_;
     }
     FunctionLibraryRuntime::Options opts;
-    opts.cancellation_manager = &cancellation_;
+    // A child per run: a failing multi-device function cancels its own
+    // manager, which must not cancel every other run.
+    auto cancel = std::make_shared<CancellationManager>(&cancellation_);
+    opts.cancellation_manager = cancel.get();
+    if (call != nullptr) call->OnCancel([cancel] { cancel->StartCancel(); });
     opts.create_rendezvous = true;
     FunctionLibraryRuntime* flr = fn.flr;
     auto* step = new ScopedStepContainer(opts.step_id, [flr](const std::string& name) {
@@ -320,7 +329,7 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
     auto* rets = new std::vector<Tensor>;
     auto self = shared_from_this();
     flr->Run(opts, fn.handle, *args_ptr, rets,
-             [self, step, args_ptr, rets, done = std::move(done)](const absl::Status& s) {
+             [self, step, cancel, args_ptr, rets, done = std::move(done)](const absl::Status& s) {
                delete step;
                delete args_ptr;
                done(s, rets);
@@ -331,7 +340,7 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
   }
 
   void RunUnbatched(Method* m, seed_transport::ServerCall* call, std::vector<Tensor> inputs) {
-    Run(m, std::move(inputs), [this, m, call](const absl::Status& s, std::vector<Tensor>* rets) {
+    Run(m, std::move(inputs), call, [this, m, call](const absl::Status& s, std::vector<Tensor>* rets) {
       absl::Status status = s.ok() ? CheckOutputs(*m, *rets, -1) : s;
       if (!status.ok()) {
         m->stats.errors++;
@@ -453,7 +462,7 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
       args.push_back(mask);
     }
     std::shared_ptr<Batch> shared(std::move(batch));
-    Run(m, std::move(args), [this, m, shared](const absl::Status& s, std::vector<Tensor>* rets) {
+    Run(m, std::move(args), nullptr, [this, m, shared](const absl::Status& s, std::vector<Tensor>* rets) {
       absl::Status status = s.ok() ? CheckOutputs(*m, *rets, m->batch_size) : s;
       FinishBatch(m, *shared, status, *rets);
     });

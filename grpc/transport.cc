@@ -45,7 +45,7 @@ class GrpcServer;
 
 // Completion-queue tag: which step of which call completed.
 struct Tag {
-  enum Kind { kRequest, kRead, kFinish } kind;
+  enum Kind { kRequest, kRead, kFinish, kDone } kind;
   class Call* call;
 };
 
@@ -57,8 +57,12 @@ class Call final : public ServerCall {
   const std::string& method() const override { return method_; }
   std::string TakeRequest() override { return std::move(request_); }
   void Respond(std::string body, const Status& status) override;
+  void OnCancel(std::function<void()> fn) override;
 
  private:
+  // Deletes the call once both the finish and the done tags are back.
+  void Release();
+
   GrpcServer* server_;
   grpc::ServerCompletionQueue* cq_;
   grpc::GenericServerContext ctx_;
@@ -66,7 +70,11 @@ class Call final : public ServerCall {
   grpc::ByteBuffer read_buffer_;
   std::string method_, request_;
   Tag request_tag_{Tag::kRequest, this}, read_tag_{Tag::kRead, this},
-      finish_tag_{Tag::kFinish, this};
+      finish_tag_{Tag::kFinish, this}, done_tag_{Tag::kDone, this};
+  std::mutex mu_;
+  bool responded_ = false, cancelled_ = false;
+  int outstanding_ = 2;  // finish + done
+  std::function<void()> on_cancel_;
 };
 
 class GrpcServer final : public Server {
@@ -167,7 +175,7 @@ class GrpcServer final : public Server {
       void* tag;
       bool ok;
       while (cq->Next(&tag, &ok)) {
-        delete static_cast<Tag*>(tag)->call;
+        static_cast<Tag*>(tag)->call->Proceed(static_cast<Tag*>(tag)->kind, ok);
       }
     }
   }
@@ -196,13 +204,14 @@ class GrpcServer final : public Server {
 
 Call::Call(GrpcServer* server, grpc::ServerCompletionQueue* cq)
     : server_(server), cq_(cq), stream_(&ctx_) {
+  ctx_.AsyncNotifyWhenDone(&done_tag_);
   server_->service()->RequestCall(&ctx_, &stream_, cq_, cq_, &request_tag_);
 }
 
 void Call::Proceed(Tag::Kind kind, bool ok) {
   switch (kind) {
     case Tag::kRequest:
-      if (!ok) {  // server shutting down
+      if (!ok) {  // server shutting down; the done tag never comes
         delete this;
         return;
       }
@@ -224,13 +233,52 @@ void Call::Proceed(Tag::Kind kind, bool ok) {
       server_->Dispatch(this);
       return;
     case Tag::kFinish:
-      delete this;
+      Release();
       return;
+    case Tag::kDone: {
+      std::function<void()> cancel;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (ctx_.IsCancelled() && !responded_) {
+          cancelled_ = true;
+          cancel = std::move(on_cancel_);
+        }
+      }
+      if (cancel) cancel();
+      Release();
+      return;
+    }
   }
+}
+
+void Call::Release() {
+  bool last;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last = --outstanding_ == 0;
+  }
+  if (last) delete this;
+}
+
+void Call::OnCancel(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!cancelled_) {
+      on_cancel_ = std::move(fn);
+      return;
+    }
+  }
+  fn();
 }
 
 void Call::Respond(std::string body, const Status& status) {
   GrpcServer* server = server_;
+  std::function<void()> drop;  // destroyed outside the lock
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    responded_ = true;
+    drop = std::move(on_cancel_);
+  }
   if (status.ok()) {
     grpc::ByteBuffer out = ToByteBuffer(std::move(body));
     stream_.WriteAndFinish(out, grpc::WriteOptions(), grpc::Status::OK,

@@ -30,6 +30,9 @@ class ServerCall {
   virtual std::string TakeRequest() = 0;
   // `body` is sent only when status.ok().
   virtual void Respond(std::string body, const Status& status) = 0;
+  // Runs `fn` (once, on some thread) if the client cancels the call or its
+  // deadline passes before Respond; at once if that already happened.
+  virtual void OnCancel(std::function<void()> fn) = 0;
 };
 
 // Runs on a gRPC completion-queue thread; must not block.

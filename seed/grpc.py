@@ -85,7 +85,11 @@ def _decode(node) -> Any:
   return {k: _decode(v) for k, v in node["dict"]}
 
 
-def _as_spec(t) -> tf.TensorSpec:
+def _as_spec(t) -> tf.TensorSpec | None:
+  if t is None:
+    return None
+  if not isinstance(t, tf.Tensor):
+    raise TypeError(f"bound functions must return tensors (or None), got {type(t).__name__}")
   return tf.TensorSpec(t.shape, t.dtype)
 
 
@@ -294,12 +298,8 @@ class Method:
   def _prepare(self, args, timeout):
     if len(args) != len(self._in_structure):
       raise TypeError(f"{self.name}() takes {len(self._in_structure)} argument(s), got {len(args)}")
-    try:
-      tf.nest.assert_same_structure(tuple(args), self._in_structure, check_types=False)
-    except (ValueError, TypeError) as e:
-      raise TypeError(f"{self.name}(): arguments do not match the signature {self._in_structure}: {e}") from None
-    flat = [tf.convert_to_tensor(v, dtype_hint=s.dtype)
-            for v, s in zip(tf.nest.flatten(tuple(args)), self._in_specs)]
+    values = _flatten_like(self._in_structure, args, self.name)
+    flat = [tf.convert_to_tensor(v, dtype_hint=s.dtype) for v, s in zip(values, self._in_specs)]
     out_shapes = [s.shape for s in self._out_specs]
     if self.batch_size and flat:
       x, spec = flat[0], self._in_specs[0]
@@ -315,9 +315,9 @@ class Method:
                       max_message_size=self._client.max_message_size)
 
   def _pack(self, outputs):
-    if self._out_structure is None:
-      return None
-    return tf.nest.pack_sequence_as(self._out_structure, list(outputs))
+    outputs = iter(outputs)  # None leaves (no tensor) are not sent
+    leaves = [None if leaf is None else next(outputs) for leaf in tf.nest.flatten(self._out_structure)]
+    return tf.nest.pack_sequence_as(self._out_structure, leaves)
 
   def __call__(self, *args, timeout: float | None | object = None):
     """Calls the remote function; raises the server's TF error on failure.
@@ -339,6 +339,25 @@ class Method:
 
 
 _DEFAULT = object()
+
+
+def _flatten_like(structure, value, where: str) -> list:
+  """Flattens `value` down to the leaves of `structure` (in tf.nest order).
+
+  Unlike tf.nest.flatten, a Python list where the structure has a TensorSpec
+  stays one value (it is converted to a tensor).
+  """
+  if isinstance(structure, tf.TensorSpec):
+    return [value]
+  if isinstance(structure, dict):
+    if not isinstance(value, dict) or set(value) != set(structure):
+      raise TypeError(f"{where}: expected a dict with keys {sorted(structure)}, got {value!r}; "
+                      "arguments do not match the signature")
+    return [x for k in sorted(structure) for x in _flatten_like(structure[k], value[k], f"{where}[{k!r}]")]
+  if not isinstance(value, (tuple, list)) or len(value) != len(structure):
+    raise TypeError(f"{where}: expected a sequence of {len(structure)}, got {value!r}; "
+                    "arguments do not match the signature")
+  return [x for i, (s, v) in enumerate(zip(structure, value)) for x in _flatten_like(s, v, f"{where}[{i}]")]
 
 
 class Client:

@@ -1,0 +1,28 @@
+"""Shared fixtures: private socket dirs, free ports, quiet TF logs."""
+
+import os
+import shutil
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import portpicker  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def sock_dir():
+  """A private (0700) directory for unix sockets, removed afterwards."""
+  d = tempfile.mkdtemp(prefix="seedt-")
+  yield d
+  shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def address(sock_dir):
+  return f"unix:{sock_dir}/rpc.sock"
+
+
+@pytest.fixture
+def tcp_address():
+  return f"localhost:{portpicker.pick_unused_port()}"

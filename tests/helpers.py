@@ -1,0 +1,41 @@
+"""Small helpers for tests that run work in threads or subprocesses."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_parallel(fn, args_list, timeout=60):
+  """Runs fn(*args) in one daemon thread per args; returns results or exceptions.
+
+  Fails (instead of hanging) if any call is still running after `timeout`.
+  """
+  results = [None] * len(args_list)
+
+  def target(i, args):
+    try:
+      results[i] = fn(*args)
+    except BaseException as e:  # pylint: disable=broad-except
+      results[i] = e
+
+  threads = [threading.Thread(target=target, args=(i, a), daemon=True) for i, a in enumerate(args_list)]
+  for t in threads:
+    t.start()
+  deadline = time.monotonic() + timeout
+  for t in threads:
+    t.join(max(0.0, deadline - time.monotonic()))
+  hanging = sum(t.is_alive() for t in threads)
+  assert not hanging, f"{hanging} calls still hanging after {timeout}s"
+  return results
+
+
+def run_python(code: str, timeout=120, env=None) -> subprocess.CompletedProcess:
+  """Runs code in a fresh interpreter (own import order); returns the result."""
+  full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+  full_env.update(env or {})
+  return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                        env=full_env, cwd=REPO)

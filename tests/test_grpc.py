@@ -1,0 +1,795 @@
+"""Behaviour of the tensor-RPC server and client (seed.grpc)."""
+
+import collections
+import os
+import stat
+import threading
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seed import grpc
+from tests.helpers import run_parallel
+
+
+def spec(shape, dtype=tf.int32, name=None):
+  return tf.TensorSpec(shape, dtype, name)
+
+
+def call_many(method, values, timeout=60):
+  """Calls method(v) for every v concurrently; returns numpy results."""
+  out = run_parallel(lambda v: method(v), [(v,) for v in values], timeout=timeout)
+  for o in out:
+    if isinstance(o, BaseException):
+      raise o
+  return [o.numpy() for o in out]
+
+
+# --------------------------------------------------------- seed 000 example ---
+
+def test_readme_example(sock_dir, tcp_address):
+  server = grpc.Server([f"unix:{sock_dir}/foo", tcp_address])
+
+  @tf.function(input_signature=[tf.TensorSpec([5], tf.int32)])
+  def foo(x):
+    return x + 1
+
+  server.bind(foo)
+
+  @tf.function(input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+  def bar(x, y):
+    return x + y
+
+  server.bind(bar)
+  server.start()
+  try:
+    client = grpc.Client(f"unix:{sock_dir}/foo")
+    assert call_many(client.foo, [42, 1, 2, 3, 4]) == [43, 2, 3, 4, 5]
+    assert client.bar(1, 2).numpy() == 3
+    tcp_client = grpc.Client(tcp_address)
+    assert tcp_client.bar(20, 22).numpy() == 42
+    assert call_many(tcp_client.foo, [10, 20, 30, 40, 50]) == [11, 21, 31, 41, 51]
+  finally:
+    server.shutdown()
+
+
+# -------------------------------------------------------------- basic calls ---
+
+@pytest.fixture
+def serve(address):
+  """serve(*fns, **bind_kwargs) -> Client; the server is shut down after the test."""
+  servers = []
+
+  def _serve(*fns, **kwargs):
+    server = grpc.Server([address])
+    for fn in fns:
+      server.bind(fn, **kwargs)
+    server.start()
+    servers.append(server)
+    return grpc.Client(address)
+
+  yield _serve
+  for s in servers:
+    s.shutdown()
+
+
+def test_two_calls_and_context_manager(address):
+  @tf.function(input_signature=[spec([])])
+  def double(x):
+    return 2 * x
+
+  server = grpc.Server(address)
+  server.bind(double)
+  with server:
+    client = grpc.Client(address)
+    assert client.double(3).numpy() == 6
+    assert client.double(4).numpy() == 8
+  with pytest.raises(tf.errors.UnavailableError):
+    client.double(5)
+
+
+def test_empty_input(serve):
+  @tf.function(input_signature=[])
+  def const():
+    return tf.constant([1, 2, 3])
+
+  assert list(serve(const).const().numpy()) == [1, 2, 3]
+
+
+def test_empty_output(serve):
+  @tf.function(input_signature=[spec([])])
+  def empty(x):
+    return tf.zeros([0], tf.int32) + x
+
+  assert serve(empty).empty(1).numpy().shape == (0,)
+
+
+def test_no_output(serve):
+  v = tf.Variable(0)
+
+  @tf.function(input_signature=[spec([])])
+  def add(x):
+    v.assign_add(x)
+
+  client = serve(add)
+  assert client.add(5) is None
+  assert client.add(6) is None
+  assert v.numpy() == 11
+
+
+@pytest.mark.parametrize("megabytes", [40, 64])
+def test_large_tensor(serve, megabytes):
+  @tf.function(input_signature=[spec([None], tf.uint8)])
+  def reverse(x):
+    return tf.reverse(x, [0])
+
+  data = np.random.default_rng(0).integers(0, 255, megabytes << 20, dtype=np.uint8)
+  out = serve(reverse).reverse(data).numpy()
+  np.testing.assert_array_equal(out, data[::-1])
+
+
+def test_message_limit_is_configurable(address):
+  @tf.function(input_signature=[spec([None], tf.uint8)])
+  def size(x):
+    return tf.size(x)
+
+  server = grpc.Server(address, max_message_size=1 << 20)
+  server.bind(size)
+  with server:
+    client = grpc.Client(address, max_message_size=64 << 20)
+    with pytest.raises(tf.errors.ResourceExhaustedError):
+      client.size(np.zeros(2 << 20, np.uint8))
+    assert client.size(np.zeros(1000, np.uint8)).numpy() == 1000  # still serving
+
+
+def test_strings(serve):
+  @tf.function(input_signature=[spec([None], tf.string)])
+  def shout(x):
+    return tf.strings.upper(x) + "!"
+
+  out = serve(shout).shout(["hello", "", "wörld"]).numpy()
+  assert list(out) == [b"HELLO!", b"!", "WöRLD!".encode()]
+
+
+NUMERIC = [tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int8, tf.int16, tf.int32, tf.int64,
+           tf.uint8, tf.uint16, tf.uint32, tf.uint64, tf.complex64, tf.complex128, tf.bool]
+
+
+@pytest.mark.parametrize("dtype", NUMERIC, ids=lambda d: d.name)
+def test_dtypes_round_trip(serve, dtype):
+  @tf.function(input_signature=[spec([2, 3], dtype)])
+  def ident(x):
+    return tf.identity(x)
+
+  x = tf.cast(tf.reshape(tf.range(6) % 2 if dtype == tf.bool else tf.range(6), [2, 3]), dtype)
+  client = serve(ident, batched=False)
+  out = client.ident(x)
+  assert out.dtype == dtype
+  np.testing.assert_array_equal(out.numpy(), x.numpy())
+
+
+# ------------------------------------------------------- state and captures ---
+
+def test_variable_created_inside_function(serve):
+  class Counter(tf.Module):
+    def __init__(self):
+      self.v = None
+
+    @tf.function(input_signature=[spec([])])
+    def count(self, x):
+      if self.v is None:
+        self.v = tf.Variable(100)
+      return self.v.assign_add(x)
+
+  counter = Counter()
+  client = serve(counter.count)
+  assert client.count(1).numpy() == 101
+  assert client.count(2).numpy() == 103
+
+
+def test_captured_constant(serve):
+  table = tf.constant([10, 20, 30])
+
+  @tf.function(input_signature=[spec([])])
+  def lookup(i):
+    return tf.gather(table, i)
+
+  assert serve(lookup).lookup(2).numpy() == 30
+
+
+def test_variable_out_of_scope(address):
+  def make_server():
+    v = tf.Variable(7)
+
+    @tf.function(input_signature=[spec([])])
+    def get(x):
+      return v.assign_add(x)
+
+    server = grpc.Server(address)
+    server.bind(get)
+    return server  # v goes out of scope here; the server keeps it alive
+
+  server = make_server()
+  import gc
+  gc.collect()
+  with server:
+    client = grpc.Client(address)
+    assert client.get(1).numpy() == 8
+    assert client.get(1).numpy() == 9
+
+
+def test_fifo_queue_side_effect(serve):
+  q = tf.queue.FIFOQueue(10, tf.int32, shapes=[[]])
+
+  @tf.function(input_signature=[spec([])])
+  def push(x):
+    q.enqueue(x)
+    return q.size()
+
+  client = serve(push)
+  assert client.push(5).numpy() == 1
+  assert client.push(6).numpy() == 2
+  assert list(q.dequeue_many(2).numpy()) == [5, 6]
+
+
+# ----------------------------------------------------- lifecycle and errors ---
+
+def test_client_waits_for_server(address):
+  @tf.function(input_signature=[spec([])])
+  def inc(x):
+    return x + 1
+
+  server = grpc.Server(address)
+  server.bind(inc)
+  timer = threading.Timer(1.0, server.start)
+  timer.start()
+  try:
+    t0 = time.time()
+    client = grpc.Client(address, connect_timeout=30)
+    assert time.time() - t0 >= 0.9
+    assert client.inc(1).numpy() == 2
+  finally:
+    timer.join()
+    server.shutdown()
+
+
+def test_client_connect_timeout(address):
+  t0 = time.time()
+  with pytest.raises(tf.errors.DeadlineExceededError, match="no tensor-RPC server"):
+    grpc.Client(address, connect_timeout=0.5)
+  assert time.time() - t0 < 10
+
+
+@pytest.mark.parametrize("bad", ["", "nocolon", "unix:", "host:"])
+def test_address_validation(bad):
+  with pytest.raises(tf.errors.InvalidArgumentError, match="address"):
+    grpc.Server([bad])
+
+
+def test_unbindable_address():
+  @tf.function(input_signature=[spec([])])
+  def f(x):
+    return x
+
+  server = grpc.Server(["unix:/nonexistent-dir/sub/sock"])
+  server.bind(f)
+  with pytest.raises(tf.errors.UnavailableError):
+    server.start()
+
+
+def test_start_before_bind(address):
+  with pytest.raises(RuntimeError, match="bind"):
+    grpc.Server(address).start()
+
+
+def test_bind_twice_and_after_start(address):
+  @tf.function(input_signature=[spec([])])
+  def f(x):
+    return x
+
+  server = grpc.Server(address)
+  server.bind(f)
+  with pytest.raises(ValueError, match="already bound"):
+    server.bind(f)
+  server.start()
+  try:
+    with pytest.raises(RuntimeError, match="before start"):
+      server.bind(f, name="g")
+    with pytest.raises(RuntimeError, match="already started"):
+      server.start()
+  finally:
+    server.shutdown()
+
+
+def test_bind_rejects_functions_without_signature(address):
+  server = grpc.Server(address)
+  with pytest.raises(ValueError, match="input_signature"):
+    server.bind(tf.function(lambda x: x))
+  with pytest.raises(TypeError):
+    server.bind(lambda x: x)
+
+
+def test_wrong_arity_dtype_shape(serve):
+  @tf.function(input_signature=[spec([3], name="x"), spec([], tf.float32, name="y")])
+  def f(x, y):
+    return tf.cast(x, tf.float32) * y
+
+  client = serve(f)
+  with pytest.raises(TypeError, match="takes 2 argument"):
+    client.f([1, 2, 3])
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"'y'.*expected dtype float, got int32"):
+    client.f([1, 2, 3], tf.constant(2))
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"'x'.*expected shape \[3\], got \[2\]"):
+    client.f([1, 2], 2.0)
+  np.testing.assert_allclose(client.f([1, 2, 3], 2.0).numpy(), [2, 4, 6])
+
+
+def test_failing_function_keeps_error_class(serve):
+  @tf.function(input_signature=[spec([])])
+  def positive(x):
+    tf.debugging.assert_positive(x, message="x must be positive")
+    return x
+
+  client = serve(positive)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="x must be positive"):
+    client.positive(-1)
+  assert client.positive(3).numpy() == 3
+
+
+def test_nested_structures(serve):
+  Point = collections.namedtuple("Point", ["x", "y"])
+
+  @tf.function(input_signature=[(spec([]), [spec([2]), spec([], tf.string)]),
+                                Point(spec([]), spec([], tf.float32)),
+                                {"a": spec([]), "b": spec([3])}])
+  def nest(t, p, d):
+    return {"sum": t[0] + tf.reduce_sum(t[1][0]) + d["a"], "tag": t[1][1],
+            "point": Point(p.y, tf.cast(p.x, tf.float32)), "list": [d["b"] * 2, p.x]}
+
+  client = serve(nest)
+  out = client.nest((1, [[2, 3], "s"]), Point(4, 5.0), {"a": 6, "b": [1, 2, 3]})
+  assert out["sum"].numpy() == 12
+  assert out["tag"].numpy() == b"s"
+  assert type(out["point"]).__name__ == "Point"
+  assert out["point"].x.numpy() == 5.0 and out["point"].y.numpy() == 4.0
+  assert list(out["list"][0].numpy()) == [2, 4, 6] and out["list"][1].numpy() == 4
+  with pytest.raises(TypeError, match="signature"):
+    client.nest((1, 2), Point(4, 5.0), {"a": 6, "b": [1, 2, 3]})
+
+
+def test_call_inside_tf_function(serve):
+  @tf.function(input_signature=[spec([]), spec([])])
+  def add(x, y):
+    return x + y
+
+  client = serve(add)
+
+  @tf.function
+  def loop(n):
+    return tf.while_loop(lambda i, acc: i < n, lambda i, acc: (i + 1, client.add(acc, i)), (0, 0))[1]
+
+  assert loop(tf.constant(100)).numpy() == sum(range(100))
+
+
+def test_unknown_method(serve):
+  @tf.function(input_signature=[spec([])])
+  def f(x):
+    return x
+
+  client = serve(f)
+  with pytest.raises(AttributeError, match="no method 'g'"):
+    client.g(1)
+
+
+def test_call_after_shutdown(address):
+  @tf.function(input_signature=[spec([])])
+  def f(x):
+    return x
+
+  server = grpc.Server(address)
+  server.bind(f)
+  server.start()
+  client = grpc.Client(address)
+  assert client.f(1).numpy() == 1
+  server.shutdown()
+  t0 = time.time()
+  with pytest.raises(tf.errors.UnavailableError):
+    client.f(1)
+  assert time.time() - t0 < 10
+
+
+def test_restart_after_shutdown(address):
+  v = tf.Variable(0)
+
+  @tf.function(input_signature=[spec([])])
+  def f(x):
+    return v.assign_add(x)
+
+  server = grpc.Server(address)
+  server.bind(f)
+  server.start()
+  assert grpc.Client(address).f(1).numpy() == 1
+  server.shutdown()
+  server.start()
+  try:
+    assert grpc.Client(address).f(1).numpy() == 2  # same bindings, same state
+  finally:
+    server.shutdown()
+  other = grpc.Server(address)  # a new server on the same socket path
+  other.bind(f)
+  with other:
+    assert grpc.Client(address).f(1).numpy() == 3
+
+
+def _blocking_queue_fn():
+  q = tf.queue.FIFOQueue(10, tf.int32, shapes=[[]])
+
+  @tf.function(input_signature=[spec([])])
+  def wait(x):
+    return q.dequeue() + x
+
+  return q, wait
+
+
+@pytest.mark.parametrize("how", ["shutdown", "delete"])
+def test_shutdown_or_delete_while_call_is_blocked(address, how):
+  q, wait = _blocking_queue_fn()
+  server = grpc.Server(address)
+  server.bind(wait)
+  server.start()
+  client = grpc.Client(address)
+  q.enqueue(1)
+  assert client.wait(1).numpy() == 2  # works while the queue has data
+  result = []
+  t = threading.Thread(target=lambda: result.append(_catch(client.wait, 1)))
+  t.start()
+  time.sleep(0.5)
+  assert t.is_alive()  # blocked in the dequeue
+  if how == "shutdown":
+    server.shutdown()
+  else:
+    del server
+    import gc
+    gc.collect()
+  t.join(30)
+  assert not t.is_alive()
+  assert isinstance(result[0], (tf.errors.CancelledError, tf.errors.UnavailableError)), result
+
+
+def _catch(fn, *args, **kwargs):
+  try:
+    return fn(*args, **kwargs)
+  except Exception as e:  # pylint: disable=broad-except
+    return e
+
+
+def test_call_deadline(serve):
+  q, wait = _blocking_queue_fn()
+  client = serve(wait)
+  t0 = time.time()
+  with pytest.raises(tf.errors.DeadlineExceededError):
+    client.wait(1, timeout=0.3)
+  assert time.time() - t0 < 5
+  q.enqueue(5)
+  assert client.wait(1).numpy() == 6  # the server keeps serving
+
+
+def test_with_status_reports_instead_of_raising(address):
+  @tf.function(input_signature=[spec([2])])
+  def half(x):
+    tf.debugging.assert_non_negative(x, message="negative")
+    return x // 2
+
+  server = grpc.Server(address)
+  server.bind(half)
+  server.start()
+  client = grpc.Client(address)
+  code, msg, out = client.half.with_status([4, 6])
+  assert code.numpy() == 0 and list(out.numpy()) == [2, 3]
+  code, msg, out = client.half.with_status([-4, 6])
+  assert code.numpy() == 3 and b"negative" in msg.numpy() and list(out.numpy()) == [0, 0]
+
+  @tf.function
+  def graph(x):  # a graph that keeps going when the remote call fails
+    code, _, out = client.half.with_status(x)
+    return tf.where(code == 0, out, -1)
+
+  assert list(graph(tf.constant([8, 2])).numpy()) == [4, 1]
+  server.shutdown()
+  code, msg, out = client.half.with_status([4, 6], timeout=5)
+  assert code.numpy() == 14  # UNAVAILABLE
+  assert list(graph(tf.constant([8, 2])).numpy()) == [-1, -1]
+
+
+def test_unix_socket_is_private(address):
+  @tf.function(input_signature=[spec([])])
+  def f(x):
+    return x
+
+  server = grpc.Server(address)
+  server.bind(f)
+  with server:
+    mode = stat.S_IMODE(os.stat(address[len("unix:"):]).st_mode)
+    assert mode == 0o600
+
+
+def test_stats(address):
+  @tf.function(input_signature=[spec([2])])
+  def pair(x):
+    return x + 1
+
+  @tf.function(input_signature=[spec([])])
+  def fails(x):
+    tf.debugging.assert_positive(x)
+    return x
+
+  server = grpc.Server(address)
+  server.bind(pair)
+  server.bind(fails)
+  with server:
+    client = grpc.Client(address)
+    call_many(client.pair, [1, 2, 3, 4])
+    client.fails(1)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+      client.fails(-1)
+    stats = server.stats()
+  assert stats["pair"]["calls"] == 4 and stats["pair"]["batches"] == 2
+  assert stats["pair"]["mean_batch_fill"] == 1.0 and stats["pair"]["errors"] == 0
+  assert stats["fails"]["calls"] == 2 and stats["fails"]["errors"] == 1
+
+
+# ----------------------------------------------------------------- batching ---
+
+def test_batch_detection(address):
+  @tf.function(input_signature=[spec([4]), spec([4, 2])])
+  def batched(a, b):
+    return a + tf.reduce_sum(b, 1)
+
+  @tf.function(input_signature=[spec([4])])
+  def scalar_out(a):  # rank-0 output: not batched
+    return tf.reduce_sum(a)
+
+  @tf.function(input_signature=[spec([4])])
+  def unknown_out(a):  # output leading dim not static: not batched
+    return tf.boolean_mask(a, a > 0)
+
+  @tf.function(input_signature=[spec([4]), spec([3])])
+  def mixed(a, b):
+    return a
+
+  server = grpc.Server(address)
+  for f in (batched, scalar_out, unknown_out, mixed):
+    server.bind(f)
+  with pytest.raises(ValueError, match="cannot be batched"):
+    server.bind(scalar_out, name="forced", batched=True)
+  with server:
+    client = grpc.Client(address)
+    assert client.batched.batch_size == 4
+    assert (client.scalar_out.batch_size, client.unknown_out.batch_size, client.mixed.batch_size) == (0, 0, 0)
+    assert client.scalar_out([1, 2, 3, 4]).numpy() == 10
+    assert list(client.unknown_out([1, -2, 3, -4]).numpy()) == [1, 3]
+    assert list(client.mixed([1, 2, 3, 4], [0, 0, 0]).numpy()) == [1, 2, 3, 4]
+    out = run_parallel(client.batched, [(i, [i, i]) for i in range(4)])
+    assert [o.numpy() for o in out] == [3 * i for i in range(4)]
+
+
+def test_forced_unbatched(serve):
+  @tf.function(input_signature=[spec([3])])
+  def inc(x):
+    return x + 1
+
+  client = serve(inc, batched=False)
+  assert list(client.inc([1, 2, 3]).numpy()) == [2, 3, 4]
+
+
+def test_client_side_batching(address):
+  @tf.function(input_signature=[spec([4])])
+  def inc(x):
+    return x + 1
+
+  server = grpc.Server(address)
+  server.bind(inc)
+  with server:
+    c1, c2 = grpc.Client(address), grpc.Client(address)
+    out = run_parallel(lambda c, x: c.inc(np.array(x, np.int32)), [(c1, [1, 2]), (c2, [10, 20])])
+    assert [list(o.numpy()) for o in out] == [[2, 3], [11, 21]]
+    assert server.stats()["inc"]["batches"] == 1
+
+
+def test_overflowing_call_is_invalid_argument(serve):
+  @tf.function(input_signature=[spec([4])])
+  def inc(x):
+    return x + 1
+
+  client = serve(inc, flush_timeout=0.01)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="carries 5 rows but the batch size is 4"):
+    client.inc(np.arange(5, dtype=np.int32))
+  assert list(client.inc(np.arange(4, dtype=np.int32)).numpy()) == [1, 2, 3, 4]  # still serving
+
+
+def test_flush_timeout_runs_partial_batch(serve):
+  @tf.function(input_signature=[spec([8])])
+  def inc(x):
+    return x + 1
+
+  client = serve(inc, flush_timeout=0.05)
+  t0 = time.time()
+  assert client.inc(1).numpy() == 2
+  assert 0.04 <= time.time() - t0 < 5
+
+
+def test_pad_mask_tells_real_slots(address):
+  @tf.function(input_signature=[spec([4]), spec([4], tf.bool)])
+  def count_real(x, mask):
+    return x * 0 + tf.reduce_sum(tf.cast(mask, tf.int32))
+
+  server = grpc.Server(address)
+  server.bind(count_real, flush_timeout=0.02, pad_mask=True)
+  with server:
+    client = grpc.Client(address)
+    assert client.count_real(7).numpy() == 1  # ran alone, padded with 3 masked slots
+    assert list(client.count_real(np.array([1, 2, 3], np.int32)).numpy()) == [3, 3, 3]
+    with pytest.raises(TypeError, match="takes 1 argument"):
+      client.count_real(1, True)
+
+
+def test_pad_mask_validation(address):
+  @tf.function(input_signature=[spec([4])])
+  def f(x):
+    return x
+
+  with pytest.raises(ValueError, match="pad_mask"):
+    grpc.Server(address).bind(f, pad_mask=True)
+
+
+def test_calls_span_batches(serve):
+  @tf.function(input_signature=[spec([4])])
+  def neg(x):
+    return -x
+
+  client = serve(neg, flush_timeout=0.05)
+  out = run_parallel(lambda x: client.neg(np.array(x, np.int32)), [([1, 2, 3],), ([4, 5, 6],)])
+  assert sorted(list(o.numpy()) for o in out) == [[-4, -5, -6], [-1, -2, -3]]
+
+
+def test_shutdown_while_waiting_for_batch(address):
+  @tf.function(input_signature=[spec([4])])
+  def inc(x):
+    return x + 1
+
+  server = grpc.Server(address)
+  server.bind(inc)
+  server.start()
+  client = grpc.Client(address)
+  results = []
+  threads = [threading.Thread(target=lambda: results.append(_catch(client.inc, 1))) for _ in range(2)]
+  for t in threads:
+    t.start()
+  time.sleep(0.5)
+  server.shutdown()
+  for t in threads:
+    t.join(30)
+    assert not t.is_alive()
+  assert len(results) == 2
+  assert all(isinstance(r, (tf.errors.CancelledError, tf.errors.UnavailableError)) for r in results), results
+
+
+def test_one_client_many_threads_not_serialized(address):
+  # Batch of 8 without timeout: completes only if 8 calls are in flight at once.
+  @tf.function(input_signature=[spec([8])])
+  def inc(x):
+    return x + 1
+
+  server = grpc.Server(address)
+  server.bind(inc)
+  with server:
+    client = grpc.Client(address)
+    assert call_many(client.inc, list(range(8)), timeout=30) == list(range(1, 9))
+
+
+def test_two_clients(address):
+  @tf.function(input_signature=[spec([2])])
+  def inc(x):
+    return x + 1
+
+  server = grpc.Server(address)
+  server.bind(inc)
+  with server:
+    clients = [grpc.Client(address), grpc.Client(address)]
+    out = run_parallel(lambda c, v: c.inc(v), [(clients[0], 1), (clients[1], 2)])
+    assert sorted(o.numpy() for o in out) == [2, 3]
+
+
+def test_stress_10_clients_100_calls(address):
+  @tf.function(input_signature=[spec([5])])
+  def square(x):
+    return x * x
+
+  server = grpc.Server(address)
+  # The timeout only matters at the tail, when fewer than 5 callers are left.
+  server.bind(square, flush_timeout=0.05)
+  with server:
+    def worker(i):
+      client = grpc.Client(address)
+      return [client.square(i * 1000 + j).numpy() for j in range(100)]
+
+    out = run_parallel(worker, [(i,) for i in range(10)], timeout=120)
+    for i, values in enumerate(out):
+      assert not isinstance(values, BaseException), values
+      assert values == [(i * 1000 + j) ** 2 for j in range(100)]
+    stats = server.stats()["square"]
+    assert stats["slots"] == 1000 and stats["errors"] == 0
+    assert stats["mean_batch_fill"] > 0.6  # mostly full batches
+
+
+def test_bind_several_functions(address):
+  server = grpc.Server(address)
+  def make_adder(k):
+    @tf.function(input_signature=[spec([])])
+    def add(x):
+      return x + k
+    return add
+
+  for k in range(5):
+    server.bind(make_adder(k), name=f"add{k}")
+  with server:
+    client = grpc.Client(address)
+    assert sorted(client.methods) == [f"add{k}" for k in range(5)]
+    assert [getattr(client, f"add{k}")(10).numpy() for k in range(5)] == [10, 11, 12, 13, 14]
+
+
+def test_round_robin_over_concrete_functions(address):
+  v0, v1 = tf.Variable(0), tf.Variable(0)
+
+  def make(v):
+    @tf.function(input_signature=[spec([])])
+    def f(x):
+      v.assign_add(1)
+      return x + 1
+    return f
+
+  server = grpc.Server(address)
+  server.bind([make(v0), make(v1)], name="inc")
+  with server:
+    client = grpc.Client(address)
+    assert [client.inc(i).numpy() for i in range(10)] == list(range(1, 11))
+  assert (v0.numpy(), v1.numpy()) == (5, 5)
+
+
+def test_20_clients_200_calls_with_shutdown_midway(address):
+  @tf.function(input_signature=[spec([8])])
+  def inc(x):
+    return x + 1
+
+  server = grpc.Server(address)
+  server.bind(inc, flush_timeout=0.005)
+  server.start()
+  progress = [0] * 20
+
+  def worker(i):
+    client = grpc.Client(address)
+    for j in range(200):
+      try:
+        assert client.inc(j).numpy() == j + 1
+      except (tf.errors.CancelledError, tf.errors.UnavailableError):
+        return "stopped"
+      progress[i] += 1
+    return "done"
+
+  threads = []
+  results = []
+  for i in range(20):
+    t = threading.Thread(target=lambda i=i: results.append(worker(i)))
+    t.start()
+    threads.append(t)
+  deadline = time.time() + 60
+  while sum(progress) < 1000 and time.time() < deadline:
+    time.sleep(0.01)
+  server.shutdown()
+  for t in threads:
+    t.join(60)
+    assert not t.is_alive(), "a client hung after shutdown"
+  assert len(results) == 20 and "stopped" in results
+  assert sum(progress) >= 1000
