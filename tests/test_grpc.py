@@ -793,3 +793,15 @@ def test_20_clients_200_calls_with_shutdown_midway(address):
     assert not t.is_alive(), "a client hung after shutdown"
   assert len(results) == 20 and "stopped" in results
   assert sum(progress) >= 1000
+
+
+def test_server_threads_configurable(address):
+  @tf.function(input_signature=[spec([4])])
+  def inc(x):
+    return x + 1
+
+  server = grpc.Server(address, num_threads=1)
+  server.bind(inc)
+  with server:
+    client = grpc.Client(address)
+    assert call_many(client.inc, [1, 2, 3, 4]) == [2, 3, 4, 5]
