@@ -75,6 +75,7 @@ struct Method {
   std::atomic<uint64_t> next_function{0};
   DataTypeVector input_dtypes, output_dtypes;
   std::vector<PartialTensorShape> input_shapes, output_shapes;
+  std::vector<TensorShape> element_shapes;  // batched: input shapes without the batch dim
   std::vector<std::string> input_names;
   int64_t batch_size = 0;  // 0: not batched
   int64_t flush_timeout_us = -1;
@@ -272,15 +273,15 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
         continue;
       }
       // Batched: one element (spec without its leading dim) or k <= batch rows.
-      PartialTensorShape element = spec;
-      element.RemoveDimRangeWithStatus(0, 1).IgnoreError();
-      bool is_single = element.IsCompatibleWith(t.shape());
+      const TensorShape& element = m.element_shapes[i];
+      bool is_single = t.shape() == element;
       int64_t k = 1;
       if (!is_single) {
-        if (t.dims() != spec.dims() || !element.IsCompatibleWith(
-                                           TensorShape(absl::Span<const int64_t>(t.shape().dim_sizes()).subspan(1)))) {
+        bool rows_match = t.dims() == element.dims() + 1;
+        for (int d = 0; rows_match && d < element.dims(); ++d) rows_match = t.dim_size(d + 1) == element.dim_size(d);
+        if (!rows_match) {
           return absl::InvalidArgumentError(absl::StrCat(
-              where(), "expected one element of shape ", ShapeString(element), " or a batch of shape ",
+              where(), "expected one element of shape ", element.DebugString(), " or a batch of shape ",
               PartialTensorShape({-1}).Concatenate(element).DebugString(), ", got ", t.shape().DebugString()));
         }
         k = t.dim_size(0);
@@ -472,6 +473,12 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
   void FinishBatch(Method* m, const Batch& batch, const absl::Status& status, const std::vector<Tensor>& outputs) {
     for (const Segment& seg : batch.segments) {
       PendingCall* p = seg.call.get();
+      if (status.ok() && seg.rows == p->rows) {  // the whole call in this batch: no staging copy
+        std::string body;
+        SerializeRows(outputs, seg.batch_row, seg.rows, p->single, &body);
+        p->call->Respond(std::move(body), {});
+        continue;
+      }
       bool complete;
       {
         std::lock_guard<std::mutex> lock(p->mu);
@@ -733,6 +740,10 @@ class ServerBindOp : public OpKernel {
                     absl::InvalidArgumentError(absl::StrCat("batched function input ", i, " has shape ",
                                                             s.DebugString(), "; expected fully defined [",
                                                             batch_size_, ", ...]")));
+        TensorShape element;
+        s.AsTensorShape(&element);
+        element.RemoveDim(0);
+        m->element_shapes.push_back(element);
       }
     }
     OP_REQUIRES_OK(ctx, server->Bind(std::move(m), std::move(bound), append_));

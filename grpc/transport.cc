@@ -3,6 +3,7 @@
 // archives, so none of these symbols can bind to TensorFlow's own gRPC copy.
 #include "transport.h"
 
+#include <absl/synchronization/mutex.h>
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
@@ -18,6 +19,13 @@
 
 namespace seed_transport {
 namespace {
+
+// Debian's abseil checks every gRPC mutex acquisition for lock-order cycles
+// (a debugging aid costing a few % of each call); gRPC is tested without it.
+[[maybe_unused]] const bool kNoDeadlockDetection = [] {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  return true;
+}();
 
 // Wraps a std::string into a ByteBuffer without copying it.
 grpc::ByteBuffer ToByteBuffer(std::string&& s) {
@@ -95,6 +103,14 @@ class GrpcServer final : public Server {
       builder.SetMaxReceiveMessageSize(n);
       builder.SetMaxSendMessageSize(n);
     }
+    // Clients ping idle connections every 20 s (to detect a dead server);
+    // accept that instead of answering GOAWAY "too many pings", and ping
+    // idle clients too so a vanished peer is noticed.
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+    builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
     builder.RegisterAsyncGenericService(&service_);
     int threads = options.num_threads > 0
                       ? options.num_threads
@@ -415,3 +431,86 @@ std::shared_ptr<Channel> GetChannel(const std::string& address,
 std::string GrpcVersion() { return grpc::Version(); }
 
 }  // namespace seed_transport
+
+// ------------------------------------------------------ C API for Python ---
+// Eager calls from Python skip TensorFlow's op dispatch (which runs every
+// eager op as a function): Python frames tensors itself and calls these via
+// ctypes, which releases the GIL while C++ runs. Waiting is sliced so Python
+// stays interruptible (Ctrl-C cancels the call).
+
+namespace seed_transport {
+namespace {
+
+struct PendingCall {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  seed_transport::Status status;
+  std::string body;
+  std::function<void()> cancel;
+};
+
+}  // namespace
+}  // namespace seed_transport
+
+#define SEED_EXPORT extern "C" __attribute__((visibility("default")))
+
+// Starts a call and waits up to `wait_ms` for it (one GIL release per call
+// from Python in the common case); seed_rpc_wait continues a longer wait.
+SEED_EXPORT void* seed_rpc_start(const char* address, const char* method, const char* request, size_t size,
+                                 long long timeout_us, int wait_for_ready, long long max_message_size,
+                                 int wait_ms) {
+  using namespace seed_transport;  // NOLINT
+  auto* pending = new PendingCall;
+  CallOptions options;
+  options.timeout_us = timeout_us;
+  options.wait_for_ready = wait_for_ready != 0;
+  auto cancel = GetChannel(address, max_message_size)
+                    ->Call(method, std::string(request, size), options,
+                           [pending](const Status& s, std::string body) {
+                             std::lock_guard<std::mutex> lock(pending->mu);
+                             pending->status = s;
+                             pending->body = std::move(body);
+                             pending->done = true;
+                             pending->cv.notify_all();
+                           });
+  std::unique_lock<std::mutex> lock(pending->mu);
+  if (!pending->done) pending->cancel = std::move(cancel);
+  pending->cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [pending] { return pending->done; });
+  return pending;
+}
+
+SEED_EXPORT int seed_rpc_done(void* handle) {
+  auto* p = static_cast<seed_transport::PendingCall*>(handle);
+  std::lock_guard<std::mutex> lock(p->mu);
+  return p->done ? 1 : 0;
+}
+
+// 1 when the call has completed, 0 if `timeout_ms` passed first.
+SEED_EXPORT int seed_rpc_wait(void* handle, int timeout_ms) {
+  auto* p = static_cast<seed_transport::PendingCall*>(handle);
+  std::unique_lock<std::mutex> lock(p->mu);
+  return p->cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), [p] { return p->done; }) ? 1 : 0;
+}
+
+// After wait() returned 1: the status code, message and response body.
+SEED_EXPORT int seed_rpc_result(void* handle, const char** body, size_t* size, const char** message) {
+  auto* p = static_cast<seed_transport::PendingCall*>(handle);
+  *body = p->body.data();
+  *size = p->body.size();
+  *message = p->status.message.c_str();
+  return p->status.code;
+}
+
+SEED_EXPORT void seed_rpc_cancel(void* handle) {
+  auto* p = static_cast<seed_transport::PendingCall*>(handle);
+  std::function<void()> cancel;
+  {
+    std::lock_guard<std::mutex> lock(p->mu);
+    if (!p->done) cancel = p->cancel;
+  }
+  if (cancel) cancel();
+}
+
+// Frees a call; it must have completed (cancel, then wait, if needed).
+SEED_EXPORT void seed_rpc_free(void* handle) { delete static_cast<seed_transport::PendingCall*>(handle); }

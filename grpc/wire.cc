@@ -80,6 +80,27 @@ void SerializeTensors(const std::vector<Tensor>& tensors, std::string* out) {
   }
 }
 
+void SerializeRows(const std::vector<Tensor>& tensors, int64_t first, int64_t rows, bool drop_batch_dim,
+                   std::string* out) {
+  out->append(kMagic, 4);
+  Put<uint32_t>(out, tensors.size());
+  for (const Tensor& t : tensors) {
+    const int64_t per_row = t.dim_size(0) > 0 ? t.NumElements() / t.dim_size(0) : 0;
+    Put<uint32_t>(out, t.dtype());
+    Put<uint32_t>(out, t.dims() - (drop_batch_dim ? 1 : 0));
+    if (!drop_batch_dim) Put<int64_t>(out, rows);
+    for (int d = 1; d < t.dims(); ++d) Put<int64_t>(out, t.dim_size(d));
+    if (t.dtype() == tensorflow::DT_STRING) {
+      auto flat = t.flat<tensorflow::tstring>();
+      for (int64_t i = first * per_row; i < (first + rows) * per_row; ++i) Put<uint64_t>(out, flat(i).size());
+      for (int64_t i = first * per_row; i < (first + rows) * per_row; ++i) out->append(flat(i).data(), flat(i).size());
+    } else {
+      const int64_t row_bytes = per_row * tensorflow::DataTypeSize(t.dtype());
+      out->append(t.tensor_data().data() + first * row_bytes, rows * row_bytes);
+    }
+  }
+}
+
 absl::Status ParseTensors(const std::string& data, std::vector<Tensor>* tensors) {
   Reader r(data);
   const char* magic = r.Take(4);

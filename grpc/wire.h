@@ -17,6 +17,11 @@ namespace seed_rpc {
 void SerializeTensors(const std::vector<tensorflow::Tensor>& tensors,
                       std::string* out);
 
+// Appends the serialization of rows [first, first + rows) of every tensor
+// (all batched along dim 0); `drop_batch_dim` sends one row without it.
+void SerializeRows(const std::vector<tensorflow::Tensor>& tensors, int64_t first,
+                   int64_t rows, bool drop_batch_dim, std::string* out);
+
 // Parses a payload into freshly allocated tensors.
 absl::Status ParseTensors(const std::string& data,
                           std::vector<tensorflow::Tensor>* tensors);

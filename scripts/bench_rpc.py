@@ -31,6 +31,7 @@ then terminate/kill by pid) before the script returns.
 from __future__ import annotations
 
 import argparse
+import functools
 import dataclasses
 import json
 import os
@@ -494,18 +495,22 @@ class Bench:
       s.close()
 
   # -- (a) our op ----------------------------------------------------------
-  def _client(self, transport: str):
-    if transport not in self._seed_clients:
+  def _client(self, transport: str, numpy_outputs: bool = False):
+    key = (transport, numpy_outputs)
+    if key not in self._seed_clients:
       from seed import grpc as seed_grpc  # pylint: disable=g-import-not-at-top
-      self._seed_clients[transport] = seed_grpc.Client(self.addresses["seed", transport], connect_timeout=60)
-    return self._seed_clients[transport]
+      self._seed_clients[key] = seed_grpc.Client(self.addresses["seed", transport], connect_timeout=60,
+                                                 numpy_outputs=numpy_outputs)
+    return self._seed_clients[key]
 
-  def seed_eager(self, transport: str, p: Payload, conc: int, rows: int | None = None) -> Result:
+  def seed_eager(self, transport: str, p: Payload, conc: int, rows: int | None = None,
+                 numpy_outputs: bool = True) -> Result:
+    """Eager calls as actors make them: numpy in, numpy out (numpy_outputs=False: tf.Tensors out)."""
     x = p.example(rows)
 
     def run():
-      method = getattr(self._client(transport), p.method)
-      _first_call(lambda: method(x).numpy(), x, f"(a) {transport} {p.method}")
+      method = getattr(self._client(transport, numpy_outputs), p.method)
+      _first_call(lambda: np.asarray(method(x)), x, f"(a) {transport} {p.method}")
 
       def step(_):
         method(x)
@@ -654,12 +659,14 @@ def _cell(r: Result | None) -> str:
 
 
 def print_tables(rows, d_rows, args) -> None:
-  cols = ["transport", "payload", "callers", "(a) eager", "(a) tf.fn", "(b) C++", "(c) py thr", "(c) py aio",
+  cols = ["transport", "payload", "callers", "(a) eager", "(a) eager T", "(a) tf.fn", "(b) C++", "(c) py thr",
+          "(c) py aio",
           "a.tf/b", "a.eager/c", "targets (64 callers, unix, 16B)"]
   val = lambda r: r.calls_per_sec if r and not r.error else float("nan")  # noqa: E731
   table = []
   for (t, pname, conc), res in rows:
-    a_e, a_t, b, c_thr, c_aio = (res.get(k) for k in ("a_eager", "a_tf", "b", "c_threads", "c_aio"))
+    a_e, a_et, a_t, b, c_thr, c_aio = (res.get(k) for k in ("a_eager", "a_eager_tt", "a_tf", "b", "c_threads",
+                                                             "c_aio"))
     c_best = max((v for v in (val(c_thr), val(c_aio)) if v == v), default=float("nan"))
     ab, ac = _ratio(val(a_t), val(b)), _ratio(val(a_e), c_best)
     target = ""
@@ -668,14 +675,14 @@ def print_tables(rows, d_rows, args) -> None:
         return "MISSED" if s == "-" or float(s) < goal else "met"
       target = (f"a.tf/b >= {TARGET_AB}: {verdict(ab, TARGET_AB)}; "
                 f"a.eager/c >= {TARGET_AC:g}: {verdict(ac, TARGET_AC)}")
-    table.append([t, pname, str(conc), _cell(a_e), _cell(a_t), _cell(b), _cell(c_thr), _cell(c_aio), ab, ac,
+    table.append([t, pname, str(conc), _cell(a_e), _cell(a_et), _cell(a_t), _cell(b), _cell(c_thr), _cell(c_aio), ab, ac,
                   target])
   print()
   print(f"calls/s; every call carries one element, so slots/s = calls/s. Batch {BATCH}, flush timeout "
         f"{args.flush_timeout * 1e3:g} ms, {args.seconds:g} s window after {args.warmup:g} s warm-up"
         + (f", median of {args.repeat}" if args.repeat > 1 else ""))
-  print("(a) our server+client op: eager = Python threads calling client.ident(x); tf.fn = threads running a "
-        "tf.while_loop of calls")
+  print("(a) our server+client: eager = Python threads calling client.ident(x) with numpy outputs (as actors do; "
+        "eager T = tf.Tensor outputs); tf.fn = threads running a tf.while_loop of client-op calls")
   print("(b) C++ echo_bench server+client on the same transport, no TF, no batching; (c) Python grpcio server "
         "batching in Python (thread pool | asyncio), Python grpcio client threads")
   print("a.eager/c uses the faster of the two (c) servers")
@@ -756,7 +763,9 @@ def main() -> None:
         for conc in concs:
           p = PAYLOADS[pname]
           res = {}
-          for key, fn in (("a_eager", bench.seed_eager), ("a_tf", bench.seed_tf), ("b", bench.echo),
+          eager_tensors = functools.partial(bench.seed_eager, numpy_outputs=False)
+          for key, fn in (("a_eager", bench.seed_eager), ("a_eager_tt", eager_tensors), ("a_tf", bench.seed_tf),
+                          ("b", bench.echo),
                           ("c_threads", bench.py_threads), ("c_aio", bench.py_aio)):
             res[key] = r = _median([fn(t, p, conc) for _ in range(args.repeat)])
             print(f"  {t:4s} {pname:5s} {conc:3d} {key:11s} {_cell(r):>9s} calls/s  fill {r.fill:4.2f}  "

@@ -25,23 +25,86 @@ own rows back.
 from __future__ import annotations
 
 import collections
+import ctypes
 import functools
 import json
 import threading
 import weakref
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from seed import build_op
+from seed import rpc_wire
 
 DEFAULT_MAX_MESSAGE_SIZE = 256 << 20  # bytes per message, both directions
 _METHOD_LIST = "__methods__"
 
 
+_LOAD_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _library_path() -> str:
+  with _LOAD_LOCK:  # lru_cache alone lets concurrent first callers all build
+    return str(build_op.op_library_path())
+
+
 @functools.lru_cache(maxsize=None)
 def _ops():
-  return tf.load_op_library(str(build_op.op_library_path()))
+  return tf.load_op_library(_library_path())
+
+
+@functools.lru_cache(maxsize=None)
+def _clib() -> tuple[ctypes.CDLL, ctypes.PyDLL]:
+  """The op library's C entry points for direct eager calls.
+
+  Blocking entry points go through CDLL (GIL released while they wait); the
+  quick ones through PyDLL (GIL kept: no contended re-acquire per call).
+  """
+  _ops()  # loads (and builds) the library first
+  blocking, quick = ctypes.CDLL(_library_path()), ctypes.PyDLL(_library_path())
+  blocking.seed_rpc_start.restype = ctypes.c_void_p
+  blocking.seed_rpc_start.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
+                                      ctypes.c_longlong, ctypes.c_int, ctypes.c_longlong, ctypes.c_int]
+  blocking.seed_rpc_wait.argtypes = [ctypes.c_void_p, ctypes.c_int]
+  blocking.seed_rpc_cancel.argtypes = [ctypes.c_void_p]
+  quick.seed_rpc_done.argtypes = [ctypes.c_void_p]
+  quick.seed_rpc_result.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
+                                    ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_char_p)]
+  quick.seed_rpc_free.argtypes = [ctypes.c_void_p]
+  return blocking, quick
+
+
+_ERRORS = {1: tf.errors.CancelledError, 2: tf.errors.UnknownError, 3: tf.errors.InvalidArgumentError,
+           4: tf.errors.DeadlineExceededError, 5: tf.errors.NotFoundError, 6: tf.errors.AlreadyExistsError,
+           7: tf.errors.PermissionDeniedError, 8: tf.errors.ResourceExhaustedError,
+           9: tf.errors.FailedPreconditionError, 10: tf.errors.AbortedError, 11: tf.errors.OutOfRangeError,
+           12: tf.errors.UnimplementedError, 13: tf.errors.InternalError, 14: tf.errors.UnavailableError,
+           15: tf.errors.DataLossError, 16: tf.errors.UnauthenticatedError}
+
+
+def _call_direct(address: bytes, path: bytes, request: bytes, timeout_us: int,
+                 max_message_size: int) -> tuple[int, str, bytes | None]:
+  """One blocking unary call through the op's transport: (code, message, body)."""
+  blocking, quick = _clib()
+  handle = blocking.seed_rpc_start(address, path, request, len(request), timeout_us, 0, max_message_size, 200)
+  try:
+    while not quick.seed_rpc_done(handle):  # waits in short slices: Ctrl-C still works
+      blocking.seed_rpc_wait(handle, 200)
+  except BaseException:
+    blocking.seed_rpc_cancel(handle)
+    while not blocking.seed_rpc_wait(handle, 1000):
+      pass
+    quick.seed_rpc_free(handle)
+    raise
+  body, size, message = ctypes.c_void_p(), ctypes.c_size_t(), ctypes.c_char_p()
+  code = quick.seed_rpc_result(handle, ctypes.byref(body), ctypes.byref(size), ctypes.byref(message))
+  data = ctypes.string_at(body, size.value) if code == 0 else None
+  text = (message.value or b"").decode(errors="replace")
+  quick.seed_rpc_free(handle)
+  return code, text, data
 
 
 def grpc_version() -> str:
@@ -291,11 +354,19 @@ class Method:
     self._out_structure = _decode(signature["outputs"])
     self._out_specs = [s for s in tf.nest.flatten(self._out_structure) if s is not None]
     self.batch_size = signature["batch_size"]
+    self._path = f"/seed/{name}".encode()
+    self._out_np_dtypes = [np.dtype(object) if s.dtype == tf.string else np.dtype(s.dtype.as_numpy_dtype)
+                           for s in self._out_specs]
 
   def __repr__(self) -> str:
     return f"<remote {self.name}{self._in_structure} -> {self._out_structure}>"
 
+  def _timeout_ms(self, timeout: float | None) -> int:
+    timeout = self._client.timeout if timeout is None else timeout
+    return -1 if timeout is None else int(timeout * 1000)
+
   def _prepare(self, args, timeout):
+    """Flat input tensors and the op attributes for a call in a graph."""
     if len(args) != len(self._in_structure):
       raise TypeError(f"{self.name}() takes {len(self._in_structure)} argument(s), got {len(args)}")
     values = _flatten_like(self._in_structure, args, self.name)
@@ -308,23 +379,45 @@ class Method:
       else:
         out_shapes = [tf.TensorShape([x.shape[0] if x.shape.rank else None]).concatenate(s[1:])
                       for s in out_shapes]
-    timeout = self._client.timeout if timeout is _DEFAULT else timeout
     return flat, dict(Tout=[s.dtype for s in self._out_specs], output_shapes=out_shapes,
-                      address=self._client.address, method=self.name,
-                      timeout_ms=-1 if timeout is None else int(timeout * 1000),
+                      address=self._client.address, method=self.name, timeout_ms=self._timeout_ms(timeout),
                       max_message_size=self._client.max_message_size)
+
+  def _call_eagerly(self, args, timeout) -> tuple[int, str, list[np.ndarray] | None]:
+    """The eager path: numpy framing + a direct call, no TF op dispatch."""
+    if len(args) != len(self._in_structure):
+      raise TypeError(f"{self.name}() takes {len(self._in_structure)} argument(s), got {len(args)}")
+    values = _flatten_like(self._in_structure, args, self.name)
+    arrays = [rpc_wire.as_array(v, s.dtype) for v, s in zip(values, self._in_specs)]
+    timeout_ms = self._timeout_ms(timeout)
+    code, message, body = _call_direct(self._client.address.encode(), self._path, rpc_wire.serialize(arrays),
+                                       timeout_ms * 1000 if timeout_ms >= 0 else -1,
+                                       self._client.max_message_size)
+    if code != 0:
+      return code, f"{message} [method '{self.name}' at {self._client.address}]", None
+    outputs = rpc_wire.parse(body)
+    if [o.dtype if o.dtype != object else np.dtype(object) for o in outputs] != self._out_np_dtypes:
+      return 13, f"server returned unexpected outputs [method '{self.name}' at {self._client.address}]", None
+    return 0, "", outputs
 
   def _pack(self, outputs):
     outputs = iter(outputs)  # None leaves (no tensor) are not sent
     leaves = [None if leaf is None else next(outputs) for leaf in tf.nest.flatten(self._out_structure)]
     return tf.nest.pack_sequence_as(self._out_structure, leaves)
 
-  def __call__(self, *args, timeout: float | None | object = None):
+  def __call__(self, *args, timeout: float | None = None):
     """Calls the remote function; raises the server's TF error on failure.
 
     `timeout` (seconds) overrides the client's default per-call deadline.
     """
-    flat, attrs = self._prepare(args, _DEFAULT if timeout is None else timeout)
+    if tf.executing_eagerly():
+      code, message, outputs = self._call_eagerly(args, timeout)
+      if code != 0:
+        raise _ERRORS.get(code, tf.errors.UnknownError)(None, None, message)
+      if self._client.numpy_outputs:
+        return self._pack(outputs)
+      return self._pack([tf.constant(o) for o in outputs])
+    flat, attrs = self._prepare(args, timeout)
     return self._pack(_ops().seed_rpc_call(flat, **attrs))
 
   def with_status(self, *args, timeout: float | None = None):
@@ -333,12 +426,16 @@ class Method:
     code is a gRPC/TF status code (0 = OK); on failure the outputs are zeros
     of the declared shapes (unknown dimensions as 0).
     """
-    flat, attrs = self._prepare(args, _DEFAULT if timeout is None else timeout)
+    if tf.executing_eagerly():
+      code, message, outputs = self._call_eagerly(args, timeout)
+      if code != 0:
+        outputs = [tf.zeros([d or 0 for d in s.shape] if s.shape.rank is not None else [], s.dtype)
+                   for s in self._out_specs]
+      return (tf.constant(code, tf.int32), tf.constant(message),
+              self._pack([o if isinstance(o, tf.Tensor) else tf.constant(o) for o in outputs]))
+    flat, attrs = self._prepare(args, timeout)
     code, message, outputs = _ops().seed_rpc_call_with_status(flat, **attrs)
     return code, message, self._pack(outputs)
-
-
-_DEFAULT = object()
 
 
 def _flatten_like(structure, value, where: str) -> list:
@@ -364,7 +461,7 @@ class Client:
   """Connects to a `Server` and exposes one `Method` per bound function."""
 
   def __init__(self, address: str, *, timeout: float | None = None, connect_timeout: float = 60.0,
-               max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
+               max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, numpy_outputs: bool = False):
     """Waits (up to connect_timeout seconds) for the server and reads its methods.
 
     Args:
@@ -373,8 +470,12 @@ class Client:
         server is still detected by keepalive and answered with Unavailable).
       connect_timeout: how long to wait for the server to come up.
       max_message_size: largest request or response in bytes.
+      numpy_outputs: eager calls return numpy arrays (read-only views of the
+        response) instead of tf.Tensors: cheaper, and what an actor stepping
+        environments wants. Calls inside a tf.function always give tensors.
     """
     self.address = address
+    self.numpy_outputs = numpy_outputs
     self.timeout = timeout
     self.max_message_size = max_message_size
     try:
