@@ -805,3 +805,16 @@ def test_server_threads_configurable(address):
   with server:
     client = grpc.Client(address)
     assert call_many(client.inc, [1, 2, 3, 4]) == [2, 3, 4, 5]
+
+
+def test_numpy_outputs(address):
+  @tf.function(input_signature=[spec([2]), spec([], tf.string)])
+  def f(x, s):
+    return {"x": x * 3, "s": s + "!"}
+
+  server = grpc.Server(address)
+  server.bind(f)
+  with server:
+    out = grpc.Client(address, numpy_outputs=True).f(np.array([1, 2], np.int32), "hi")
+    assert isinstance(out["x"], np.ndarray) and out["x"].tolist() == [3, 6]
+    assert out["s"] == b"hi!"
