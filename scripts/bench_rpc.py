@@ -131,6 +131,20 @@ class _Slot:
     self.result = None
 
 
+def _run_padded(batcher, requests: list[bytes]) -> np.ndarray:
+  """Runs batcher.fn on the requests' rows, zero-padded to batcher.size; counts them."""
+  elem_shape, dtype = batcher.payload.shape, np.dtype(batcher.payload.dtype)
+  n = len(requests)
+  x = np.frombuffer(b"".join(requests), dtype).reshape((n,) + elem_shape)
+  if n < batcher.size:
+    x = np.concatenate([x, np.zeros((batcher.size - n,) + elem_shape, dtype)])
+  out = batcher.fn(x).numpy()
+  batcher.calls += n
+  batcher.batches += 1
+  batcher.slots += n
+  return out
+
+
 class _PyBatcher:
   """Collects concurrent calls into batches of up to `size` for a tf.function."""
 
@@ -149,7 +163,6 @@ class _PyBatcher:
     return slot.result
 
   def _loop(self) -> None:
-    elem_shape, dtype = self.payload.shape, np.dtype(self.payload.dtype)
     while True:
       items = [self.queue.get()]
       if items[0] is None:
@@ -166,14 +179,7 @@ class _PyBatcher:
           self.queue.put(None)
           break
         items.append(item)
-      n = len(items)
-      x = np.frombuffer(b"".join(item[0] for item in items), dtype).reshape((n,) + elem_shape)
-      if n < self.size:
-        x = np.concatenate([x, np.zeros((self.size - n,) + elem_shape, dtype)])
-      out = self.fn(x).numpy()
-      self.calls += n
-      self.batches += 1
-      self.slots += n
+      out = _run_padded(self, [item[0] for item in items])
       for i, (_, slot, _) in enumerate(items):
         slot.result = out[i].tobytes()
         slot.event.set()
@@ -231,15 +237,7 @@ class _AioBatcher:
       self.timer = None
     items, self.pending = self.pending[:self.size], self.pending[self.size:]
     if items:
-      elem_shape, dtype = self.payload.shape, np.dtype(self.payload.dtype)
-      n = len(items)
-      x = np.frombuffer(b"".join(req for req, _ in items), dtype).reshape((n,) + elem_shape)
-      if n < self.size:
-        x = np.concatenate([x, np.zeros((self.size - n,) + elem_shape, dtype)])
-      out = self.fn(x).numpy()
-      self.calls += n
-      self.batches += 1
-      self.slots += n
+      out = _run_padded(self, [req for req, _ in items])
       for i, (_, future) in enumerate(items):
         if not future.done():  # the client may have gone
           future.set_result(out[i].tobytes())

@@ -30,7 +30,7 @@ import functools
 import json
 import threading
 import weakref
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf

@@ -26,3 +26,22 @@ def address(sock_dir):
 @pytest.fixture
 def tcp_address():
   return f"localhost:{portpicker.pick_unused_port()}"
+
+
+@pytest.fixture
+def serve(address):
+  """serve(*fns, **bind_kwargs) -> Client; servers are shut down after the test."""
+  from seed import grpc  # pylint: disable=g-import-not-at-top
+  servers = []
+
+  def _serve(*fns, **kwargs):
+    server = grpc.Server([address])
+    for fn in fns:
+      server.bind(fn, **kwargs)
+    server.start()
+    servers.append(server)
+    return grpc.Client(address)
+
+  yield _serve
+  for s in servers:
+    s.shutdown()

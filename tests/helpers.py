@@ -39,3 +39,11 @@ def run_python(code: str, timeout=120, env=None) -> subprocess.CompletedProcess:
   full_env.update(env or {})
   return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                         env=full_env, cwd=REPO)
+
+
+def catch(fn, *args, **kwargs):
+  """fn(*args, **kwargs), or the exception it raised."""
+  try:
+    return fn(*args, **kwargs)
+  except Exception as e:  # pylint: disable=broad-except
+    return e

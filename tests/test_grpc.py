@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from seed import grpc
-from tests.helpers import run_parallel
+from tests.helpers import catch, run_parallel
 
 
 def spec(shape, dtype=tf.int32, name=None):
@@ -56,24 +56,6 @@ def test_readme_example(sock_dir, tcp_address):
 
 
 # -------------------------------------------------------------- basic calls ---
-
-@pytest.fixture
-def serve(address):
-  """serve(*fns, **bind_kwargs) -> Client; the server is shut down after the test."""
-  servers = []
-
-  def _serve(*fns, **kwargs):
-    server = grpc.Server([address])
-    for fn in fns:
-      server.bind(fn, **kwargs)
-    server.start()
-    servers.append(server)
-    return grpc.Client(address)
-
-  yield _serve
-  for s in servers:
-    s.shutdown()
-
 
 def test_two_calls_and_context_manager(address):
   @tf.function(input_signature=[spec([])])
@@ -443,7 +425,7 @@ def test_shutdown_or_delete_while_call_is_blocked(address, how):
   q.enqueue(1)
   assert client.wait(1).numpy() == 2  # works while the queue has data
   result = []
-  t = threading.Thread(target=lambda: result.append(_catch(client.wait, 1)))
+  t = threading.Thread(target=lambda: result.append(catch(client.wait, 1)))
   t.start()
   time.sleep(0.5)
   assert t.is_alive()  # blocked in the dequeue
@@ -456,13 +438,6 @@ def test_shutdown_or_delete_while_call_is_blocked(address, how):
   t.join(30)
   assert not t.is_alive()
   assert isinstance(result[0], (tf.errors.CancelledError, tf.errors.UnavailableError)), result
-
-
-def _catch(fn, *args, **kwargs):
-  try:
-    return fn(*args, **kwargs)
-  except Exception as e:  # pylint: disable=broad-except
-    return e
 
 
 def test_call_deadline(serve):
@@ -664,7 +639,7 @@ def test_shutdown_while_waiting_for_batch(address):
   server.start()
   client = grpc.Client(address)
   results = []
-  threads = [threading.Thread(target=lambda: results.append(_catch(client.inc, 1))) for _ in range(2)]
+  threads = [threading.Thread(target=lambda: results.append(catch(client.inc, 1))) for _ in range(2)]
   for t in threads:
     t.start()
   time.sleep(0.5)

@@ -10,30 +10,13 @@ import pytest
 import tensorflow as tf
 
 from seed import grpc
-from tests.helpers import run_parallel
+from tests.helpers import catch, run_parallel
 from tests.test_grpc import NUMERIC
 
 
 def in_graph(fn, *args, **kwargs):
   """Runs fn(*args) inside a tf.function (arguments become graph constants)."""
   return tf.function(lambda: fn(*args, **kwargs))()
-
-
-@pytest.fixture
-def serve(address):
-  servers = []
-
-  def _serve(*fns, **kwargs):
-    server = grpc.Server([address])
-    for fn in fns:
-      server.bind(fn, **kwargs)
-    server.start()
-    servers.append(server)
-    return grpc.Client(address)
-
-  yield _serve
-  for s in servers:
-    s.shutdown()
 
 
 @pytest.mark.parametrize("dtype", NUMERIC + [tf.string], ids=lambda d: d.name)
@@ -122,20 +105,13 @@ def test_deadline_and_shutdown_in_graph(address):
     in_graph(client.wait, 1, timeout=0.3)
   assert time.time() - t0 < 10
   result = []
-  thread = threading.Thread(target=lambda: result.append(_catch(in_graph, client.wait, 1)))
+  thread = threading.Thread(target=lambda: result.append(catch(in_graph, client.wait, 1)))
   thread.start()
   time.sleep(0.5)
   server.shutdown()
   thread.join(30)
   assert not thread.is_alive()
   assert isinstance(result[0], (tf.errors.CancelledError, tf.errors.UnavailableError)), result
-
-
-def _catch(fn, *args, **kwargs):
-  try:
-    return fn(*args, **kwargs)
-  except Exception as e:  # pylint: disable=broad-except
-    return e
 
 
 def test_batched_calls_from_concurrent_graphs(serve):
