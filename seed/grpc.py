@@ -2,8 +2,9 @@
 
 A `Server` binds tf.functions (by their input_signature) and runs them through
 TensorFlow's function runtime on gRPC threads, never in Python. A `Client` has
-one method per bound function; each method is a TensorFlow op, usable eagerly
-and inside a tf.function.
+one method per bound function, usable inside a tf.function (it is then the
+client op, so graphs and SavedModels can call servers) and eagerly (then a
+direct call through the op library's transport, skipping TF's op dispatch).
 
 Batching: a function whose inputs all have the same static leading dimension N
 (and whose outputs do too) is batched. Each call supplies one element (without
