@@ -159,6 +159,10 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
       state_ = kShutDown;
       accepting_ = false;
     }
+    {
+      std::lock_guard<std::mutex> lock(flush_mu_);
+      flush_stop_ = true;
+    }
     flush_cv_.notify_all();
     if (flusher_.joinable()) flusher_.join();
     cancellation_.StartCancel();
@@ -402,13 +406,14 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
     pending->rows = rows;
     pending->single = single;
     std::vector<std::unique_ptr<Batch>> full;
+    bool opened;
     {
       std::lock_guard<std::mutex> lock(m->mu);
       if (m->closed) {
         m->stats.errors++;
         return Fail(call, absl::UnavailableError("server is shutting down"));
       }
-      bool first_open = m->open == nullptr;
+      const Batch* was_open = m->open.get();
       int64_t done = 0;
       // Holds the parts count up until every part is placed.
       pending->parts = 1;
@@ -434,8 +439,11 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
         if (b->filled == m->batch_size) full.push_back(std::move(m->open));
       }
       pending->parts--;
-      if (first_open && m->open != nullptr && m->flush_timeout_us >= 0) flush_cv_.notify_one();
+      // A batch opened by this call (earlier ones are in `full`, so the
+      // pointer cannot be reused) needs the flusher to learn its deadline.
+      opened = m->flush_timeout_us >= 0 && m->open != nullptr && m->open.get() != was_open;
     }
+    if (opened) WakeFlusher();
     for (auto& b : full) Launch(m, std::move(b));
   }
 
@@ -516,10 +524,22 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
     }
   }
 
-  // Runs partial batches whose flush timeout expired.
+  void WakeFlusher() {
+    {
+      std::lock_guard<std::mutex> lock(flush_mu_);
+      ++flush_generation_;
+    }
+    flush_cv_.notify_one();
+  }
+
+  // Runs partial batches whose flush timeout expired. A generation counter
+  // (not the batch locks) carries wake-ups, so none is lost between a scan
+  // and the wait.
   void FlushLoop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (state_ == kStarted) {
+    std::unique_lock<std::mutex> lock(flush_mu_);
+    while (!flush_stop_) {
+      const uint64_t generation = flush_generation_;
+      lock.unlock();
       auto wake = Clock::now() + std::chrono::seconds(1);
       std::vector<std::pair<Method*, std::unique_ptr<Batch>>> due;
       for (auto& [name, m] : methods_) {
@@ -533,13 +553,10 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
           wake = std::min(wake, deadline);
         }
       }
-      if (!due.empty()) {
-        lock.unlock();
-        for (auto& [m, b] : due) Launch(m, std::move(b));
-        lock.lock();
-        continue;
-      }
-      flush_cv_.wait_until(lock, wake);
+      for (auto& [m, b] : due) Launch(m, std::move(b));
+      lock.lock();
+      if (!due.empty()) continue;
+      flush_cv_.wait_until(lock, wake, [&] { return flush_stop_ || flush_generation_ != generation; });
     }
   }
 
@@ -555,7 +572,10 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
   std::mutex runs_mu_;
   std::condition_variable runs_cv_;
   int64_t running_ = 0;
-  std::condition_variable_any flush_cv_;
+  std::mutex flush_mu_;  // guards the two below
+  uint64_t flush_generation_ = 0;
+  bool flush_stop_ = false;
+  std::condition_variable flush_cv_;
   std::thread flusher_;
 };
 
