@@ -366,12 +366,15 @@ class Method:
     timeout = self._client.timeout if timeout is None else timeout
     return -1 if timeout is None else int(timeout * 1000)
 
-  def _prepare(self, args, timeout):
-    """Flat input tensors and the op attributes for a call in a graph."""
+  def _flat_args(self, args) -> list:
+    """The call's arguments flattened like the signature; arity checked."""
     if len(args) != len(self._in_structure):
       raise TypeError(f"{self.name}() takes {len(self._in_structure)} argument(s), got {len(args)}")
-    values = _flatten_like(self._in_structure, args, self.name)
-    flat = [tf.convert_to_tensor(v, dtype_hint=s.dtype) for v, s in zip(values, self._in_specs)]
+    return _flatten_like(self._in_structure, args, self.name)
+
+  def _prepare(self, args, timeout):
+    """Flat input tensors and the op attributes for a call in a graph."""
+    flat = [tf.convert_to_tensor(v, dtype_hint=s.dtype) for v, s in zip(self._flat_args(args), self._in_specs)]
     out_shapes = [s.shape for s in self._out_specs]
     if self.batch_size and flat:
       x, spec = flat[0], self._in_specs[0]
@@ -386,10 +389,7 @@ class Method:
 
   def _call_eagerly(self, args, timeout) -> tuple[int, str, list[np.ndarray] | None]:
     """The eager path: numpy framing + a direct call, no TF op dispatch."""
-    if len(args) != len(self._in_structure):
-      raise TypeError(f"{self.name}() takes {len(self._in_structure)} argument(s), got {len(args)}")
-    values = _flatten_like(self._in_structure, args, self.name)
-    arrays = [rpc_wire.as_array(v, s.dtype) for v, s in zip(values, self._in_specs)]
+    arrays = [rpc_wire.as_array(v, s.dtype) for v, s in zip(self._flat_args(args), self._in_specs)]
     timeout_ms = self._timeout_ms(timeout)
     code, message, body = _call_direct(self._client.address.encode(), self._path, rpc_wire.serialize(arrays),
                                        timeout_ms * 1000 if timeout_ms >= 0 else -1,

@@ -21,29 +21,29 @@ _TO_ENUM = {np.dtype(d.as_numpy_dtype): d.as_datatype_enum for d in _DTYPES}
 _FROM_ENUM = {d.as_datatype_enum: np.dtype(d.as_numpy_dtype) for d in _DTYPES}
 
 
+def _encode_strings(arr: np.ndarray) -> np.ndarray:
+  """An object array of bytes (str elements UTF-8 encoded)."""
+  if not arr.size:
+    return arr.astype(object)
+  return np.vectorize(lambda v: v.encode() if isinstance(v, str) else v, otypes=[object])(arr)
+
+
 def as_array(value, dtype: tf.DType) -> np.ndarray:
   """Converts a call argument like tf.convert_to_tensor(value, dtype_hint) would.
 
   Tensors and arrays keep their dtype (a mismatch is reported by the server);
   Python values take `dtype` when that is a same-kind conversion.
   """
+  if isinstance(value, (tf.Tensor, tf.Variable)):
+    value = np.asarray(value.numpy())  # scalars come back as numpy scalars
   if isinstance(value, np.ndarray):
-    if value.dtype.kind not in "US":
-      return value
-  elif isinstance(value, (tf.Tensor, tf.Variable)):
-    arr = value.numpy()
-  elif dtype == tf.string:
-    arr = np.asarray(value, dtype=object)
-    return np.vectorize(lambda s: s.encode() if isinstance(s, str) else s, otypes=[object])(arr) \
-        if arr.size else arr
-  else:
-    arr = np.asarray(value)
-  if arr.dtype.kind in "US":
-    return np.vectorize(lambda s: s.encode() if isinstance(s, str) else s, otypes=[object])(arr)
-  want = np.dtype(dtype.as_numpy_dtype) if dtype != tf.string else None
-  if want is not None and arr.dtype != want and not isinstance(value, (np.ndarray, tf.Tensor, tf.Variable)):
-    if np.can_cast(arr.dtype, want, casting="same_kind"):
-      arr = arr.astype(want)
+    return _encode_strings(value) if value.dtype.kind in "US" else value
+  arr = np.asarray(value, dtype=object if dtype == tf.string else None)
+  if dtype == tf.string or arr.dtype.kind in "US":
+    return _encode_strings(arr)
+  want = np.dtype(dtype.as_numpy_dtype)
+  if arr.dtype != want and np.can_cast(arr.dtype, want, casting="same_kind"):
+    arr = arr.astype(want)
   return arr
 
 

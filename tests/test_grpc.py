@@ -131,8 +131,11 @@ def test_strings(serve):
   def shout(x):
     return tf.strings.upper(x) + "!"
 
-  out = serve(shout).shout(["hello", "", "wörld"]).numpy()
+  client = serve(shout)
+  out = client.shout(["hello", "", "wörld"]).numpy()
   assert list(out) == [b"HELLO!", b"!", "WöRLD!".encode()]
+  assert list(client.shout(np.array(["ab", "é"])).numpy()) == [b"AB!", "é!".encode()]  # numpy str array
+  assert client.shout([]).numpy().shape == (0,)
 
 
 NUMERIC = [tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int8, tf.int16, tf.int32, tf.int64,
