@@ -1,0 +1,142 @@
+"""V-trace actor-critic agent (IMPALA): inference step, loss and training step.
+
+Loss (Espeholt et al. 2018, arXiv:1802.01561, section 4.2): policy gradient on
+V-trace advantages, a baseline loss toward the V-trace targets v_s, and an
+entropy bonus.
+
+Step conventions (see seed.env_store.Step): step t of an unroll holds x_t, the
+reward and terminal flag of the transition *into* x_t, and the action a_t taken
+there. Transition t -> t+1 therefore uses reward_{t+1}, discount
+gamma * (1 - terminated_{t+1}), and is not real when x_{t+1} is the first
+observation of an episode (the action a_t at a final observation is never
+applied): those steps are masked out and their importance weight is set to 0,
+so no value leaks across the episode boundary while a truncated episode still
+bootstraps from V(x_final).
+"""
+
+from __future__ import annotations
+
+import gymnasium
+import ml_collections
+import tensorflow as tf
+import tf_keras as keras
+
+from agents.vtrace import networks
+from agents.vtrace import vtrace
+from seed.agent import Agent
+from seed.env_store import Unroll
+
+_MASKED_LOG_RHO = -1e9  # exp() of it is 0: a masked step has importance weight 0
+
+
+def _time_major(x: tf.Tensor) -> tf.Tensor:
+  return tf.transpose(x, [1, 0, *range(2, x.shape.rank)])
+
+
+class VTraceAgent(Agent):
+  """IMPALA's agent on a discrete action space."""
+
+  def __init__(self, config: ml_collections.ConfigDict, observation_space: gymnasium.spaces.Box,
+               action_space: gymnasium.spaces.Discrete, train_steps: int):
+    super().__init__(name="vtrace_agent")
+    if not isinstance(action_space, gymnasium.spaces.Discrete):
+      raise ValueError(f"the V-trace agent needs a discrete action space, got {action_space}")
+    self.config = config
+    self.observation_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
+    self.num_actions = int(action_space.n)
+    self.network = networks.ActorCritic(self.num_actions, config.torso, config.mlp_sizes, config.lstm_size)
+    lr = config.learning_rate
+    if config.lr_decay:
+      lr = keras.optimizers.schedules.PolynomialDecay(lr, max(train_steps, 1), end_learning_rate=0.0)
+    self.optimizer = keras.optimizers.Adam(lr, epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm)
+    # Build variables now so checkpoints restore eagerly and inference can be traced.
+    self.step(tf.zeros([1, *self.observation_spec.shape], self.observation_spec.dtype), tf.ones([1], tf.bool),
+              self.initial_state(1))
+
+  @property
+  def state_spec(self):
+    return self.network.state_spec
+
+  @property
+  def output_spec(self):
+    return {"action": tf.TensorSpec([], tf.int32), "logits": tf.TensorSpec([self.num_actions], tf.float32)}
+
+  def initial_state(self, batch_size):
+    return self.network.initial_state(batch_size)
+
+  def step(self, observation, first, state):
+    (logits, _), state = self.network(observation, first, state)
+    action = tf.random.categorical(logits, 1, dtype=tf.int32)[:, 0]
+    return {"action": action, "logits": logits}, state
+
+  def loss(self, unroll: Unroll) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    c = self.config
+    steps = tf.nest.map_structure(_time_major, unroll.steps)
+    logits, values = self.network.unroll(steps.observation, steps.first, unroll.initial_state)
+    actions = steps.agent_output["action"][:-1]
+    target_logp = -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=actions, logits=logits[:-1])
+    behaviour_logp = -tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=actions, logits=steps.agent_output["logits"][:-1])
+    real = tf.logical_not(steps.first[1:])
+    mask = tf.cast(real, tf.float32)
+    log_rhos = tf.where(real, target_logp - behaviour_logp, _MASKED_LOG_RHO)
+    rewards = steps.reward[1:]
+    if c.reward_clip is not None:
+      rewards = tf.clip_by_value(rewards, -c.reward_clip, c.reward_clip)
+    discounts = c.discount * mask * (1.0 - tf.cast(steps.terminated[1:], tf.float32))
+    returns = vtrace.vtrace(log_rhos, discounts, rewards, values[:-1], values[-1],
+                            clip_rho_threshold=c.clip_rho_threshold,
+                            clip_pg_rho_threshold=c.clip_pg_rho_threshold, lambda_=c.lambda_)
+    pg = vtrace.policy_gradient_loss(logits[:-1], actions, returns.pg_advantages, mask)
+    baseline = vtrace.baseline_loss(values[:-1], returns.vs, mask)
+    entropy = vtrace.entropy_loss(logits[:-1], mask)
+    total = pg + c.baseline_cost * baseline + c.entropy_cost * entropy
+    logs = {"loss/total": total, "loss/policy": pg, "loss/baseline": baseline, "entropy": -entropy,
+            "mean_rho": tf.reduce_sum(tf.exp(log_rhos) * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)}
+    return total, logs
+
+  def train(self, unroll: Unroll) -> dict[str, tf.Tensor]:
+    variables = self.network.trainable_variables
+    with tf.GradientTape() as tape:
+      _, logs = self.loss(unroll)
+      total = logs["loss/total"]
+    grads = tape.gradient(total, variables)
+    logs["grad_norm"] = tf.linalg.global_norm(grads)
+    self.optimizer.apply_gradients(zip(grads, variables))
+    logs["learning_rate"] = tf.convert_to_tensor(self.optimizer.learning_rate if not callable(
+        self.optimizer.learning_rate) else self.optimizer.learning_rate(self.optimizer.iterations))
+    return logs
+
+  def policy(self) -> tf.Module:
+    return Policy(self.network, self.observation_spec)
+
+
+class Policy(tf.Module):
+  """The exported policy. Recurrent state goes in and out explicitly, so a client
+  can play an episode step by step: pass `state_*` back, zeros at an episode start."""
+
+  def __init__(self, network: networks.ActorCritic, observation_spec: tf.TensorSpec):
+    super().__init__(name="policy")
+    self.network = network
+    obs = tf.TensorSpec([None, *observation_spec.shape], observation_spec.dtype, name="observation")
+    states = [tf.TensorSpec([None, *s.shape], s.dtype, name=f"state_{i}")
+              for i, s in enumerate(tf.nest.flatten(network.state_spec))]
+
+    def serve(observation, *state):
+      first = tf.zeros([tf.shape(observation)[0]], tf.bool)
+      state = tf.nest.pack_sequence_as(network.state_spec, list(state))
+      (logits, value), new_state = network(observation, first, state)
+      out = {"action": tf.random.categorical(logits, 1, dtype=tf.int32)[:, 0],
+             "greedy_action": tf.argmax(logits, -1, output_type=tf.int32), "logits": logits, "value": value}
+      out.update({f"state_{i}": s for i, s in enumerate(tf.nest.flatten(new_state))})
+      return out
+
+    self.serving_default = tf.function(serve, input_signature=[obs, *states])
+
+
+def make_agent(config: ml_collections.ConfigDict, observation_space, action_space) -> VTraceAgent:
+  """Builds the agent from a full run config (uses config.agent and the runtime fields)."""
+  repeat = config.env.atari.frame_skip if config.env.id.startswith("ALE/") else 1
+  frames_per_step = config.batch_size * config.unroll_length * repeat
+  return VTraceAgent(config.agent, observation_space, action_space,
+                     train_steps=-(-config.total_environment_frames // frames_per_step))

@@ -1,0 +1,35 @@
+"""V-trace actor-critic (IMPALA) hyperparameters, every field documented."""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Network torso: "mlp" for vector observations, "impala_cnn" for frames (IMPALA's deep ResNet).
+  c.torso = "mlp"
+  # Hidden layer sizes of the MLP torso.
+  c.mlp_sizes = (64, 64)
+  # LSTM core size after the torso; 0 = feed-forward.
+  c.lstm_size = 0
+  # Discount factor.
+  c.discount = 0.99
+  # V-trace clipping thresholds (rho-bar for the value targets, rho-bar for the
+  # policy gradient) and the trace lambda (1.0 = the paper's V-trace).
+  c.clip_rho_threshold = 1.0
+  c.clip_pg_rho_threshold = 1.0
+  c.lambda_ = 1.0
+  # Loss weights: baseline (value) loss and entropy bonus.
+  c.baseline_cost = 0.5
+  c.entropy_cost = 0.01
+  # Rewards are clipped to [-reward_clip, reward_clip] (None: unclipped; Atari uses 1).
+  c.reward_clip = config_dict.placeholder(float)
+  # Adam learning rate, decayed linearly to 0 over total_environment_frames when lr_decay.
+  c.learning_rate = 1e-3
+  c.lr_decay = True
+  c.adam_epsilon = 1e-7
+  # Gradients are clipped to this global norm.
+  c.max_grad_norm = 40.0
+  return c

@@ -1,0 +1,25 @@
+"""CartPole-v1 with V-trace: learns to the 500 cap in a few minutes on 2 cores.
+
+python -m seed.train --config configs/cartpole_vtrace.py
+"""
+
+import envs
+from agents.vtrace import config as vtrace_config
+from seed import config as seed_config
+
+
+def get_config():
+  c = seed_config.runtime_config()
+  c.agent_name = "vtrace"
+  c.env = envs.env_config("CartPole-v1")
+  c.agent = vtrace_config.get_config()
+  c.num_actors = 2
+  c.env_batch_size = 16
+  c.inference_batch_size = 32
+  c.unroll_length = 20
+  c.batch_size = 16
+  c.unroll_queue_capacity = 32
+  c.total_environment_frames = 1_000_000
+  c.agent.learning_rate = 1e-3
+  c.agent.entropy_cost = 0.01
+  return c

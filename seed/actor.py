@@ -1,0 +1,93 @@
+"""An actor: steps a batch of environments; the learner chooses every action.
+
+Each step is one inference call carrying all `env_batch_size` envs. The actor
+holds no model. Every env gets a random run id; when the learner is
+unreachable (restart, network) the actor waits for it, then starts fresh
+episodes with new run ids so the learner drops any partial unroll.
+
+Episode ends use gymnasium's next-step autoreset: the step that ends an episode
+reports its final observation with terminated/truncated; the next step returns
+the reset observation (`first`), and the action chosen at the final
+observation is ignored. A truncated episode therefore gives the learner the
+final observation to bootstrap from.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+import envs
+from seed import grpc
+
+
+def _call_timeout(config: ml_collections.ConfigDict) -> float:
+  # A full training queue blocks inference (backpressure) for as long as one
+  # training step takes; anything beyond a minute means the learner is stuck.
+  return 60.0
+
+
+def run(config: ml_collections.ConfigDict, task: int, server_address: str,
+        stop: threading.Event | None = None, max_steps: int | None = None) -> int:
+  """Runs actor `task` until `stop` is set, `max_steps` steps, or the learner is gone for good.
+
+  Returns the number of steps taken.
+  """
+  if not 0 <= task < config.num_actors:
+    raise ValueError(f"--task={task} is out of range for config.num_actors={config.num_actors}")
+  stop = stop or threading.Event()
+  n = config.env_batch_size
+  env_ids = np.arange(task * n, (task + 1) * n, dtype=np.int32)
+  rng = np.random.default_rng([config.seed, task])
+  seed = config.seed * 100_003 + task * n
+  vec = envs.make_vector(config.env, n, seed=seed)
+  steps = 0
+  try:
+    client = None
+    while not stop.is_set() and (max_steps is None or steps < max_steps):
+      if client is None:
+        client = _connect(server_address, config.actor_reconnect_timeout, stop)
+        if client is None:
+          break
+        run_ids = rng.integers(1, 2**62, size=n, dtype=np.int64)
+        observation, _ = vec.reset(seed=seed)
+        seed += 1
+        reward = np.zeros(n, np.float32)
+        terminated = np.zeros(n, bool)
+        truncated = np.zeros(n, bool)
+        first = np.ones(n, bool)
+      try:
+        action = client.inference(env_ids, run_ids, reward, terminated, truncated, first, observation,
+                                  timeout=_call_timeout(config))
+      except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError,
+              tf.errors.AbortedError) as e:
+        logging.warning("actor %d: learner call failed (%s); reconnecting", task, type(e).__name__)
+        client = None
+        stop.wait(1.0)  # a learner that is going down answers fast: don't spin
+        continue
+      # Envs that ended last step are reset by this step (their action is ignored).
+      first = terminated | truncated
+      observation, reward, terminated, truncated, _ = vec.step(np.asarray(action))
+      reward = reward.astype(np.float32)
+      steps += 1
+  finally:
+    vec.close()
+  return steps
+
+
+def _connect(address: str, timeout: float, stop: threading.Event) -> grpc.Client | None:
+  deadline = time.monotonic() + timeout
+  while not stop.is_set():
+    try:
+      return grpc.Client(address, connect_timeout=min(5.0, max(0.1, deadline - time.monotonic())),
+                         numpy_outputs=True)
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.CancelledError):
+      if time.monotonic() > deadline:
+        logging.error("no learner at %s for %.0fs; giving up", address, timeout)
+        return None
+  return None

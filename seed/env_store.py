@@ -1,0 +1,155 @@
+"""Per-environment state kept on the learner, updated inside batched inference.
+
+Everything here is TF variables and queue ops, because inference runs from the
+tensor-RPC server's C++ threads with no Python. For every environment (indexed
+by env id) the store keeps:
+  * the actor's run id: a new id means the actor restarted, so the env's agent
+    state, episode counters and partial unroll are dropped;
+  * the agent's recurrent state;
+  * the unroll being assembled (unroll_length + 1 steps; when full it goes to
+    the queue and its last step starts the next one) and the agent state at the
+    unroll's first step;
+  * episode return/length, and a ring of recently finished episodes that the
+    training loop reads for logging.
+
+Rows of different envs never race: an actor has one call in flight per env.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import tensorflow as tf
+
+Nest = Any
+
+
+class Step(NamedTuple):
+  """One environment step as stored in an unroll (no batch/time dims in specs).
+
+  observation: what the agent saw at this step.
+  reward: reward received on arriving at this step (for the previous action).
+  terminated: the episode ended here by the environment's own rule.
+  truncated: the episode was cut here (time limit): bootstrap, not terminal.
+  first: this observation starts an episode; the previous step's action was
+    never applied, so the transition into this step is not real.
+  agent_output: what the agent emitted here (action, behaviour logits, ...).
+  """
+  observation: Nest
+  reward: Any
+  terminated: Any
+  truncated: Any
+  first: Any
+  agent_output: Nest
+
+
+class Unroll(NamedTuple):
+  """A training sequence: `steps` has a leading time dim of unroll_length + 1."""
+  initial_state: Nest  # agent state before steps[0]
+  steps: Step
+
+
+def step_specs(observation_spec: Nest, agent_output_spec: Nest) -> Step:
+  scalar = lambda dtype: tf.TensorSpec([], dtype)
+  return Step(observation_spec, scalar(tf.float32), scalar(tf.bool), scalar(tf.bool), scalar(tf.bool),
+              agent_output_spec)
+
+
+def _with_leading(spec: tf.TensorSpec, *dims: int) -> tf.TensorSpec:
+  return tf.TensorSpec([*dims, *spec.shape], spec.dtype)
+
+
+def _zeros_var(spec: tf.TensorSpec, *dims: int, name: str) -> tf.Variable:
+  return tf.Variable(tf.zeros([*dims, *spec.shape], spec.dtype), trainable=False, name=name)
+
+
+class EnvStore(tf.Module):
+  """Per-env state, unroll assembly and episode statistics for `num_envs` envs."""
+
+  def __init__(self, num_envs: int, unroll_length: int, step_spec: Step, state_spec: Nest,
+               initial_state: Callable[[int], Nest], queue_capacity: int, episode_ring: int = 64):
+    super().__init__(name="env_store")
+    self.num_envs = num_envs
+    self.unroll_length = unroll_length
+    self.episode_ring = episode_ring
+    self._initial_state = initial_state
+    self._step_spec = step_spec
+    self._state_spec = state_spec
+    n, t = num_envs, unroll_length + 1
+    self.run_ids = tf.Variable(tf.zeros([n], tf.int64), trainable=False, name="run_ids")
+    self.agent_state = tf.nest.map_structure(lambda s: _zeros_var(s, n, name="agent_state"), state_spec)
+    self.unroll_state = tf.nest.map_structure(lambda s: _zeros_var(s, n, name="unroll_state"), state_spec)
+    self.buffer = tf.nest.map_structure(lambda s: _zeros_var(s, n, t, name="unroll"), step_spec)
+    self.position = tf.Variable(tf.zeros([n], tf.int32), trainable=False, name="position")
+    self.episode_return = tf.Variable(tf.zeros([n]), trainable=False, name="episode_return")
+    self.episode_length = tf.Variable(tf.zeros([n], tf.int64), trainable=False, name="episode_length")
+    self.episodes_done = tf.Variable(tf.zeros([n], tf.int64), trainable=False, name="episodes_done")
+    # Finished episodes per env: (return, length, wall time) in a ring of size episode_ring.
+    self.ring_return = tf.Variable(tf.zeros([n, episode_ring]), trainable=False, name="ring_return")
+    self.ring_length = tf.Variable(tf.zeros([n, episode_ring], tf.int64), trainable=False, name="ring_length")
+    self.ring_time = tf.Variable(tf.zeros([n, episode_ring], tf.float64), trainable=False, name="ring_time")
+    self.unroll_spec = Unroll(state_spec, tf.nest.map_structure(lambda s: _with_leading(s, t), step_spec))
+    flat = tf.nest.flatten(self.unroll_spec)
+    self.queue = tf.queue.FIFOQueue(queue_capacity, [s.dtype for s in flat], [s.shape for s in flat],
+                                    name="unrolls")
+
+  # -- called from inference (inside tf.function), rows already compacted ----
+
+  def begin(self, env_ids: tf.Tensor, run_ids: tf.Tensor) -> Nest:
+    """Resets envs whose actor restarted; returns their agent state."""
+    tf.debugging.assert_less(env_ids, self.num_envs, message="env id out of range: the learner was "
+                             "configured for num_actors * env_batch_size envs")
+    tf.debugging.assert_non_negative(env_ids, message="negative env id")
+    changed = tf.boolean_mask(env_ids, tf.not_equal(tf.gather(self.run_ids, env_ids), run_ids))
+    idx = changed[:, None]
+    k = tf.size(changed)
+    tf.nest.map_structure(lambda v, s: v.scatter_nd_update(idx, s), self.agent_state, self._initial_state(k))
+    for var in (self.position, self.episode_length):
+      var.scatter_nd_update(idx, tf.zeros([k], var.dtype))
+    self.episode_return.scatter_nd_update(idx, tf.zeros([k]))
+    self.run_ids.scatter_nd_update(env_ids[:, None], run_ids)
+    return tf.nest.map_structure(lambda v: tf.gather(v, env_ids), self.agent_state)
+
+  def record(self, env_ids: tf.Tensor, step: Step, state_before: Nest, state_after: Nest) -> None:
+    """Stores one step per env; completed unrolls go to the queue (may block: backpressure)."""
+    self._count_episodes(env_ids, step)
+    pos = tf.gather(self.position, env_ids)
+    full = tf.equal(pos, self.unroll_length)
+    cells = tf.stack([env_ids, pos], axis=1)
+    tf.nest.map_structure(lambda v, s: v.scatter_nd_update(cells, s), self.buffer, step)
+    done_envs = tf.boolean_mask(env_ids, full)
+    steps = tf.nest.map_structure(lambda v: tf.gather(v, done_envs), self.buffer)
+    states = tf.nest.map_structure(lambda v: tf.gather(v, done_envs), self.unroll_state)
+    self.queue.enqueue_many(tf.nest.flatten(Unroll(states, steps)))
+    # An unroll starts at this step when the env's buffer was empty or just
+    # completed (its last step is copied to the front): remember the agent
+    # state before the step as that unroll's initial state.
+    starts = tf.logical_or(tf.equal(pos, 0), full)
+    restart = tf.boolean_mask(env_ids, starts)[:, None]
+    tf.nest.map_structure(lambda v, s: v.scatter_nd_update(restart, tf.boolean_mask(s, starts)),
+                          self.unroll_state, state_before)
+    front = tf.stack([done_envs, tf.zeros_like(done_envs)], axis=1)
+    tf.nest.map_structure(lambda v, s: v.scatter_nd_update(front, tf.boolean_mask(s, full)), self.buffer, step)
+    self.position.scatter_nd_update(env_ids[:, None], tf.where(full, 1, pos + 1))
+    tf.nest.map_structure(lambda v, s: v.scatter_nd_update(env_ids[:, None], s), self.agent_state, state_after)
+
+  def _count_episodes(self, env_ids: tf.Tensor, step: Step) -> None:
+    idx = env_ids[:, None]
+    first = step.first
+    ret = tf.where(first, 0.0, tf.gather(self.episode_return, env_ids) + step.reward)
+    length = tf.where(first, tf.zeros([], tf.int64), tf.gather(self.episode_length, env_ids) + 1)
+    ended = tf.logical_and(tf.logical_or(step.terminated, step.truncated), tf.logical_not(first))
+    ended_envs = tf.boolean_mask(env_ids, ended)
+    count = tf.gather(self.episodes_done, ended_envs)
+    slot = tf.stack([ended_envs, tf.cast(count % self.episode_ring, tf.int32)], axis=1)
+    self.ring_return.scatter_nd_update(slot, tf.boolean_mask(ret, ended))
+    self.ring_length.scatter_nd_update(slot, tf.boolean_mask(length, ended))
+    self.ring_time.scatter_nd_update(slot, tf.fill(tf.shape(ended_envs), tf.timestamp()))
+    self.episodes_done.scatter_nd_update(ended_envs[:, None], count + 1)
+    self.episode_return.scatter_nd_update(idx, tf.where(ended, 0.0, ret))
+    self.episode_length.scatter_nd_update(idx, tf.where(ended, tf.zeros([], tf.int64), length))
+
+  # -- called from the training loop ------------------------------------------
+
+  def dequeue(self, batch_size: int) -> Unroll:
+    return tf.nest.pack_sequence_as(self.unroll_spec, self.queue.dequeue_many(batch_size))

@@ -1,0 +1,239 @@
+"""The learner: central batched inference on the tensor-RPC server, and training.
+
+Data flow: actors call the batched `inference` method with one step of every
+env they run; inference (pure TF, run by the server's C++ threads) updates the
+per-env state in `EnvStore`, runs the agent's policy and pushes completed
+unrolls onto a bounded queue. The training loop below dequeues batches of
+unrolls and calls the agent's `train`. It is generic: the agent plugs in.
+
+Threads: training runs in a worker thread; the main thread logs progress and
+handles signals, so Ctrl-C/SIGTERM stop the run cleanly (final checkpoint and
+export) even while training waits for data.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+import envs
+from seed import grpc
+from seed.agent import Agent
+from seed.env_store import EnvStore, Step, step_specs
+
+RECENT_EPISODES = 50  # "mean return" = over the last 50 finished episodes
+
+
+def frames_per_step(config: ml_collections.ConfigDict) -> int:
+  """Environment frames consumed by one training step (env steps x frame skip)."""
+  repeat = config.env.atari.frame_skip if envs.is_atari(config.env) else 1
+  return config.batch_size * config.unroll_length * repeat
+
+
+def make_agent(config: ml_collections.ConfigDict, observation_space, action_space) -> Agent:
+  module = importlib.import_module(f"agents.{config.agent_name}.agent")
+  return module.make_agent(config, observation_space, action_space)
+
+
+def env_spaces(config: ml_collections.ConfigDict):
+  env = envs.make(config.env, seed=config.seed)
+  try:
+    return env.observation_space, env.action_space
+  finally:
+    env.close()
+
+
+class EpisodeLog:
+  """Reads finished episodes out of the store's per-env rings, in finishing order."""
+
+  def __init__(self, store: EnvStore, path: str):
+    self._store = store
+    self._seen = np.zeros(store.num_envs, np.int64)
+    self.recent = collections.deque(maxlen=RECENT_EPISODES)
+    self.total = 0
+    self._file = open(path, "a", encoding="utf-8")
+    if self._file.tell() == 0:
+      self._file.write("time,frames,return,length\n")
+
+  def poll(self, frames: int) -> list[tuple[float, float, int]]:
+    done = self._store.episodes_done.numpy()
+    if not np.any(done > self._seen):
+      return []
+    rets, lens, times = (v.numpy() for v in (self._store.ring_return, self._store.ring_length,
+                                             self._store.ring_time))
+    ring = self._store.episode_ring
+    new = []
+    for env in np.nonzero(done > self._seen)[0]:
+      for i in range(max(self._seen[env], done[env] - ring), done[env]):
+        new.append((float(times[env, i % ring]), float(rets[env, i % ring]), int(lens[env, i % ring])))
+    self._seen = done
+    new.sort()
+    for t, r, n in new:
+      self._file.write(f"{t:.3f},{frames},{r:.6g},{n}\n")
+      self.recent.append(r)
+    self._file.flush()
+    self.total += len(new)
+    return new
+
+  def mean_return(self) -> float:
+    return float(np.mean(self.recent)) if self.recent else float("nan")
+
+  def close(self) -> None:
+    self._file.close()
+
+
+class Learner:
+  """Builds the agent, store, inference method and training step for a config."""
+
+  def __init__(self, config: ml_collections.ConfigDict, logdir: str):
+    self.config = config
+    self.logdir = logdir
+    tf.random.set_seed(config.seed)
+    observation_space, action_space = env_spaces(config)
+    self.agent = make_agent(config, observation_space, action_space)
+    self.num_envs = config.num_actors * config.env_batch_size
+    obs_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
+    self.store = EnvStore(self.num_envs, config.unroll_length, step_specs(obs_spec, self.agent.output_spec),
+                          self.agent.state_spec, self.agent.initial_state, config.unroll_queue_capacity)
+    self.train_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_steps")
+    self.frames_per_step = frames_per_step(config)
+    self.checkpoint = tf.train.Checkpoint(agent=self.agent, train_steps=self.train_steps)
+    self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(logdir, "checkpoints"),
+                                              max_to_keep=config.checkpoints_to_keep)
+    n = config.inference_batch_size
+    batched = lambda spec, name: tf.TensorSpec([n, *spec.shape], spec.dtype, name=name)
+    signature = [batched(tf.TensorSpec([], tf.int32), "env_id"), batched(tf.TensorSpec([], tf.int64), "run_id"),
+                 batched(tf.TensorSpec([], tf.float32), "reward"), batched(tf.TensorSpec([], tf.bool), "terminated"),
+                 batched(tf.TensorSpec([], tf.bool), "truncated"), batched(tf.TensorSpec([], tf.bool), "first"),
+                 batched(obs_spec, "observation"), tf.TensorSpec([n], tf.bool, name="mask")]
+    self.inference = tf.function(self._inference, input_signature=signature)
+    self.train_step = tf.function(self._train_step)
+
+  def _inference(self, env_id, run_id, reward, terminated, truncated, first, observation, mask):
+    """One batched step for up to inference_batch_size envs (padding masked out)."""
+    rows = tf.where(mask)[:, 0]
+    take = lambda x: tf.gather(x, rows)
+    env_ids, first, observation = take(env_id), take(first), take(observation)
+    state = self.store.begin(env_ids, take(run_id))
+    output, new_state = self.agent.step(observation, first, state)
+    step = Step(observation, take(reward), take(terminated), take(truncated), first, output)
+    self.store.record(env_ids, step, state, new_state)
+    return tf.scatter_nd(rows[:, None], output["action"], [mask.shape[0]])
+
+  def _train_step(self):
+    logs = self.agent.train(self.store.dequeue(self.config.batch_size))
+    self.train_steps.assign_add(1)
+    return logs
+
+  @property
+  def frames(self) -> int:
+    return int(self.train_steps.numpy()) * self.frames_per_step
+
+  def save(self) -> str:
+    """Checkpoint plus a SavedModel of the policy in <logdir>/export/<train step>."""
+    path = self.manager.save(checkpoint_number=self.train_steps)
+    export = os.path.join(self.logdir, "export", str(int(self.train_steps.numpy())))
+    if not os.path.exists(export):
+      policy = self.agent.policy()
+      tf.saved_model.save(policy, export + ".tmp", signatures={"serving_default": policy.serving_default})
+      os.replace(export + ".tmp", export)  # servers watching export/ never see a partial model
+    return path
+
+
+def _format_logs(logs: dict[str, float]) -> str:
+  keys = [k for k in ("loss/total", "loss/policy", "loss/baseline", "entropy") if k in logs]
+  return " ".join(f"{k.split('/')[-1]} {logs[k]:.4g}" for k in keys)
+
+
+def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> None:
+  """Serves inference at server_address and trains until total_environment_frames."""
+  os.makedirs(logdir, exist_ok=True)
+  with open(os.path.join(logdir, "config.json"), "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  learner = Learner(config, logdir)
+  if learner.manager.latest_checkpoint:
+    learner.checkpoint.restore(learner.manager.latest_checkpoint).assert_existing_objects_matched()
+    logging.info("resumed from %s at %d frames", learner.manager.latest_checkpoint, learner.frames)
+  server = grpc.Server([server_address], num_threads=config.server_threads or None)
+  server.bind(learner.inference, name="inference", flush_timeout=config.inference_flush_timeout, pad_mask=True)
+  server.start()
+  logging.info("learner serving inference at %s for %d envs", server_address, learner.num_envs)
+
+  stop = threading.Event()
+  errors: list[BaseException] = []
+  last_logs: dict[str, float] = {}
+  episodes = EpisodeLog(learner.store, os.path.join(logdir, "episodes.csv"))
+
+  def reached_goal() -> bool:
+    goal = config.stop_mean_return
+    return (goal is not None and len(episodes.recent) == RECENT_EPISODES and episodes.mean_return() >= goal)
+
+  def train_loop() -> None:
+    last_save = time.monotonic()
+    try:
+      while not stop.is_set() and learner.frames < config.total_environment_frames and not reached_goal():
+        logs = learner.train_step()
+        last_logs.update({k: float(v) for k, v in logs.items()})
+        if time.monotonic() - last_save > config.checkpoint_interval:
+          learner.save()
+          last_save = time.monotonic()
+    except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
+      if not stop.is_set():
+        raise
+    except BaseException as e:  # pylint: disable=broad-except
+      errors.append(e)
+    finally:
+      stop.set()
+
+  previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+  trainer = threading.Thread(target=train_loop, name="train")
+  writer = tf.summary.create_file_writer(os.path.join(logdir, "tb"))
+  start, last_frames, last_time = time.monotonic(), learner.frames, time.monotonic()
+  trainer.start()
+  try:
+    while not stop.wait(config.log_interval):
+      now, frames = time.monotonic(), learner.frames
+      episodes.poll(frames)
+      fps = (frames - last_frames) / (now - last_time)
+      last_frames, last_time = frames, now
+      stats = server.stats().get("inference", {})
+      scalars = {"frames_per_second": fps, "episodes": episodes.total,
+                 "queue_size": float(learner.store.queue.size()),
+                 "inference_batch_fill": stats.get("mean_batch_fill", float("nan")), **last_logs}
+      if episodes.recent:
+        scalars["mean_episode_return"] = episodes.mean_return()
+      with writer.as_default(step=frames):
+        for k, v in scalars.items():
+          tf.summary.scalar(k, v)
+      with open(os.path.join(logdir, "metrics.jsonl"), "a", encoding="utf-8") as f:
+        f.write(json.dumps({"time": time.time(), "frames": frames, **scalars}) + "\n")
+      logging.info("frames %s | %s f/s | return %.1f (%d ep) | %s | queue %d | %s elapsed", f"{frames:,}",
+                   f"{fps:,.0f}", episodes.mean_return(), episodes.total, _format_logs(last_logs),
+                   scalars["queue_size"], time.strftime("%H:%M:%S", time.gmtime(now - start)))
+  finally:
+    stop.set()
+    # Wakes a training step blocked on an empty queue and inference blocked on a full one.
+    learner.store.queue.close(cancel_pending_enqueues=True)
+    trainer.join()
+    episodes.poll(learner.frames)
+    episodes.close()
+    learner.save()
+    server.shutdown()
+    writer.close()
+    for s, h in previous.items():
+      signal.signal(s, h)
+    logging.info("learner stopped at %d frames, %d episodes, mean return %.1f; checkpoint and export in %s",
+                 learner.frames, episodes.total, episodes.mean_return(), logdir)
+  if errors:
+    raise errors[0]
