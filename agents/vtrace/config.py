@@ -8,7 +8,8 @@ from ml_collections import config_dict
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  # Network torso: "mlp" for vector observations, "impala_cnn" for frames (IMPALA's deep ResNet).
+  # Network torso: "mlp" for vector observations, "impala_cnn" for frames (IMPALA's deep
+  # ResNet), "linear" (no hidden layer; for benchmarking the runtime).
   c.torso = "mlp"
   # Hidden layer sizes of the MLP torso.
   c.mlp_sizes = (64, 64)

@@ -35,7 +35,7 @@ class MLP(tf.Module):
     self.layers = [keras.layers.Dense(n, activation="relu") for n in sizes]
 
   def __call__(self, x: tf.Tensor) -> tf.Tensor:
-    x = tf.cast(x, tf.float32)
+    x = tf.cast(x, tf.float32) / 255.0 if x.dtype == tf.uint8 else tf.cast(x, tf.float32)
     x = tf.reshape(x, [tf.shape(x)[0], -1])
     for layer in self.layers:
       x = layer(x)
@@ -49,10 +49,12 @@ class ActorCritic(tf.Module):
     super().__init__(name="actor_critic")
     if torso == "mlp":
       self.torso = MLP(mlp_sizes)
+    elif torso == "linear":  # no hidden layer: benchmarks the runtime, not the model
+      self.torso = MLP(())
     elif torso == "impala_cnn":
       self.torso = ImpalaCNN()
     else:
-      raise ValueError(f"unknown torso {torso!r}; choose 'mlp' or 'impala_cnn'")
+      raise ValueError(f"unknown torso {torso!r}; choose 'mlp', 'linear' or 'impala_cnn'")
     self.lstm_size = lstm_size
     self.core = keras.layers.LSTMCell(lstm_size) if lstm_size else None
     self.policy_head = keras.layers.Dense(num_actions, kernel_initializer=keras.initializers.VarianceScaling(0.01))

@@ -1,0 +1,227 @@
+"""End to end: `python -m seed.train` in local mode, as a user runs it.
+
+Each test starts the launcher as a subprocess and owns its whole process tree
+(learner + actors are its children); teardown kills whatever is left, by PID.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from helpers import REPO
+
+CARTPOLE = os.path.join(REPO, "configs", "cartpole_vtrace.py")
+ATARI = os.path.join(REPO, "configs", "atari_vtrace.py")
+
+
+def _children(pid: int) -> list[int]:
+  kids = []
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        with open(f"/proc/{entry}/stat") as f:
+          fields = f.read().rsplit(")", 1)[1].split()
+      except OSError:
+        continue
+      if int(fields[1]) == pid:
+        kids.append(int(entry))
+  return kids
+
+
+def _cmdline(pid: int) -> str:
+  try:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+      return f.read().replace(b"\0", b" ").decode()
+  except OSError:
+    return ""
+
+
+def _alive(pid: int) -> bool:
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+  except OSError:
+    return False
+
+
+class Run:
+  """A `python -m seed.train` launcher process and what it wrote."""
+
+  def __init__(self, logdir, *args, config=CARTPOLE):
+    self.logdir = str(logdir)
+    self.log_path = os.path.join(self.logdir + ".log")
+    self.log = open(self.log_path, "ab")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    self.proc = subprocess.Popen([sys.executable, "-m", "seed.train", f"--config={config}",
+                                  f"--logdir={self.logdir}", "--config.log_interval=1", *args],
+                                 cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+    self.seen: set[int] = set()
+
+  def processes(self, mode: str) -> list[int]:
+    kids = [p for p in _children(self.proc.pid) if f"--mode={mode}" in _cmdline(p)]
+    self.seen.update(kids)
+    return kids
+
+  def wait_for(self, predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+      self.processes("learner"), self.processes("actor")
+      value = predicate()
+      if value:
+        return value
+      assert self.proc.poll() is None, f"run exited ({self.proc.returncode}) before {what}:\n{self.output()}"
+      time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}:\n{self.output()}")
+
+  def wait(self, timeout: float) -> int:
+    try:
+      return self.proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+      raise AssertionError(f"run still going after {timeout}s:\n{self.output()}") from None
+
+  def metrics(self) -> list[dict]:
+    try:
+      with open(os.path.join(self.logdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+      return []
+
+  def frames(self) -> int:
+    m = self.metrics()
+    return m[-1]["frames"] if m else 0
+
+  def output(self) -> str:
+    with open(self.log_path, "rb") as f:
+      return f.read().decode(errors="replace")[-6000:]
+
+  def close(self) -> None:
+    for pid in [self.proc.pid, *self.seen, *_children(self.proc.pid)]:
+      if _alive(pid):
+        try:
+          os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+          pass
+    self.proc.wait(30)
+    self.log.close()
+
+
+@pytest.fixture
+def runs():
+  started = []
+
+  def start(*args, **kwargs):
+    started.append(Run(*args, **kwargs))
+    return started[-1]
+
+  yield start
+  for r in started:
+    r.close()
+
+
+def _episodes(logdir):
+  with open(os.path.join(logdir, "episodes.csv")) as f:
+    return [float(row["return"]) for row in csv.DictReader(f)]
+
+
+def _no_process_left(run):
+  deadline = time.monotonic() + 10
+  while time.monotonic() < deadline and any(_alive(p) for p in run.seen):
+    time.sleep(0.1)
+  assert not [p for p in run.seen if _alive(p)], f"orphans: {[_cmdline(p) for p in run.seen if _alive(p)]}"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.num_actorz=3", "num_actorz"),
+    ("--config.num_actors=0", "num_actors must be a positive integer"),
+    ("--config.env_batch_size=abc", "env_batch_size"),
+    ("--config.inference_batch_size=4", "inference_batch_size (4) must be >= config.env_batch_size"),
+])
+def test_bad_config_is_a_clear_error_before_anything_starts(tmp_path, override, message):
+  r = subprocess.run([sys.executable, "-m", "seed.train", f"--config={CARTPOLE}", f"--logdir={tmp_path}/run",
+                      override], cwd=REPO, capture_output=True, text=True, timeout=120,
+                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO))
+  assert r.returncode != 0
+  assert message in r.stderr + r.stdout
+  assert not os.path.exists(tmp_path / "run"), "nothing may start on a bad config"
+
+
+def test_cartpole_vtrace_learns(tmp_path, runs):
+  """The learning bar: mean return >= 400 over the last 50 episodes, within 5 minutes."""
+  start = time.monotonic()
+  run = runs(tmp_path / "run", "--config.stop_mean_return=475", "--config.total_environment_frames=4000000")
+  assert run.wait(280) == 0, run.output()
+  returns = _episodes(run.logdir)
+  assert len(returns) >= 50
+  assert np.mean(returns[-50:]) >= 400, f"last 50 mean {np.mean(returns[-50:]):.1f}; {run.metrics()[-1]}"
+  print(f"CartPole: {len(returns)} episodes, {run.frames()} frames, {time.monotonic() - start:.0f}s")
+  exports = os.listdir(os.path.join(run.logdir, "export"))
+  assert exports and all(e.isdigit() for e in exports), exports
+  _no_process_left(run)
+
+
+def test_killed_actor_is_restarted_and_the_run_finishes(tmp_path, runs):
+  run = runs(tmp_path / "run", "--config.total_environment_frames=300000")
+  actors = run.wait_for(lambda: len(run.processes("actor")) == 2 and run.frames() > 0 and run.processes("actor"),
+                        120, "training to start")
+  os.kill(actors[0], signal.SIGKILL)
+  run.wait_for(lambda: actors[0] not in run.processes("actor") and len(run.processes("actor")) == 2, 30,
+               "a replacement actor")
+  assert run.wait(180) == 0, run.output()
+  assert "restarting it" in run.output()
+  assert run.frames() >= 300000 or "learner stopped at" in run.output()
+  _no_process_left(run)
+
+
+def test_killed_learner_resumes_from_checkpoint(tmp_path, runs):
+  logdir = tmp_path / "run"
+  args = ["--config.total_environment_frames=10000000", "--config.checkpoint_interval=1"]
+  first = runs(logdir, *args)
+  ckpt = os.path.join(logdir, "checkpoints", "checkpoint")
+  first.wait_for(lambda: os.path.exists(ckpt) and first.frames() > 20000, 120, "a checkpoint")
+  learner = first.processes("learner")[0]
+  os.kill(learner, signal.SIGKILL)
+  assert first.wait(60) != 0  # the launcher reports the dead learner and stops the actors
+  _no_process_left(first)
+  with open(ckpt) as f:
+    saved_step = int(f.readline().split('"')[1].rsplit("-", 1)[1])
+  saved_frames = saved_step * 16 * 20
+  lines_before = len(first.metrics())  # metrics.jsonl is appended to by both runs
+
+  second = runs(logdir, *args)
+  second.wait_for(lambda: "resumed from" in second.output(), 120, "the resume message")
+  second.wait_for(lambda: any(m["frames"] > saved_frames + 10000 for m in second.metrics()[lines_before:]), 120,
+                  "training after the resume")
+  frames = [m["frames"] for m in second.metrics()[lines_before:]]
+  assert frames and min(frames) >= saved_frames, "the frame counter must continue"
+  second.proc.send_signal(signal.SIGTERM)
+  assert second.wait(90) == 0, second.output()
+  _no_process_left(second)
+
+
+def test_sigterm_stops_everything_cleanly_with_a_final_checkpoint(tmp_path, runs):
+  run = runs(tmp_path / "run", "--config.total_environment_frames=10000000")
+  run.wait_for(lambda: run.frames() > 0 and len(run.processes("actor")) == 2, 120, "training")
+  run.proc.send_signal(signal.SIGTERM)
+  assert run.wait(90) == 0, run.output()
+  _no_process_left(run)
+  assert os.path.exists(os.path.join(run.logdir, "checkpoints", "checkpoint"))
+  assert os.listdir(os.path.join(run.logdir, "export"))
+  assert not [d for d in os.listdir(os.path.join(run.logdir, "export")) if d.endswith(".tmp")]
+
+
+def test_atari_smoke(tmp_path, runs):
+  """The whole path with frames: Pong, 2 actors, IMPALA CNN, a few thousand frames."""
+  run = runs(tmp_path / "run", "--config.total_environment_frames=4000", "--config.env_batch_size=2",
+             "--config.inference_batch_size=4", "--config.batch_size=2", "--config.unroll_length=10",
+             config=ATARI)
+  assert run.wait(240) == 0, run.output()
+  assert "learner stopped at 4000 frames" in run.output()
+  assert os.listdir(os.path.join(run.logdir, "export"))
+  _no_process_left(run)
