@@ -199,7 +199,7 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
   previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
   trainer = threading.Thread(target=train_loop, name="train")
   writer = tf.summary.create_file_writer(os.path.join(logdir, "tb"))
-  start, last_frames, last_time = time.monotonic(), learner.frames, time.monotonic()
+  start, last_frames, last_time, last_stats = time.monotonic(), learner.frames, time.monotonic(), {}
   trainer.start()
   try:
     while not stop.wait(config.log_interval):
@@ -208,9 +208,12 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
       fps = (frames - last_frames) / (now - last_time)
       last_frames, last_time = frames, now
       stats = server.stats().get("inference", {})
+      batches = stats.get("batches", 0) - last_stats.get("batches", 0)
+      fill = (stats.get("slots", 0) - last_stats.get("slots", 0)) / (batches * config.inference_batch_size)
+      last_stats = stats
       scalars = {"frames_per_second": fps, "episodes": episodes.total,
                  "queue_size": float(learner.store.queue.size()),
-                 "inference_batch_fill": stats.get("mean_batch_fill", float("nan")), **last_logs}
+                 "inference_batch_fill": fill if batches else float("nan"), **last_logs}
       if episodes.recent:
         scalars["mean_episode_return"] = episodes.mean_return()
       with writer.as_default(step=frames):
