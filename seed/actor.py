@@ -26,10 +26,9 @@ import envs
 from seed import grpc
 
 
-def _call_timeout(config: ml_collections.ConfigDict) -> float:
-  # A full training queue blocks inference (backpressure) for as long as one
-  # training step takes; anything beyond a minute means the learner is stuck.
-  return 60.0
+# A full training queue blocks inference (backpressure) for as long as a
+# training step takes; a call slower than this means the learner is stuck.
+_CALL_TIMEOUT = 60.0
 
 
 def run(config: ml_collections.ConfigDict, task: int, server_address: str,
@@ -63,7 +62,7 @@ def run(config: ml_collections.ConfigDict, task: int, server_address: str,
         first = np.ones(n, bool)
       try:
         action = client.inference(env_ids, run_ids, reward, terminated, truncated, first, observation,
-                                  timeout=_call_timeout(config))
+                                  timeout=_CALL_TIMEOUT)
       except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError,
               tf.errors.AbortedError) as e:
         logging.warning("actor %d: learner call failed (%s); reconnecting", task, type(e).__name__)

@@ -209,11 +209,12 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
       last_frames, last_time = frames, now
       stats = server.stats().get("inference", {})
       batches = stats.get("batches", 0) - last_stats.get("batches", 0)
-      fill = (stats.get("slots", 0) - last_stats.get("slots", 0)) / (batches * config.inference_batch_size)
+      slots = stats.get("slots", 0) - last_stats.get("slots", 0)
+      fill = slots / (batches * config.inference_batch_size) if batches else float("nan")
       last_stats = stats
       scalars = {"frames_per_second": fps, "episodes": episodes.total,
                  "queue_size": float(learner.store.queue.size()),
-                 "inference_batch_fill": fill if batches else float("nan"), **last_logs}
+                 "inference_batch_fill": fill, **last_logs}
       if episodes.recent:
         scalars["mean_episode_return"] = episodes.mean_return()
       with writer.as_default(step=frames):

@@ -225,3 +225,59 @@ def test_atari_smoke(tmp_path, runs):
   assert "learner stopped at 4000 frames" in run.output()
   assert os.listdir(os.path.join(run.logdir, "export"))
   _no_process_left(run)
+
+
+def test_learner_and_actor_modes_over_tcp_actor_survives_a_learner_restart(tmp_path):
+  """Multi-host style: separate learner and actor processes; the learner restarts, the actor reconnects."""
+  import portpicker
+  address = f"localhost:{portpicker.pick_unused_port()}"
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+  common = [sys.executable, "-m", "seed.train", f"--config={CARTPOLE}", f"--logdir={tmp_path}/run",
+            f"--server_address={address}", "--config.num_actors=1", "--config.log_interval=1",
+            "--config.total_environment_frames=100000000"]
+  procs = []
+
+  def start(mode, *extra):
+    log = open(tmp_path / f"{mode}{len(procs)}.log", "wb")
+    procs.append(subprocess.Popen([*common, f"--mode={mode}", *extra], cwd=REPO, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT))
+    return procs[-1]
+
+  def frames():
+    try:
+      with open(tmp_path / "run" / "metrics.jsonl") as f:
+        return [json.loads(line)["frames"] for line in f if line.strip()]
+    except FileNotFoundError:
+      return []
+
+  def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+      if pred():
+        return
+      time.sleep(0.2)
+    logs = "".join((p.name + ":\n" + p.read_text()[-3000:]) for p in tmp_path.glob("*.log"))
+    raise AssertionError(f"timed out waiting for {what}\n{logs}")
+
+  try:
+    learner = start("learner")
+    actor = start("actor", "--task=0")
+    wait_until(lambda: any(f > 0 for f in frames()), 120, "training")
+    learner.send_signal(signal.SIGTERM)
+    assert learner.wait(60) == 0
+    seen = len(frames())
+    learner = start("learner")
+    wait_until(lambda: any(f > 0 for f in frames()[seen:]) and len(frames()) > seen + 2, 120,
+               "training with the same actor after the learner restarted")
+    assert actor.poll() is None, "the actor must survive a learner restart"
+    log = (tmp_path / "actor1.log").read_text()
+    assert "reconnecting" in log
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+          p.wait(30)
+        except subprocess.TimeoutExpired:
+          p.kill()
+          p.wait()
