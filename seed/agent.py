@@ -2,9 +2,12 @@
 
 An agent package `agents/<name>/` provides `agent.make_agent(config,
 observation_space, action_space) -> Agent`. The learner calls `step` inside
-batched inference (from C++ server threads, so it must be pure TF) and `train`
-on batches of unrolls; it checkpoints the agent (a tf.Module holding networks
-and optimizer) and exports `policy()` as a SavedModel.
+batched inference (from C++ server threads, so it must be pure TF) and `learn`
+in its training loop; `learn` pulls completed unrolls from the source and
+decides what to do with them (train on them directly, or fill a replay and
+sample from it). The learner checkpoints the agent (a tf.Module holding
+networks, optimizer and anything else to keep) and exports `policy()` as a
+SavedModel.
 """
 
 from __future__ import annotations
@@ -15,6 +18,20 @@ from typing import Any
 import tensorflow as tf
 
 from seed.env_store import Unroll
+
+
+class Source(abc.ABC):
+  """Completed unrolls (batch-major, `unroll_length + 1` steps each)."""
+
+  spec: Unroll
+
+  @abc.abstractmethod
+  def size(self) -> tf.Tensor:
+    """Unrolls ready now."""
+
+  @abc.abstractmethod
+  def dequeue(self, n) -> Unroll:
+    """Blocks until `n` unrolls are ready; usable inside tf.function."""
 
 Nest = Any
 
@@ -36,13 +53,18 @@ class Agent(tf.Module, abc.ABC):
   def initial_state(self, batch_size: tf.Tensor | int) -> Nest:
     """Recurrent state for `batch_size` fresh episodes."""
 
+  @property
+  def sequence_overlap(self) -> int:
+    """Steps consecutive unrolls share (1: the last step of one is the first of the next)."""
+    return 1
+
   @abc.abstractmethod
-  def step(self, observation: Nest, first: tf.Tensor, state: Nest) -> tuple[Nest, Nest]:
+  def step(self, observation: Nest, first: tf.Tensor, state: Nest, env_ids: tf.Tensor) -> tuple[Nest, Nest]:
     """One batched inference step: (outputs matching output_spec, new state)."""
 
   @abc.abstractmethod
-  def train(self, unroll: Unroll) -> dict[str, tf.Tensor]:
-    """One optimisation step on a batch of unrolls (batch-major); returns scalar logs."""
+  def learn(self, source: Source) -> dict[str, Any]:
+    """One learning step with data from `source`; returns scalar logs."""
 
   @abc.abstractmethod
   def policy(self) -> tf.Module:

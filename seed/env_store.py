@@ -7,8 +7,9 @@ by env id) the store keeps:
     state, episode counters and partial unroll are dropped;
   * the agent's recurrent state;
   * the unroll being assembled (unroll_length + 1 steps; when full it goes to
-    the queue and its last step starts the next one) and the agent state at the
-    unroll's first step;
+    the queue and its last `overlap` steps start the next one: 1 for V-trace,
+    more for R2D2's burn-in) and the agent state before each stored step, so an
+    unroll carries the state at its first step;
   * episode return/length, and a ring of recently finished episodes that the
     training loop reads for logging.
 
@@ -67,10 +68,14 @@ class EnvStore(tf.Module):
   """Per-env state, unroll assembly and episode statistics for `num_envs` envs."""
 
   def __init__(self, num_envs: int, unroll_length: int, step_spec: Step, state_spec: Nest,
-               initial_state: Callable[[int], Nest], queue_capacity: int, episode_ring: int = 64):
+               initial_state: Callable[[int], Nest], queue_capacity: int, episode_ring: int = 64,
+               overlap: int = 1):
     super().__init__(name="env_store")
+    if not 1 <= overlap <= unroll_length:
+      raise ValueError(f"overlap must be in [1, unroll_length={unroll_length}], got {overlap}")
     self.num_envs = num_envs
     self.unroll_length = unroll_length
+    self.overlap = overlap
     self.episode_ring = episode_ring
     self._initial_state = initial_state
     self._step_spec = step_spec
@@ -78,7 +83,7 @@ class EnvStore(tf.Module):
     n, t = num_envs, unroll_length + 1
     self.run_ids = tf.Variable(tf.zeros([n], tf.int64), trainable=False, name="run_ids")
     self.agent_state = tf.nest.map_structure(lambda s: _zeros_var(s, n, name="agent_state"), state_spec)
-    self.unroll_state = tf.nest.map_structure(lambda s: _zeros_var(s, n, name="unroll_state"), state_spec)
+    self.state_buffer = tf.nest.map_structure(lambda s: _zeros_var(s, n, t, name="state_buffer"), state_spec)
     self.buffer = tf.nest.map_structure(lambda s: _zeros_var(s, n, t, name="unroll"), step_spec)
     self.position = tf.Variable(tf.zeros([n], tf.int32), trainable=False, name="position")
     self.episode_return = tf.Variable(tf.zeros([n]), trainable=False, name="episode_return")
@@ -117,20 +122,18 @@ class EnvStore(tf.Module):
     full = tf.equal(pos, self.unroll_length)
     cells = tf.stack([env_ids, pos], axis=1)
     tf.nest.map_structure(lambda v, s: v.scatter_nd_update(cells, s), self.buffer, step)
+    tf.nest.map_structure(lambda v, s: v.scatter_nd_update(cells, s), self.state_buffer, state_before)
     done_envs = tf.boolean_mask(env_ids, full)
     steps = tf.nest.map_structure(lambda v: tf.gather(v, done_envs), self.buffer)
-    states = tf.nest.map_structure(lambda v: tf.gather(v, done_envs), self.unroll_state)
+    states = tf.nest.map_structure(lambda v: tf.gather(v, done_envs)[:, 0], self.state_buffer)
     self.queue.enqueue_many(tf.nest.flatten(Unroll(states, steps)))
-    # An unroll starts at this step when the env's buffer was empty or just
-    # completed (its last step is copied to the front): remember the agent
-    # state before the step as that unroll's initial state.
-    starts = tf.logical_or(tf.equal(pos, 0), full)
-    restart = tf.boolean_mask(env_ids, starts)[:, None]
-    tf.nest.map_structure(lambda v, s: v.scatter_nd_update(restart, tf.boolean_mask(s, starts)),
-                          self.unroll_state, state_before)
-    front = tf.stack([done_envs, tf.zeros_like(done_envs)], axis=1)
-    tf.nest.map_structure(lambda v, s: v.scatter_nd_update(front, tf.boolean_mask(s, full)), self.buffer, step)
-    self.position.scatter_nd_update(env_ids[:, None], tf.where(full, 1, pos + 1))
+    # The last `overlap` steps (and the states before them) start the next unroll.
+    k, t = self.overlap, self.unroll_length + 1
+    front = tf.stack(tf.meshgrid(done_envs, tf.range(k), indexing="ij"), axis=-1)
+    tf.nest.map_structure(lambda v, s: v.scatter_nd_update(front, s[:, t - k:]), self.buffer, steps)
+    tf.nest.map_structure(lambda v: v.scatter_nd_update(front, tf.gather(v, done_envs)[:, t - k:]),
+                          self.state_buffer)
+    self.position.scatter_nd_update(env_ids[:, None], tf.where(full, k, pos + 1))
     tf.nest.map_structure(lambda v, s: v.scatter_nd_update(env_ids[:, None], s), self.agent_state, state_after)
 
   def _count_episodes(self, env_ids: tf.Tensor, step: Step) -> None:

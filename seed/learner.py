@@ -30,15 +30,14 @@ from absl import logging
 import envs
 from seed import grpc
 from seed.agent import Agent
-from seed.env_store import EnvStore, Step, step_specs
+from seed.env_store import EnvStore, Step, Unroll, step_specs
 
 RECENT_EPISODES = 50  # "mean return" = over the last 50 finished episodes
 
 
-def frames_per_step(config: ml_collections.ConfigDict) -> int:
-  """Environment frames consumed by one training step (env steps x frame skip)."""
-  repeat = config.env.atari.frame_skip if envs.is_atari(config.env) else 1
-  return config.batch_size * config.unroll_length * repeat
+def action_repeat(config: ml_collections.ConfigDict) -> int:
+  """Environment frames per env step (Atari frame skip)."""
+  return config.env.atari.frame_skip if envs.is_atari(config.env) else 1
 
 
 def make_agent(config: ml_collections.ConfigDict, observation_space, action_space) -> Agent:
@@ -93,6 +92,26 @@ class EpisodeLog:
     self._file.close()
 
 
+class UnrollSource:
+  """What an agent's `learn` pulls completed unrolls from; counts the frames it hands out."""
+
+  def __init__(self, store: EnvStore, frames: tf.Variable, frames_per_unroll: int):
+    self._store = store
+    self._frames = frames
+    self._frames_per_unroll = frames_per_unroll
+    self.spec = store.unroll_spec
+
+  def size(self) -> tf.Tensor:
+    """Unrolls ready now."""
+    return self._store.queue.size()
+
+  def dequeue(self, n) -> Unroll:
+    """`n` unrolls (batch-major); blocks until they are there. Usable inside tf.function."""
+    unroll = self._store.dequeue(n)
+    self._frames.assign_add(tf.cast(n, tf.int64) * self._frames_per_unroll)
+    return unroll
+
+
 class Learner:
   """Builds the agent, store, inference method and training step for a config."""
 
@@ -104,11 +123,15 @@ class Learner:
     self.agent = make_agent(config, observation_space, action_space)
     self.num_envs = config.num_actors * config.env_batch_size
     obs_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
+    overlap = self.agent.sequence_overlap
     self.store = EnvStore(self.num_envs, config.unroll_length, step_specs(obs_spec, self.agent.output_spec),
-                          self.agent.state_spec, self.agent.initial_state, config.unroll_queue_capacity)
+                          self.agent.state_spec, self.agent.initial_state, config.unroll_queue_capacity,
+                          overlap=overlap)
     self.train_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_steps")
-    self.frames_per_step = frames_per_step(config)
-    self.checkpoint = tf.train.Checkpoint(agent=self.agent, train_steps=self.train_steps)
+    self.frames_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="frames")
+    self.source = UnrollSource(self.store, self.frames_var,
+                               (config.unroll_length + 1 - overlap) * action_repeat(config))
+    self.checkpoint = tf.train.Checkpoint(agent=self.agent, train_steps=self.train_steps, frames=self.frames_var)
     self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(logdir, "checkpoints"),
                                               max_to_keep=config.checkpoints_to_keep)
     n = config.inference_batch_size
@@ -118,7 +141,6 @@ class Learner:
                  batched(tf.TensorSpec([], tf.bool), "truncated"), batched(tf.TensorSpec([], tf.bool), "first"),
                  batched(obs_spec, "observation"), tf.TensorSpec([n], tf.bool, name="mask")]
     self.inference = tf.function(self._inference, input_signature=signature)
-    self.train_step = tf.function(self._train_step)
 
   def _inference(self, env_id, run_id, reward, terminated, truncated, first, observation, mask):
     """One batched step for up to inference_batch_size envs (padding masked out)."""
@@ -126,19 +148,20 @@ class Learner:
     take = lambda x: tf.gather(x, rows)
     env_ids, first, observation = take(env_id), take(first), take(observation)
     state = self.store.begin(env_ids, take(run_id))
-    output, new_state = self.agent.step(observation, first, state)
+    output, new_state = self.agent.step(observation, first, state, env_ids)
     step = Step(observation, take(reward), take(terminated), take(truncated), first, output)
     self.store.record(env_ids, step, state, new_state)
-    return tf.scatter_nd(rows[:, None], output["action"], [mask.shape[0]])
+    action = output["action"]
+    return tf.scatter_nd(rows[:, None], action, tf.concat([tf.shape(mask, tf.int64), tf.shape(action, tf.int64)[1:]], 0))
 
-  def _train_step(self):
-    logs = self.agent.train(self.store.dequeue(self.config.batch_size))
+  def train_step(self) -> dict[str, Any]:
+    logs = self.agent.learn(self.source)
     self.train_steps.assign_add(1)
     return logs
 
   @property
   def frames(self) -> int:
-    return int(self.train_steps.numpy()) * self.frames_per_step
+    return int(self.frames_var.numpy())
 
   def save(self) -> str:
     """Checkpoint plus a SavedModel of the policy in <logdir>/export/<train step>."""

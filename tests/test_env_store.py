@@ -9,10 +9,10 @@ from seed.env_store import EnvStore, Step, step_specs
 T = 3  # unroll_length: unrolls hold T + 1 steps
 
 
-def make_store(num_envs=4, capacity=16):
+def make_store(num_envs=4, capacity=16, overlap=1):
   spec = step_specs(tf.TensorSpec([], tf.float32), {"action": tf.TensorSpec([], tf.int32)})
   state_spec = tf.TensorSpec([], tf.float32)  # a scalar "recurrent state" to follow
-  return EnvStore(num_envs, T, spec, state_spec, lambda k: -tf.ones([k]), capacity)
+  return EnvStore(num_envs, T, spec, state_spec, lambda k: -tf.ones([k]), capacity, overlap=overlap)
 
 
 def step(store, env_ids, run_ids, obs, reward=None, terminated=None, truncated=None, first=None):
@@ -44,6 +44,20 @@ def test_unrolls_overlap_by_one_step_and_carry_the_initial_state():
   # state before step 0 is the initial state (-1); before step 3 it is -1 + 3
   np.testing.assert_array_equal(u.initial_state.numpy(), [-1, 2])
   assert store.position.numpy()[1] == 2
+
+
+def test_overlap_carries_several_steps_and_their_state_into_the_next_unroll():
+  store = make_store(overlap=2)  # e.g. R2D2's burn-in: consecutive unrolls share 2 steps
+  for t in range(8):
+    step(store, [0], [7], [float(t)], first=[t == 0])
+  u = drain(store)
+  np.testing.assert_array_equal(u.steps.observation.numpy(), [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7]])
+  np.testing.assert_array_equal(u.initial_state.numpy(), [-1, 1, 3])  # state before steps 0, 2 and 4
+
+
+def test_bad_overlap_is_rejected():
+  with pytest.raises(ValueError, match="overlap"):
+    make_store(overlap=T + 1)
 
 
 def test_unrolls_run_across_episode_ends_with_flags():

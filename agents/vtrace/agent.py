@@ -37,7 +37,7 @@ class VTraceAgent(Agent):
   """IMPALA's agent on a discrete action space."""
 
   def __init__(self, config: ml_collections.ConfigDict, observation_space: gymnasium.spaces.Box,
-               action_space: gymnasium.spaces.Discrete, train_steps: int):
+               action_space: gymnasium.spaces.Discrete, train_steps: int, batch_size: int):
     super().__init__(name="vtrace_agent")
     if not isinstance(action_space, gymnasium.spaces.Discrete):
       raise ValueError(f"the V-trace agent needs a discrete action space, got {action_space}")
@@ -51,7 +51,9 @@ class VTraceAgent(Agent):
     self.optimizer = keras.optimizers.Adam(lr, epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm)
     # Build variables now so checkpoints restore eagerly and inference can be traced.
     self.step(tf.zeros([1, *self.observation_spec.shape], self.observation_spec.dtype), tf.ones([1], tf.bool),
-              self.initial_state(1))
+              self.initial_state(1), tf.zeros([1], tf.int32))
+    self.batch_size = batch_size
+    self._learn = None
 
   @property
   def state_spec(self):
@@ -64,7 +66,7 @@ class VTraceAgent(Agent):
   def initial_state(self, batch_size):
     return self.network.initial_state(batch_size)
 
-  def step(self, observation, first, state):
+  def step(self, observation, first, state, env_ids):
     (logits, _), state = self.network(observation, first, state)
     action = tf.random.categorical(logits, 1, dtype=tf.int32)[:, 0]
     return {"action": action, "logits": logits}, state
@@ -94,6 +96,11 @@ class VTraceAgent(Agent):
     logs = {"loss/total": total, "loss/policy": pg, "loss/baseline": baseline, "entropy": -entropy,
             "mean_rho": tf.reduce_sum(tf.exp(log_rhos) * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)}
     return total, logs
+
+  def learn(self, source) -> dict[str, tf.Tensor]:
+    if self._learn is None:  # one graph: dequeue and train
+      self._learn = tf.function(lambda: self.train(source.dequeue(self.batch_size)))
+    return self._learn()
 
   def train(self, unroll: Unroll) -> dict[str, tf.Tensor]:
     variables = self.network.trainable_variables
@@ -139,4 +146,4 @@ def make_agent(config: ml_collections.ConfigDict, observation_space, action_spac
   repeat = config.env.atari.frame_skip if config.env.id.startswith("ALE/") else 1
   frames_per_step = config.batch_size * config.unroll_length * repeat
   return VTraceAgent(config.agent, observation_space, action_space,
-                     train_steps=-(-config.total_environment_frames // frames_per_step))
+                     train_steps=-(-config.total_environment_frames // frames_per_step), batch_size=config.batch_size)

@@ -1,0 +1,371 @@
+"""Replay buffers for off-policy agents (numpy, used from the Python training loop).
+
+`PrioritizedReplay` implements proportional prioritized experience replay:
+T. Schaul, J. Quan, I. Antonoglou, D. Silver, "Prioritized Experience Replay",
+ICLR 2016, arXiv:1511.05952 (section 3.3 for P(i) = p_i^alpha / sum_k p_k^alpha,
+section 3.4 and Algorithm 1 for the importance-sampling weights
+w_i = (N * P(i))^-beta / max_j w_j, appendix B.2.1 for the sum tree and
+stratified sampling).
+
+Items are nests (dicts, tuples, lists, namedtuples) of numpy arrays whose
+leading dimension indexes the items being added. Storage is a fixed-capacity
+ring, preallocated from the shapes and dtypes of the first `add`; once full,
+each new item overwrites the oldest one (and, for `PrioritizedReplay`, its
+priority).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+Nest = Any
+
+
+# -------------------------------------------------------------------- nests ---
+
+
+def _flatten(nest: Nest) -> tuple[list[np.ndarray], Callable[[list], Nest]]:
+  """Leaves in a fixed order (dict keys sorted) and a function rebuilding the nest."""
+  if isinstance(nest, dict):
+    keys = sorted(nest)
+    parts = [_flatten(nest[k]) for k in keys]
+    leaves = [leaf for part, _ in parts for leaf in part]
+    sizes = [len(part) for part, _ in parts]
+
+    def unflatten(flat):
+      out, i = {}, 0
+      for k, (_, rebuild), size in zip(keys, parts, sizes):
+        out[k] = rebuild(flat[i:i + size])
+        i += size
+      return out
+    return leaves, unflatten
+
+  if isinstance(nest, (tuple, list)):
+    parts = [_flatten(x) for x in nest]
+    leaves = [leaf for part, _ in parts for leaf in part]
+    sizes = [len(part) for part, _ in parts]
+    is_namedtuple = isinstance(nest, tuple) and hasattr(nest, "_fields")
+
+    def unflatten(flat):
+      values, i = [], 0
+      for (_, rebuild), size in zip(parts, sizes):
+        values.append(rebuild(flat[i:i + size]))
+        i += size
+      if is_namedtuple:
+        return type(nest)(*values)
+      return type(nest)(values)
+    return leaves, unflatten
+
+  return [nest], lambda flat: flat[0]
+
+
+def _structure_key(nest: Nest) -> Any:
+  """A hashable description of the nest's structure (not of its leaves)."""
+  if isinstance(nest, dict):
+    return ("dict", tuple((k, _structure_key(nest[k])) for k in sorted(nest)))
+  if isinstance(nest, (tuple, list)):
+    return (type(nest).__name__, tuple(_structure_key(x) for x in nest))
+  return "leaf"
+
+
+def _check_indices(indices: np.ndarray, size: int, what: str) -> np.ndarray:
+  indices = np.asarray(indices)
+  if indices.ndim != 1:
+    raise ValueError(f"indices must be 1-D, got shape {indices.shape}")
+  if indices.size and not np.issubdtype(indices.dtype, np.integer):
+    raise ValueError(f"indices must be integers, got dtype {indices.dtype}")
+  indices = indices.astype(np.int64)
+  if indices.size and (indices.min() < 0 or indices.max() >= size):
+    raise ValueError(f"indices must be in [0, {size}) ({what}), got range "
+                     f"[{indices.min()}, {indices.max()}]")
+  return indices
+
+
+# ----------------------------------------------------------------- sum tree ---
+
+
+class SumTree:
+  """Binary sum tree over `capacity` non-negative priorities.
+
+  Stored as one float64 array of size 2P (P = next power of two >= capacity):
+  node 1 is the root, node i has children 2i and 2i + 1, and leaf j lives at
+  P + j (leaves j >= capacity stay 0). Updates and sampling are vectorised over
+  a batch, one numpy step per tree level, so both cost O(batch * log capacity).
+  """
+
+  def __init__(self, capacity: int):
+    if int(capacity) != capacity or capacity < 1:
+      raise ValueError(f"capacity must be a positive int, got {capacity!r}")
+    self._capacity = int(capacity)
+    self._num_leaves = 1 << (self._capacity - 1).bit_length()  # P
+    self._depth = self._num_leaves.bit_length() - 1  # log2(P)
+    self._nodes = np.zeros(2 * self._num_leaves, np.float64)
+
+  @property
+  def capacity(self) -> int:
+    return self._capacity
+
+  def total(self) -> float:
+    """Sum of all priorities."""
+    return float(self._nodes[1])
+
+  def get(self, indices: np.ndarray) -> np.ndarray:
+    """Priorities at `indices` (float64, same shape)."""
+    indices = _check_indices(indices, self._capacity, "capacity")
+    return self._nodes[self._num_leaves + indices].copy()
+
+  def update(self, indices: np.ndarray, priorities: np.ndarray) -> None:
+    """Sets priorities[i] at indices[i]; with repeated indices the last one wins.
+
+    Raises:
+      ValueError: on out-of-range indices, mismatched lengths, or priorities
+        that are negative or not finite.
+    """
+    indices = _check_indices(indices, self._capacity, "capacity")
+    priorities = np.asarray(priorities, np.float64).reshape(-1)
+    if priorities.shape != indices.shape:
+      raise ValueError(f"priorities has shape {priorities.shape}, expected "
+                       f"{indices.shape} to match indices")
+    if not np.all(np.isfinite(priorities) & (priorities >= 0)):
+      raise ValueError("priorities must be finite and >= 0")
+    if indices.size == 0:
+      return
+    nodes = self._num_leaves + indices
+    self._nodes[nodes] = priorities  # numpy keeps the last of repeated indices.
+    # Recompute (never increment) the parents, level by level, so sums stay
+    # exactly consistent with the leaves.
+    for _ in range(self._depth):
+      nodes = np.unique(nodes >> 1)
+      self._nodes[nodes] = self._nodes[2 * nodes] + self._nodes[2 * nodes + 1]
+
+  def find(self, masses: np.ndarray) -> np.ndarray:
+    """Leaf indices whose cumulative-priority interval contains each mass.
+
+    Leaf j owns [sum_{i<j} p_i, sum_{i<=j} p_i). Masses outside [0, total) are
+    clipped into it, and a descent never enters a zero-mass subtree, so a leaf
+    with priority 0 is never returned.
+    """
+    if self.total() <= 0:
+      raise ValueError("cannot sample from a SumTree whose total priority is 0")
+    masses = np.clip(np.asarray(masses, np.float64).reshape(-1), 0.0, self.total())
+    nodes = np.ones(masses.shape, np.int64)
+    for _ in range(self._depth):
+      left = 2 * nodes
+      left_mass = self._nodes[left]
+      go_right = (masses >= left_mass) & (self._nodes[left + 1] > 0)
+      masses = np.where(go_right, masses - left_mass, masses)
+      nodes = np.where(go_right, left + 1, left)
+    return nodes - self._num_leaves
+
+  def sample(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Stratified sample: one index from each of `batch_size` equal mass slices.
+
+    Index i is drawn with probability p_i / total() per draw (marginally), with
+    lower variance than independent draws (Schaul et al. 2016, appendix B.2.1).
+
+    Returns:
+      int64 indices of shape [batch_size].
+    """
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    total = self.total()
+    if total <= 0:
+      raise ValueError("cannot sample from a SumTree whose total priority is 0")
+    masses = (np.arange(batch_size) + rng.uniform(size=batch_size)) * (total / batch_size)
+    return self.find(masses)
+
+
+# ------------------------------------------------------------------ storage ---
+
+
+class _RingStorage:
+  """Preallocated ring of nests of numpy arrays."""
+
+  def __init__(self, capacity: int):
+    if int(capacity) != capacity or capacity < 1:
+      raise ValueError(f"capacity must be a positive int, got {capacity!r}")
+    self._capacity = int(capacity)
+    self._arrays: list[np.ndarray] | None = None
+    self._unflatten: Callable[[list], Nest] | None = None
+    self._structure = None
+    self._next = 0  # slot the next item goes to
+    self._size = 0
+
+  @property
+  def capacity(self) -> int:
+    return self._capacity
+
+  def __len__(self) -> int:
+    return self._size
+
+  @property
+  def nbytes(self) -> int:
+    """Bytes held by the storage arrays (0 before the first add)."""
+    return 0 if self._arrays is None else sum(a.nbytes for a in self._arrays)
+
+  def _write(self, items: Nest) -> tuple[np.ndarray, slice]:
+    """Stores the items; returns their slots and which input rows were kept."""
+    leaves, unflatten = _flatten(items)
+    leaves = [np.asarray(x) for x in leaves]
+    structure = _structure_key(items)
+    if not leaves:
+      raise ValueError("items contain no arrays")
+    if any(x.ndim == 0 for x in leaves):
+      raise ValueError("every array in items needs a leading (item) dimension")
+    count = leaves[0].shape[0]
+    if any(x.shape[0] != count for x in leaves):
+      raise ValueError("arrays in items have different leading dimensions: "
+                       f"{[x.shape[0] for x in leaves]}")
+
+    if self._arrays is None:
+      self._arrays = [np.zeros((self._capacity,) + x.shape[1:], x.dtype) for x in leaves]
+      self._unflatten = unflatten
+      self._structure = structure
+    else:
+      if structure != self._structure:
+        raise ValueError("items have a different nest structure than the first add")
+      for i, (x, a) in enumerate(zip(leaves, self._arrays)):
+        if x.shape[1:] != a.shape[1:]:
+          raise ValueError(f"item array {i} has per-item shape {x.shape[1:]}, "
+                           f"expected {a.shape[1:]}")
+        if not np.can_cast(x.dtype, a.dtype, "same_kind"):
+          raise ValueError(f"item array {i} has dtype {x.dtype}, cannot store it "
+                           f"as {a.dtype}")
+
+    # Only the newest `capacity` items can survive.
+    kept = slice(max(0, count - self._capacity), count)
+    count = kept.stop - kept.start
+    slots = (self._next + np.arange(count)) % self._capacity
+    for x, a in zip(leaves, self._arrays):
+      a[slots] = x[kept]
+    self._next = (self._next + count) % self._capacity
+    self._size = min(self._size + count, self._capacity)
+    return slots, kept
+
+  def _gather(self, indices: np.ndarray) -> Nest:
+    return self._unflatten([a[indices] for a in self._arrays])
+
+
+# ------------------------------------------------------------------ buffers ---
+
+
+class UniformReplay(_RingStorage):
+  """Fixed-capacity ring buffer sampled uniformly with replacement."""
+
+  def add(self, items: Nest) -> np.ndarray:
+    """Stores a batch of items (leading dim = items); returns their slots.
+
+    If more than `capacity` items are given, only the last `capacity` are kept.
+    """
+    slots, _ = self._write(items)
+    return slots
+
+  def sample(self, batch_size: int, rng: np.random.Generator) -> Nest:
+    """A nest of arrays with leading dim batch_size, drawn uniformly."""
+    if self._size == 0:
+      raise ValueError("cannot sample from an empty replay")
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return self._gather(rng.integers(0, self._size, size=batch_size))
+
+
+class PrioritizedReplay(_RingStorage):
+  """Proportional prioritized replay (Schaul et al. 2016, arXiv:1511.05952).
+
+  Item i is sampled with probability P(i) = p_i^alpha / sum_k p_k^alpha. The
+  tree stores p_i^alpha (and 0 for p_i = 0, even when alpha = 0, so a zero
+  priority always means "never sample").
+  """
+
+  def __init__(self, capacity: int, alpha: float = 0.6):
+    super().__init__(capacity)
+    if alpha < 0:
+      raise ValueError(f"alpha must be >= 0, got {alpha}")
+    self._alpha = float(alpha)
+    self._tree = SumTree(self._capacity)
+    self._max_priority = 1.0
+
+  @property
+  def alpha(self) -> float:
+    return self._alpha
+
+  @property
+  def max_priority(self) -> float:
+    """Largest priority seen so far (1.0 initially); used for new items."""
+    return self._max_priority
+
+  def _tree_values(self, priorities: np.ndarray) -> np.ndarray:
+    powered = np.power(priorities, self._alpha)
+    return np.where(priorities > 0, powered, 0.0)
+
+  @staticmethod
+  def _check_priorities(priorities: Any) -> np.ndarray:
+    priorities = np.asarray(priorities, np.float64).reshape(-1)
+    if not np.all(np.isfinite(priorities) & (priorities >= 0)):
+      raise ValueError("priorities must be finite and >= 0")
+    return priorities
+
+  def add(self, items: Nest, priorities: np.ndarray | None = None) -> np.ndarray:
+    """Stores a batch of items with their (raw, pre-alpha) priorities.
+
+    Args:
+      items: nest of arrays, leading dim = number of items N.
+      priorities: [N] priorities >= 0, or None for the max priority seen so far.
+
+    Returns:
+      The slots the items went to (only the last `capacity` if N > capacity).
+    """
+    if priorities is not None:
+      priorities = self._check_priorities(priorities)
+      leaves = _flatten(items)[0]
+      count = np.shape(leaves[0])[0] if leaves and np.ndim(leaves[0]) else None
+      if count is not None and priorities.shape[0] != count:
+        raise ValueError(f"priorities has length {priorities.shape[0]}, expected "
+                         f"{count} (one per item)")
+    slots, kept = self._write(items)
+    if priorities is None:
+      priorities = np.full(slots.shape, self._max_priority)
+    else:
+      priorities = priorities[kept]
+      if priorities.size:
+        self._max_priority = max(self._max_priority, float(priorities.max()))
+    self._tree.update(slots, self._tree_values(priorities))
+    return slots
+
+  def sample(self, batch_size: int, rng: np.random.Generator,
+             beta: float) -> tuple[Nest, np.ndarray, np.ndarray]:
+    """Stratified prioritized sample.
+
+    Args:
+      batch_size: number of items to draw (with replacement).
+      rng: numpy random Generator.
+      beta: importance-sampling exponent in [0, 1].
+
+    Returns:
+      (items, indices, weights): the sampled nest (leading dim batch_size),
+      their int64 slots, and float32 weights (N * P(i))^-beta / max_j w_j with
+      N = len(self) and the max over the sampled batch.
+
+    Raises:
+      ValueError: if the buffer is empty or all priorities are 0.
+    """
+    if self._size == 0:
+      raise ValueError("cannot sample from an empty replay")
+    indices = self._tree.sample(batch_size, rng)
+    probs = self._tree.get(indices) / self._tree.total()
+    weights = np.power(self._size * probs, -beta)
+    weights /= weights.max()
+    return self._gather(indices), indices, weights.astype(np.float32)
+
+  def update_priorities(self, indices: np.ndarray, priorities: np.ndarray) -> None:
+    """Sets new raw priorities (e.g. |TD errors|) for previously sampled slots."""
+    indices = _check_indices(indices, self._size, "stored items")
+    priorities = self._check_priorities(priorities)
+    if priorities.shape != indices.shape:
+      raise ValueError(f"priorities has shape {priorities.shape}, expected "
+                       f"{indices.shape} to match indices")
+    if priorities.size:
+      self._max_priority = max(self._max_priority, float(priorities.max()))
+    self._tree.update(indices, self._tree_values(priorities))
