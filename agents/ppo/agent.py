@@ -1,0 +1,181 @@
+"""PPO (Schulman et al. 2017, arXiv:1707.06347) on the SEED runtime.
+
+Each `learn` takes `batch_size` fresh unrolls from the queue, computes GAE
+advantages with the current value function, then runs `num_epochs` passes of
+minibatch updates on the clipped surrogate, value and entropy terms.
+
+On-policy data: the actors' policy is the learner's (central inference), but
+unrolls wait in the queue while the learner trains, so an unroll may come from
+a policy a few updates old. Each step records the policy version that chose it;
+unrolls older than `max_policy_lag` updates are not trained on, and the lag is
+reported (`policy_lag/*`, `stale_fraction`).
+
+Episode boundaries follow seed.env_store.Step: the transition into a `first`
+step is not real. GAE gets delta = 0 there (reward := V(x_t), discount 0), so
+nothing leaks across the boundary and a truncated episode bootstraps from the
+value of its final observation.
+"""
+
+from __future__ import annotations
+
+import gymnasium
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from agents.ppo import losses
+from agents.ppo import networks
+from seed.agent import Agent, Source
+
+
+def _masked_mean(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+  return tf.reduce_sum(x * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+class PPOAgent(Agent):
+
+  def __init__(self, config: ml_collections.ConfigDict, batch_size: int, observation_space: gymnasium.spaces.Box,
+               action_space: gymnasium.Space, seed: int = 0):
+    super().__init__(name="ppo_agent")
+    if batch_size % config.minibatch_size:
+      raise ValueError(f"batch_size ({batch_size}) must be a multiple of agent.minibatch_size "
+                       f"({config.minibatch_size})")
+    self.config = config
+    self.batch_size = batch_size
+    self.observation_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
+    self.normalizer = networks.RunningNormalizer(observation_space.shape) if config.normalize_observations else None
+    self.policy_net = networks.Policy(action_space, config.hidden_sizes, config.initial_log_std)
+    self.value_net = networks.Value(config.hidden_sizes, config.popart, config.popart_step)
+    self.optimizer = keras.optimizers.Adam(config.learning_rate, epsilon=config.adam_epsilon,
+                                           global_clipnorm=config.max_grad_norm)
+    self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
+    self._rng = np.random.default_rng(seed)
+    if self.policy_net.discrete:
+      self._action_spec = {"action": tf.TensorSpec([], tf.int32)}
+    else:
+      shape = action_space.shape
+      self._action_spec = {"action": tf.TensorSpec(shape, tf.float32), "raw_action": tf.TensorSpec(shape, tf.float32)}
+    obs = tf.zeros([1, *observation_space.shape], self.observation_spec.dtype)
+    self.step(obs, tf.ones([1], tf.bool), (), tf.zeros([1], tf.int32))
+    self.value_net(self._normalize(obs))
+    self._prepare = tf.function(self._prepare_fn)
+    self._update = tf.function(self._update_fn)
+
+  state_spec = ()
+
+  @property
+  def output_spec(self):
+    return {**self._action_spec, "log_prob": tf.TensorSpec([], tf.float32),
+            "policy_version": tf.TensorSpec([], tf.int64)}
+
+  def initial_state(self, batch_size):
+    return ()
+
+  def _normalize(self, obs: tf.Tensor) -> tf.Tensor:
+    return self.normalizer(obs) if self.normalizer is not None else tf.cast(obs, tf.float32)
+
+  def step(self, observation, first, state, env_ids):
+    dist = self.policy_net.distribution(self._normalize(observation))
+    raw = dist.sample()
+    out = {"action": self.policy_net.to_env(raw), "log_prob": dist.log_prob(raw),
+           "policy_version": tf.fill(tf.shape(first), self.updates)}
+    if not self.policy_net.discrete:
+      out["raw_action"] = raw
+    return out, state
+
+  def _policy_action(self, steps):
+    return steps.agent_output["action" if self.policy_net.discrete else "raw_action"]
+
+  def _prepare_fn(self, steps, fresh):
+    """Advantages and value targets for a batch-major [B, T+1] batch, with the current networks."""
+    c = self.config
+    b, t1 = tf.shape(steps.reward)[0], tf.shape(steps.reward)[1]
+    obs = tf.reshape(steps.observation, tf.concat([[b * t1], tf.shape(steps.observation)[2:]], 0))
+    values = tf.reshape(self.value_net(self._normalize(obs)), [b, t1])
+    real = tf.cast(tf.logical_not(steps.first[:, 1:]), tf.float32)
+    mask = real * tf.cast(fresh, tf.float32)[:, None]
+    discounts = c.discount * real * (1.0 - tf.cast(steps.terminated[:, 1:], tf.float32))
+    rewards = tf.where(real > 0, steps.reward[:, 1:], values[:, :-1])
+    tm = lambda x: tf.transpose(x)
+    adv = tm(losses.gae(tm(rewards), tm(discounts), tm(values[:, :-1]), values[:, -1], c.gae_lambda))
+    returns = adv + values[:, :-1]
+    self.value_net.update_stats(returns, mask)
+    if c.normalize_advantages:
+      mean = _masked_mean(adv, mask)
+      std = tf.sqrt(_masked_mean(tf.square(adv - mean), mask))
+      adv = (adv - mean) / (std + 1e-8)
+    return adv, returns, values[:, :-1], mask
+
+  def _update_fn(self, observation, action, old_log_prob, advantages, returns, old_values, mask):
+    """One minibatch step; all inputs [b, T, ...] for the transitions' first observations."""
+    c = self.config
+    b, t = tf.shape(advantages)[0], tf.shape(advantages)[1]
+    flat = lambda x: tf.reshape(x, tf.concat([[b * t], tf.shape(x)[2:]], 0))
+    unflat = lambda x: tf.reshape(x, [b, t])
+    variables = self.policy_net.trainable_variables + self.value_net.trainable_variables
+    with tf.GradientTape() as tape:
+      x = self._normalize(flat(observation))
+      dist = self.policy_net.distribution(x)
+      log_prob = unflat(dist.log_prob(flat(action)))
+      pg = losses.clipped_surrogate_loss(log_prob, old_log_prob, advantages, c.clip_epsilon, mask)
+      entropy = _masked_mean(unflat(self.policy_net.entropy(dist)), mask)
+      norm = self.value_net.normalize_targets
+      value = losses.value_loss(unflat(self.value_net.normalized(x)), norm(old_values), norm(returns),
+                                c.value_clip_epsilon or None, mask)
+      total = pg + c.value_cost * value - c.entropy_cost * entropy
+    grads = tape.gradient(total, variables)
+    self.optimizer.apply_gradients(zip(grads, variables))
+    ratio = tf.exp(log_prob - old_log_prob)
+    clipped = tf.cast(tf.abs(ratio - 1.0) > c.clip_epsilon, tf.float32)
+    return {"loss/total": total, "loss/policy": pg, "loss/value": value, "entropy": entropy,
+            "clip_fraction": _masked_mean(clipped, mask), "grad_norm": tf.linalg.global_norm(grads)}
+
+  def learn(self, source: Source) -> dict:
+    c = self.config
+    unroll = source.dequeue(self.batch_size)
+    steps = unroll.steps
+    lag = (self.updates - tf.reduce_min(steps.agent_output["policy_version"][:, :-1], axis=1)).numpy()
+    fresh = lag <= c.max_policy_lag
+    logs = {"policy_lag/mean": float(lag.mean()), "policy_lag/max": float(lag.max()),
+            "stale_fraction": float(1.0 - fresh.mean())}
+    if not fresh.any():
+      return logs
+    if self.normalizer is not None:
+      self.normalizer.update(tf.boolean_mask(steps.observation, fresh))
+    adv, returns, old_values, mask = self._prepare(steps, tf.constant(fresh))
+    data = (steps.observation[:, :-1], self._policy_action(steps)[:, :-1], steps.agent_output["log_prob"][:, :-1],
+            adv, returns, old_values, mask)
+    for _ in range(c.num_epochs):
+      order = self._rng.permutation(self.batch_size)
+      for start in range(0, self.batch_size, c.minibatch_size):
+        idx = tf.constant(order[start:start + c.minibatch_size])
+        out = self._update(*(tf.gather(x, idx) for x in data))
+    self.updates.assign_add(1)
+    logs.update({k: float(v) for k, v in out.items()})
+    return logs
+
+  def policy(self) -> tf.Module:
+    return ExportedPolicy(self)
+
+
+class ExportedPolicy(tf.Module):
+  """serving_default(observation) -> action (sampled), greedy_action, value."""
+
+  def __init__(self, agent: PPOAgent):
+    super().__init__(name="policy")
+    self.normalizer, self.policy_net, self.value_net = agent.normalizer, agent.policy_net, agent.value_net
+    normalize = agent._normalize  # pylint: disable=protected-access
+    spec = agent.observation_spec
+
+    @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], spec.dtype, name="observation")])
+    def serve(observation):
+      x = normalize(observation)
+      return {"action": self.policy_net.to_env(self.policy_net.distribution(x).sample()),
+              "greedy_action": self.policy_net.to_env(self.policy_net.mode(x)), "value": self.value_net(x)}
+
+    self.serving_default = serve
+
+
+def make_agent(config: ml_collections.ConfigDict, observation_space, action_space) -> PPOAgent:
+  return PPOAgent(config.agent, config.batch_size, observation_space, action_space, seed=config.seed)

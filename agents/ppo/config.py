@@ -1,0 +1,41 @@
+"""PPO hyperparameters, every field documented."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Hidden sizes of the policy and value MLPs (separate networks, tanh activations).
+  c.hidden_sizes = (64, 64)
+  c.discount = 0.99
+  # GAE lambda.
+  c.gae_lambda = 0.95
+  # Clipping epsilon of the surrogate objective.
+  c.clip_epsilon = 0.2
+  # Value clipping around the old value prediction; 0 disables it.
+  c.value_clip_epsilon = 0.0
+  c.value_cost = 0.5
+  c.entropy_cost = 0.0
+  # Passes over each batch of unrolls, and unrolls per minibatch (batch_size must be a multiple).
+  c.num_epochs = 4
+  c.minibatch_size = 8
+  c.learning_rate = 3e-4
+  c.adam_epsilon = 1e-5
+  # Global gradient norm clip.
+  c.max_grad_norm = 0.5
+  # Normalise advantages per batch.
+  c.normalize_advantages = True
+  # Running mean/std normalisation of observations (updated from each training batch).
+  c.normalize_observations = True
+  # PopArt value normalisation (van Hasselt et al. 2016): values are learnt in a
+  # normalised space whose statistics track the returns, preserving outputs.
+  c.popart = False
+  c.popart_step = 1e-3
+  # Unrolls whose oldest step came from a policy more than this many updates
+  # behind the current one are not trained on (they are counted as stale).
+  c.max_policy_lag = 4
+  # Continuous actions: initial log std of the Gaussian before the tanh.
+  c.initial_log_std = -0.5
+  return c

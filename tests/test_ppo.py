@@ -1,0 +1,146 @@
+"""PPO agent: normaliser, PopArt, GAE masking at episode boundaries, policy-lag filtering, learning."""
+
+import os
+
+import gymnasium
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from agents.ppo import config as ppo_config
+from agents.ppo import networks
+from agents.ppo.agent import PPOAgent
+from seed.env_store import Step, Unroll
+
+import test_train
+from test_train import runs  # noqa: F401  (fixture)
+
+T = 4
+
+
+class FakeSource:
+  """A Source over a fixed list of batch-major unrolls."""
+
+  def __init__(self, unroll):
+    self.unroll = unroll
+
+  def size(self):
+    return tf.constant(1)
+
+  def dequeue(self, n):
+    return self.unroll
+
+
+def make_unroll(agent, b, version=0, first=None, terminated=None, reward=1.0, seed=0):
+  rng = np.random.default_rng(seed)
+  obs = rng.normal(size=(b, T + 1, 4)).astype(np.float32)
+  first = np.zeros((b, T + 1), bool) if first is None else first
+  out, _ = agent.step(tf.constant(obs.reshape(-1, 4)), tf.zeros([b * (T + 1)], tf.bool), (), tf.zeros([b * (T + 1)], tf.int32))
+  out = {k: tf.reshape(v, [b, T + 1, *v.shape[1:]]) for k, v in out.items()}
+  out["policy_version"] = tf.fill([b, T + 1], tf.constant(version, tf.int64))
+  steps = Step(tf.constant(obs), tf.fill([b, T + 1], reward),
+               tf.constant(np.zeros((b, T + 1), bool) if terminated is None else terminated),
+               tf.zeros([b, T + 1], tf.bool), tf.constant(first), out)
+  return Unroll((), steps)
+
+
+def make_agent(action_space=gymnasium.spaces.Discrete(2), **overrides):
+  c = ppo_config.get_config()
+  c.minibatch_size = 2
+  c.update(overrides)
+  return PPOAgent(c, 4, gymnasium.spaces.Box(-np.inf, np.inf, (4,), np.float32), action_space)
+
+
+def test_running_normalizer_matches_numpy():
+  norm = networks.RunningNormalizer([3])
+  rng = np.random.default_rng(1)
+  chunks = [rng.normal(2.0, 3.0, size=(n, 3)).astype(np.float32) for n in (5, 50, 7)]
+  for chunk in chunks:
+    norm.update(tf.constant(chunk))
+  data = np.concatenate(chunks)
+  np.testing.assert_allclose(norm.mean.numpy(), data.mean(0), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(norm.var.numpy(), data.var(0), rtol=1e-3)
+  x = np.array([[2.0, 2.0, 1e6]], np.float32)
+  np.testing.assert_allclose(norm(x).numpy()[0, 2], 10.0)  # clipped
+
+
+def test_popart_update_preserves_outputs_and_tracks_targets():
+  value = networks.Value([8], popart=True, popart_step=0.5)
+  x = tf.random.normal([16, 4], seed=3)
+  before = value(x).numpy()
+  targets = tf.constant(np.full([3, 5], 100.0, np.float32))
+  value.update_stats(targets, tf.ones([3, 5]))
+  np.testing.assert_allclose(value(x).numpy(), before, rtol=1e-4, atol=1e-3)
+  assert value.mu.numpy() == pytest.approx(50.0)
+
+
+def test_gae_does_not_leak_across_an_episode_boundary():
+  agent = make_agent(normalize_advantages=False)
+  first = np.zeros((4, T + 1), bool)
+  first[:, 2] = True  # step 2 starts a new episode: transition 1 -> 2 is not real
+  unroll = make_unroll(agent, 4, first=first)
+  adv, returns, values, mask = agent._prepare(unroll.steps, tf.ones([4], tf.bool))
+  np.testing.assert_array_equal(mask.numpy()[:, 1], 0.0)
+  np.testing.assert_allclose(adv.numpy()[:, 1], 0.0, atol=1e-6)  # delta 0 at the fake transition
+  # step 0 bootstraps from V(x_1) (a truncation-like end), not from the next episode
+  v = agent.value_net(agent._normalize(unroll.steps.observation)).numpy()
+  c = agent.config
+  delta0 = 1.0 + c.discount * v[:, 1] - v[:, 0]
+  np.testing.assert_allclose(adv.numpy()[:, 0], delta0, rtol=1e-4, atol=1e-4)
+
+
+def test_stale_unrolls_are_not_trained_on_and_the_lag_is_reported():
+  agent = make_agent(max_policy_lag=1)
+  agent.updates.assign(5)
+  logs = agent.learn(FakeSource(make_unroll(agent, 4, version=2)))
+  assert logs["stale_fraction"] == 1.0 and logs["policy_lag/max"] == 3
+  assert int(agent.updates.numpy()) == 5  # nothing trained
+  logs = agent.learn(FakeSource(make_unroll(agent, 4, version=5)))
+  assert logs["stale_fraction"] == 0.0 and "loss/policy" in logs
+  assert int(agent.updates.numpy()) == 6
+
+
+def test_learning_raises_the_probability_of_rewarded_actions():
+  agent = make_agent(normalize_observations=False, learning_rate=1e-2)
+  unroll = make_unroll(agent, 4)
+  # reward 1 only after action 1
+  actions = unroll.steps.agent_output["action"]
+  rewards = tf.concat([tf.zeros([4, 1]), tf.cast(actions[:, :-1], tf.float32)], axis=1)
+  steps = unroll.steps._replace(reward=rewards)
+  obs = tf.reshape(steps.observation, [-1, 4])
+  p_before = tf.reduce_mean(agent.policy_net.distribution(obs).probs_parameter()[:, 1]).numpy()
+  for _ in range(5):
+    agent.learn(FakeSource(Unroll((), steps)))
+    steps = steps._replace(agent_output={**steps.agent_output, "policy_version": tf.fill([4, T + 1], agent.updates)})
+  p_after = tf.reduce_mean(agent.policy_net.distribution(obs).probs_parameter()[:, 1]).numpy()
+  assert p_after > p_before + 0.05
+
+
+def test_continuous_actions_respect_the_bounds():
+  space = gymnasium.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 10.0], np.float32))
+  agent = make_agent(action_space=space, initial_log_std=1.0)
+  out, _ = agent.step(tf.random.normal([256, 4]), tf.zeros([256], tf.bool), (), tf.zeros([256], tf.int32))
+  a = out["action"].numpy()
+  assert a.shape == (256, 2)
+  assert (a[:, 0] >= -2).all() and (a[:, 0] <= 2).all() and (a[:, 1] >= 0).all() and (a[:, 1] <= 10).all()
+  assert np.isfinite(out["log_prob"].numpy()).all()
+  logs = agent.learn(FakeSource(make_unroll(agent, 4)))
+  assert np.isfinite(logs["loss/total"])
+
+
+def test_cartpole_ppo_learns(tmp_path, runs):  # noqa: F811
+  run = runs(tmp_path / "run", "--config.stop_mean_return=475", "--config.total_environment_frames=2000000",
+             config=os.path.join(test_train.REPO, "configs", "cartpole_ppo.py"))
+  assert run.wait(280) == 0, run.output()
+  returns = test_train._episodes(run.logdir)
+  assert len(returns) >= 50 and np.mean(returns[-50:]) >= 400, np.mean(returns[-50:])
+  test_train._no_process_left(run)
+
+
+def test_mujoco_ppo_smoke(tmp_path, runs):  # noqa: F811
+  run = runs(tmp_path / "run", "--config.total_environment_frames=8192", "--config.batch_size=8",
+             config=os.path.join(test_train.REPO, "configs", "mujoco_ppo.py"))
+  assert run.wait(240) == 0, run.output()
+  assert "learner stopped at 8192 frames" in run.output()
+  assert os.listdir(os.path.join(run.logdir, "export"))
+  test_train._no_process_left(run)
