@@ -9,11 +9,12 @@ in DIR/checkpoints (or --checkpoint) is restored into it. Either way the
 environment is the run's (DIR/config.json's `env`), one env, episode i reset
 with seed + i, the recurrent state fed back step by step.
 
-Actions: --greedy takes the policy's argmax; otherwise an action is sampled
-from the policy's logits with a generator seeded by (seed, episode). (The
-SavedModel's own sampled `action` output is not used: its random op seeds were
-fixed when it was exported, so --seed could not change it.) The same seed
-therefore gives the same episodes on a rerun, from an export or a checkpoint.
+Actions: --greedy takes the policy's `greedy_action`; otherwise a discrete
+action is sampled from the policy's logits with a generator seeded by (seed,
+episode). (The SavedModel's own sampled `action` output is not used there: its
+random op seeds were fixed when it was exported, so --seed could not change
+it.) The same seed therefore gives the same episodes on a rerun, from an export
+or a checkpoint. Continuous policies (no logits) use their sampled `action`.
 
 --video records the first --video_episodes episodes from the env's
 rgb_array rendering, with imageio if installed, else Pillow (.gif) or OpenCV
@@ -107,7 +108,7 @@ def find_checkpoint(logdir: str, path: str | None = None) -> str:
 
 
 class _Policy:
-  """One step of a `serving_default` function: observation and state in, logits and state out."""
+  """One step of a `serving_default` function: observation and state in, outputs and state out."""
 
   def __init__(self, fn: Callable[..., dict[str, tf.Tensor]], by_name: dict[str, tf.TensorSpec],
                keyword_call: bool, description: str):
@@ -124,14 +125,14 @@ class _Policy:
   def initial_state(self) -> list[np.ndarray]:
     return [np.zeros([1, *s.shape[1:]], s.dtype.as_numpy_dtype) for s in self._state_specs]
 
-  def __call__(self, observation: np.ndarray, state: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Returns (logits [num_actions], new state) for one observation."""
+  def __call__(self, observation: np.ndarray, state: list[np.ndarray]) -> tuple[dict, list[np.ndarray]]:
+    """Returns (outputs for the one observation, new state)."""
     obs = np.asarray(observation, self._obs_spec.dtype.as_numpy_dtype)[None]
     if self._keyword_call:
       out = self._fn(observation=obs, **dict(zip(self._state_names, state)))
     else:
       out = self._fn(obs, *state)
-    return out["logits"].numpy()[0], [out[n].numpy() for n in self._state_names]
+    return {k: v.numpy()[0] for k, v in out.items()}, [out[n].numpy() for n in self._state_names]
 
 
 def _export_policy(export_dir: str) -> _Policy:
@@ -292,11 +293,14 @@ def _play(env, policy: _Policy, seed: int, greedy: bool, rng: np.random.Generato
   state = policy.initial_state()
   total, length, done = 0.0, 0, False
   while not done:
-    logits, state = policy(observation, state)
+    out, state = policy(observation, state)
     if greedy:
-      action = int(np.argmax(logits))
-    else:  # Gumbel-max: an exact sample of softmax(logits)
+      action = out["greedy_action"]
+    elif "logits" in out:  # Gumbel-max: an exact sample of softmax(logits)
+      logits = out["logits"]
       action = int(np.argmax(logits.astype(np.float64) + rng.gumbel(size=logits.shape)))
+    else:  # continuous policies sample in the graph
+      action = out["action"]
     observation, reward, terminated, truncated, _ = env.step(action)
     total += float(reward)
     length += 1
