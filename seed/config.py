@@ -8,6 +8,8 @@ runs locally or on many hosts; only the command-line mode flags differ.
 
 from __future__ import annotations
 
+import importlib
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -80,3 +82,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f"config.batch_size ({config.batch_size})")
   if not isinstance(config.get("env"), ml_collections.ConfigDict) or not config.env.get("id"):
     raise ValueError("config.env.id must name a gymnasium environment")
+  try:
+    agent_config = importlib.import_module(f"agents.{config.agent_name}.config")
+  except ModuleNotFoundError as e:
+    raise ValueError(f"config.agent_name={config.agent_name!r}: no package agents/{config.agent_name}/") from e
+  if hasattr(agent_config, "validate"):
+    agent_config.validate(config)

@@ -175,7 +175,7 @@ class Learner:
 
 
 def _format_logs(logs: dict[str, float]) -> str:
-  keys = [k for k in ("loss/total", "loss/policy", "loss/baseline", "entropy") if k in logs]
+  keys = [k for k in logs if k.startswith("loss/")] + [k for k in ("entropy",) if k in logs]
   return " ".join(f"{k.split('/')[-1]} {logs[k]:.4g}" for k in keys)
 
 

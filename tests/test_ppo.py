@@ -128,6 +128,17 @@ def test_continuous_actions_respect_the_bounds():
   assert np.isfinite(logs["loss/total"])
 
 
+def test_ppo_config_errors_come_before_anything_starts(tmp_path):
+  import subprocess
+  import sys
+  r = subprocess.run([sys.executable, "-m", "seed.train", f"--config={test_train.REPO}/configs/cartpole_ppo.py",
+                      "--config.agent.minibatch_size=5", f"--logdir={tmp_path}/run"], cwd=test_train.REPO,
+                     capture_output=True, text=True, timeout=120,
+                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=test_train.REPO))
+  assert r.returncode != 0 and "must be a multiple of config.agent.minibatch_size" in r.stderr
+  assert not os.path.exists(tmp_path / "run")
+
+
 def test_cartpole_ppo_learns(tmp_path, runs):  # noqa: F811
   run = runs(tmp_path / "run", "--config.stop_mean_return=475", "--config.total_environment_frames=2000000",
              config=os.path.join(test_train.REPO, "configs", "cartpole_ppo.py"))

@@ -142,6 +142,7 @@ def _no_process_left(run):
     ("--config.num_actors=0", "num_actors must be a positive integer"),
     ("--config.env_batch_size=abc", "env_batch_size"),
     ("--config.inference_batch_size=4", "inference_batch_size (4) must be >= config.env_batch_size"),
+    ("--config.agent_name=nope", "no package agents/nope/"),
 ])
 def test_bad_config_is_a_clear_error_before_anything_starts(tmp_path, override, message):
   r = subprocess.run([sys.executable, "-m", "seed.train", f"--config={CARTPOLE}", f"--logdir={tmp_path}/run",
