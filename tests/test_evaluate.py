@@ -212,11 +212,7 @@ def test_video_without_a_writer_names_the_package(run, tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / name)
 
 
-def test_cartpole_video_needs_pygame(run, tmp_path):
-  gif = str(tmp_path / "cartpole.gif")
-  if importlib.util.find_spec("pygame"):
-    ev.evaluate(run, 1, video=gif, verbose=False)
-    assert os.path.getsize(gif) > 0
-  else:
-    with pytest.raises(ev.EvaluateError, match="cannot render CartPole-v1.*pygame"):
-      ev.evaluate(run, 1, video=gif, verbose=False)
+def test_cartpole_video(run, tmp_path):
+  gif = str(tmp_path / "cartpole.gif")  # classic-control rendering comes with the project's dependencies
+  ev.evaluate(run, 1, video=gif, verbose=False)
+  assert os.path.getsize(gif) > 0
