@@ -65,6 +65,7 @@ All other settings (unroll_length, batch_size, queue) are the config's.
 
     .venv/bin/python scripts/bench_e2e.py --quick          # smoke check, a few minutes
     .venv/bin/python scripts/bench_e2e.py                  # 30 s windows + CartPole, ~5-10 min
+    .venv/bin/python scripts/bench_e2e.py --agents         # every agent config's frames/s + time to its bar
 """
 
 from __future__ import annotations
@@ -330,7 +331,7 @@ def measure_env_only(num_procs: int, env_batch_size: int, frame_skip: int, base_
 # ----------------------------------------------------------------------------- CartPole
 
 
-def cartpole_time_to_goal(run: TrainRun, timeout: float) -> dict:
+def time_to_goal(run: TrainRun, timeout: float, goal: float = CARTPOLE_GOAL, recent: int = RECENT) -> dict:
   """Waits for the run to stop itself (goal or frame cap) or times out, then reads episodes.csv."""
   # The launcher reaps learner and actors, and we reap the launcher: their CPU time ends up in
   # RUSAGE_CHILDREN once the run is over (nothing else of ours finishes meanwhile).
@@ -357,9 +358,9 @@ def cartpole_time_to_goal(run: TrainRun, timeout: float) -> dict:
   window_sum, hit = 0.0, None
   for i, (_, _, ret) in enumerate(rows):
     window_sum += ret
-    if i >= RECENT:
-      window_sum -= rows[i - RECENT][2]
-    if i >= RECENT - 1 and window_sum / RECENT >= CARTPOLE_GOAL:
+    if i >= recent:
+      window_sum -= rows[i - recent][2]
+    if i >= recent - 1 and window_sum / recent >= goal:
       hit = i
       break
   last = run.metrics()[-1:] or [{"frames": 0}]
@@ -371,6 +372,54 @@ def cartpole_time_to_goal(run: TrainRun, timeout: float) -> dict:
 
 
 # ----------------------------------------------------------------------------- main
+
+
+# Issue-4 agents: every shipped config's throughput, and time to each learning test's bar.
+AGENT_CONFIGS = ["configs/cartpole_vtrace.py", "configs/atari_vtrace.py", "configs/cartpole_ppo.py",
+                 "configs/mujoco_ppo.py", "configs/cartpole_r2d2.py", "configs/atari_r2d2.py",
+                 "configs/pendulum_sac.py", "configs/mujoco_sac.py"]
+AGENT_GOALS = [("configs/cartpole_vtrace.py", 400.0, 50), ("configs/cartpole_ppo.py", 400.0, 50),
+               ("configs/cartpole_r2d2.py", 300.0, 50), ("configs/pendulum_sac.py", -400.0, 20)]
+
+
+def bench_agents(start, seconds: float, startup_timeout: float, timeout: float, log_interval: float) -> None:
+  """Prints frames/s of every default config, then frames and seconds to each learning bar."""
+  rows = []
+  for config in AGENT_CONFIGS:
+    if not (REPO / config).exists():
+      rows.append((config, None, "config missing"))
+      continue
+    run = start(pathlib.Path(config).stem, [f"--config={config}", "--config.total_environment_frames=1000000000000",
+                                            f"--config.log_interval={log_interval:g}",
+                                            "--config.checkpoint_interval=1000000"])
+    try:
+      r = measure_runtime(run, seconds, startup_timeout)
+      rows.append((config, r, f"cores {r['cpu']:.2f} / others {r['cpu_others']:.2f}"))
+    except Exception as e:  # pylint: disable=broad-except
+      rows.append((config, None, f"failed: {e}"))
+    finally:
+      run.stop()
+  goals = []
+  for config, goal, recent in AGENT_GOALS:
+    if not (REPO / config).exists():
+      continue
+    run = start(pathlib.Path(config).stem + "-goal", [f"--config={config}", f"--config.stop_mean_return={goal:g}",
+                                                      "--config.total_environment_frames=20000000",
+                                                      f"--config.log_interval={log_interval:g}"])
+    goals.append((config, goal, recent, time_to_goal(run, timeout, goal, recent)))
+  print()
+  print(f"{'default config':<32} {'frames/s':>10}  notes")
+  for config, r, note in rows:
+    fps = f"{r['fps']:,.0f}" if r else "-"
+    print(f"{config:<32} {fps:>10}  {note}")
+  print()
+  print(f"{'learning bar':<44} {'frames':>10} {'seconds':>8}")
+  for config, goal, recent, c in goals:
+    label = f"{config} mean{recent} >= {goal:g}"
+    if "frames" in c:
+      print(f"{label:<44} {c['frames']:>10,} {c['seconds']:>8.1f}")
+    else:
+      print(f"{label:<44} {'not reached':>10} {c['total_seconds']:>8.1f}  ({c['final_frames']:,} frames)")
 
 
 def _fmt_cmd(argv: list[str]) -> str:
@@ -398,6 +447,9 @@ def main() -> int:
   parser.add_argument("--repeats", type=int, default=1,
                       help="alternate (ii) and (i) this many times and report the best of each")
   parser.add_argument("--quick", action="store_true", help="short windows (smoke check)")
+  parser.add_argument("--agents", action="store_true",
+                      help="instead of the Pong rows: frames/s of every shipped config and time to each "
+                           "agent's learning-test bar")
   parser.add_argument("--keep_logs", action="store_true", help="keep the runs' logdirs (path printed)")
   args = parser.parse_args()
 
@@ -456,6 +508,14 @@ def main() -> int:
   print("\n".join(header), flush=True)
 
   results: dict[str, dict] = {}
+  if args.agents:
+    try:
+      bench_agents(start, seconds, args.startup_timeout, cartpole_timeout, log_interval)
+    finally:
+      for run in runs:
+        run.stop()
+      shutil.rmtree(workdir, ignore_errors=True)
+    return 0
   try:
     _log(f"(ii) env-only ceiling: {n} processes x {b} envs")
     # (ii) and (i) alternate, so a noisy neighbour hits both alike; (iii) runs once.
@@ -474,7 +534,7 @@ def main() -> int:
 
     if not args.skip_cartpole:
       run = start("cartpole", cart_args)
-      results["cartpole"] = cartpole_time_to_goal(run, cartpole_timeout)
+      results["cartpole"] = time_to_goal(run, cartpole_timeout)
   except KeyboardInterrupt:
     _log("interrupted; stopping every run started here")
     raise
