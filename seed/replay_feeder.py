@@ -1,10 +1,13 @@
 """Moves completed unrolls from the learner's queue into a replay, at a controlled ratio.
 
-Replay agents (R2D2, SAC) call `pull()` before each gradient step. It inserts
-everything the actors have produced so far without waiting, and waits for more
-only when the replay is below its minimum size or when training has sampled
-more than `samples_per_insert` items per inserted item (the replay ratio). A
-full unroll queue in turn makes actors wait, so the ratio holds both ways.
+Replay agents (R2D2, SAC) call `pull()` before each gradient step. It takes
+unrolls from the queue only when training may not go on without them: while
+the replay is below its minimum size, or when the next batch would sample more
+than `samples_per_insert` items per item inserted beyond that minimum (the
+replay ratio; the warm-up earns no credit, like the offset of Reverb's
+SampleToInsertRatio limiter, or training would start with a burst on it).
+Otherwise unrolls stay in the queue; once it is full, inference waits
+(backpressure), so the ratio holds both ways within one queue's worth of data.
 """
 
 from __future__ import annotations
@@ -36,15 +39,16 @@ class ReplayFeeder:
 
   def _starved(self) -> bool:
     too_small = len(self.replay) < max(self.min_size, self.batch_size)
-    return too_small or self.sampled + self.batch_size > self.samples_per_insert * self.inserted
+    credit = self.samples_per_insert * max(self.inserted - self.min_size, 0)
+    return too_small or self.sampled + self.batch_size > credit
 
   def pull(self) -> int:
-    """Inserts pending unrolls, waiting only when training must not go on yet; returns unrolls inserted."""
+    """Inserts unrolls while training must not go on without them; returns unrolls inserted."""
     pulled = 0
     while True:
-      ready = int(self.source.size())
-      if ready == 0 and not self._starved():
+      if not self._starved():
         return pulled
+      ready = int(self.source.size())
       unrolls = tf.nest.map_structure(lambda t: t.numpy(), self.source.dequeue(max(ready, 1)))
       items, count = self.to_items(unrolls)
       if count:

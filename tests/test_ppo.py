@@ -150,6 +150,7 @@ def test_cartpole_ppo_learns(tmp_path, runs):  # noqa: F811
 
 def test_mujoco_ppo_smoke(tmp_path, runs):  # noqa: F811
   run = runs(tmp_path / "run", "--config.total_environment_frames=8192", "--config.batch_size=8",
+             "--config.unroll_queue_capacity=8",
              config=os.path.join(test_train.REPO, "configs", "mujoco_ppo.py"))
   assert run.wait(240) == 0, run.output()
   assert "learner stopped at 8192 frames" in run.output()
