@@ -30,8 +30,9 @@ def runtime_config() -> ml_collections.ConfigDict:
   # Seconds after which a partially filled inference batch runs anyway, so a slow
   # or dead actor never stalls the others.
   c.inference_flush_timeout = 0.005
-  # Steps per training unroll (each unroll stores unroll_length + 1 steps: the
-  # last step of one unroll is the first of the next).
+  # Steps per training unroll (each unroll stores unroll_length + 1 steps;
+  # consecutive unrolls share the agent's sequence_overlap steps: 1 for most
+  # agents, so the last step of one is the first of the next; more for R2D2).
   c.unroll_length = 20
   # Unrolls per training batch.
   c.batch_size = 32
