@@ -15,46 +15,12 @@ transition x_t -> x_{t+1}; `bootstrap_value` is V(x_T) (as in V-trace).
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import tensorflow as tf
 
+from seed.tensor_checks import (check_rank as _check_rank, check_same_shape as _check_same_shape,
+                                float_tensor as _float_tensor, masked_mean as _masked_mean)
+
 TensorLike = tf.types.experimental.TensorLike
-
-
-# ------------------------------------------------------------------ checks ---
-
-
-def _check_rank(name: str, x: tf.Tensor, rank: int) -> None:
-  if x.shape.rank is not None and x.shape.rank != rank:
-    raise ValueError(f"{name} must have rank {rank}, got shape {x.shape}")
-
-
-def _check_same_shape(ref_name: str, ref_shape: tf.TensorShape,
-                      others: Sequence[tuple[str, tf.Tensor]]) -> None:
-  for name, x in others:
-    if not x.shape.is_compatible_with(ref_shape):
-      raise ValueError(f"{name} has shape {x.shape}, incompatible with "
-                       f"{ref_name} shape {ref_shape}")
-
-
-def _float_tensor(x: TensorLike, dtype: tf.DType | None = None) -> tf.Tensor:
-  x = tf.convert_to_tensor(x, dtype_hint=tf.float32)
-  if dtype is not None:
-    return tf.cast(x, dtype)
-  return x if x.dtype.is_floating else tf.cast(x, tf.float32)
-
-
-def _masked_mean(x_t: tf.Tensor, mask_t: TensorLike | None) -> tf.Tensor:
-  """sum(x * mask) / max(sum(mask), 1); plain mean when mask_t is None."""
-  if mask_t is None:
-    return tf.reduce_mean(x_t)
-  mask_t = _float_tensor(mask_t, x_t.dtype)
-  _check_rank("mask_t", mask_t, 2)
-  _check_same_shape("[T, B] loss terms", x_t.shape, [("mask_t", mask_t)])
-  # multiply_no_nan: a masked-out step contributes 0 even if its term is inf/NaN.
-  total = tf.reduce_sum(tf.math.multiply_no_nan(x_t, mask_t))
-  return total / tf.maximum(tf.reduce_sum(mask_t), tf.ones([], x_t.dtype))
 
 
 # --------------------------------------------------------------------- GAE ---

@@ -22,6 +22,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from seed.tensor_checks import (check_rank as _check_rank, check_same_shape as _check_same_shape,
+                                float_tensor as _float_tensor)
+
 TensorLike = tf.types.experimental.TensorLike
 
 tfd = tfp.distributions
@@ -29,26 +32,6 @@ tfb = tfp.bijectors
 
 
 # ------------------------------------------------------------------ checks ---
-
-
-def _check_rank(name: str, x: tf.Tensor, rank: int) -> None:
-  if x.shape.rank is not None and x.shape.rank != rank:
-    raise ValueError(f"{name} must have rank {rank}, got shape {x.shape}")
-
-
-def _check_same_shape(ref_name: str, ref_shape: tf.TensorShape,
-                      others: Sequence[tuple[str, tf.Tensor]]) -> None:
-  for name, x in others:
-    if not x.shape.is_compatible_with(ref_shape):
-      raise ValueError(f"{name} has shape {x.shape}, incompatible with "
-                       f"{ref_name} shape {ref_shape}")
-
-
-def _float_tensor(x: TensorLike, dtype: tf.DType | None = None) -> tf.Tensor:
-  x = tf.convert_to_tensor(x, dtype_hint=tf.float32)
-  if dtype is not None:
-    return tf.cast(x, dtype)
-  return x if x.dtype.is_floating else tf.cast(x, tf.float32)
 
 
 def _batch_tensors(named: Sequence[tuple[str, TensorLike]]) -> list[tf.Tensor]:
