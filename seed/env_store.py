@@ -83,8 +83,11 @@ class EnvStore(tf.Module):
     n, t = num_envs, unroll_length + 1
     self.run_ids = tf.Variable(tf.zeros([n], tf.int64), trainable=False, name="run_ids")
     self.agent_state = tf.nest.map_structure(lambda s: _zeros_var(s, n, name="agent_state"), state_spec)
-    self.state_buffer = tf.nest.map_structure(lambda s: _zeros_var(s, n, t, name="state_buffer"), state_spec)
-    self.buffer = tf.nest.map_structure(lambda s: _zeros_var(s, n, t, name="unroll"), step_spec)
+    # Unrolls being assembled, flat: row env * t + position. Writes are row
+    # scatters (a memmove per row); scatter_nd into an [n, t, ...] variable
+    # copies element by element, ~15x slower for Atari frames.
+    self.state_buffer = tf.nest.map_structure(lambda s: _zeros_var(s, n * t, name="state_buffer"), state_spec)
+    self.buffer = tf.nest.map_structure(lambda s: _zeros_var(s, n * t, name="unroll"), step_spec)
     self.position = tf.Variable(tf.zeros([n], tf.int32), trainable=False, name="position")
     self.episode_return = tf.Variable(tf.zeros([n]), trainable=False, name="episode_return")
     self.episode_length = tf.Variable(tf.zeros([n], tf.int64), trainable=False, name="episode_length")
@@ -118,21 +121,28 @@ class EnvStore(tf.Module):
   def record(self, env_ids: tf.Tensor, step: Step, state_before: Nest, state_after: Nest) -> None:
     """Stores one step per env; completed unrolls go to the queue (may block: backpressure)."""
     self._count_episodes(env_ids, step)
+    k, t = self.overlap, self.unroll_length + 1
     pos = tf.gather(self.position, env_ids)
     full = tf.equal(pos, self.unroll_length)
-    cells = tf.stack([env_ids, pos], axis=1)
-    tf.nest.map_structure(lambda v, s: v.scatter_nd_update(cells, s), self.buffer, step)
-    tf.nest.map_structure(lambda v, s: v.scatter_nd_update(cells, s), self.state_buffer, state_before)
+    rows = env_ids * t + pos
+    write = lambda v, x: v.scatter_update(tf.IndexedSlices(x, rows))
+    tf.nest.map_structure(write, self.buffer, step)
+    tf.nest.map_structure(write, self.state_buffer, state_before)
     done_envs = tf.boolean_mask(env_ids, full)
-    steps = tf.nest.map_structure(lambda v: tf.gather(v, done_envs), self.buffer)
-    states = tf.nest.map_structure(lambda v: tf.gather(v, done_envs)[:, 0], self.state_buffer)
-    self.queue.enqueue_many(tf.nest.flatten(Unroll(states, steps)))
+    m = tf.size(done_envs)
+    # [m, t] rows of the completed unrolls, and [m, k] rows their last k steps move to.
+    unroll_rows = done_envs[:, None] * t + tf.range(t)[None, :]
+    front_rows = tf.reshape(done_envs[:, None] * t + tf.range(k)[None, :], [-1])
+    # Static shapes only: tf.shape(variable) would read (copy) the whole buffer.
+    unrolled = lambda v: tf.reshape(tf.gather(v, tf.reshape(unroll_rows, [-1])), [m, t, *v.shape[1:]])
+    steps = tf.nest.map_structure(unrolled, self.buffer)
+    states = tf.nest.map_structure(unrolled, self.state_buffer)
+    self.queue.enqueue_many(tf.nest.flatten(Unroll(tf.nest.map_structure(lambda s: s[:, 0], states), steps)))
     # The last `overlap` steps (and the states before them) start the next unroll.
-    k, t = self.overlap, self.unroll_length + 1
-    front = tf.stack(tf.meshgrid(done_envs, tf.range(k), indexing="ij"), axis=-1)
-    tf.nest.map_structure(lambda v, s: v.scatter_nd_update(front, s[:, t - k:]), self.buffer, steps)
-    tf.nest.map_structure(lambda v: v.scatter_nd_update(front, tf.gather(v, done_envs)[:, t - k:]),
-                          self.state_buffer)
+    move = lambda v, x: v.scatter_update(tf.IndexedSlices(
+        tf.reshape(x[:, t - k:], tf.concat([[m * k], tf.shape(x)[2:]], 0)), front_rows))
+    tf.nest.map_structure(move, self.buffer, steps)
+    tf.nest.map_structure(move, self.state_buffer, states)
     self.position.scatter_nd_update(env_ids[:, None], tf.where(full, k, pos + 1))
     tf.nest.map_structure(lambda v, s: v.scatter_nd_update(env_ids[:, None], s), self.agent_state, state_after)
 
