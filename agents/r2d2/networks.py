@@ -32,7 +32,7 @@ class NatureCNN(tf.Module):
     self.dense = keras.layers.Dense(hidden, activation="relu")
 
   def __call__(self, frames: tf.Tensor) -> tf.Tensor:
-    x = tf.cast(frames, tf.float32) / 255.0
+    x = tf.cast(frames, tf.float32) * (1.0 / 255.0)
     for conv in self.convs:
       x = conv(x)
     return self.dense(self.flatten(x))

@@ -10,7 +10,7 @@ import tf_keras as keras
 
 def flat_float(x: tf.Tensor) -> tf.Tensor:
   """[B, ...] observations as float32 [B, features] (uint8 scaled to [0, 1])."""
-  x = tf.cast(x, tf.float32) / 255.0 if x.dtype == tf.uint8 else tf.cast(x, tf.float32)
+  x = tf.cast(x, tf.float32) * (1.0 / 255.0) if x.dtype == tf.uint8 else tf.cast(x, tf.float32)
   return tf.reshape(x, [tf.shape(x)[0], -1])
 
 

@@ -73,8 +73,9 @@ class VTraceAgent(Agent):
 
   def loss(self, unroll: Unroll) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
     c = self.config
-    steps = tf.nest.map_structure(_time_major, unroll.steps)
-    logits, values = self.network.unroll(steps.observation, steps.first, unroll.initial_state)
+    # Frames stay batch-major (transposing them would copy every pixel); the rest goes time-major.
+    steps = tf.nest.map_structure(_time_major, unroll.steps._replace(observation=()))
+    logits, values = self.network.unroll(unroll.steps.observation, steps.first, unroll.initial_state)
     actions = steps.agent_output["action"][:-1]
     target_logp = -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=actions, logits=logits[:-1])
     behaviour_logp = -tf.nn.sparse_softmax_cross_entropy_with_logits(
