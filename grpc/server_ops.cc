@@ -21,6 +21,8 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_mgr.h"
 #include "tensorflow/core/framework/tensor_util.h"
+#include "tensorflow/core/grappler/grappler_item.h"
+#include "tensorflow/core/grappler/optimizers/meta_optimizer.h"
 #include "transport.h"
 #include "wire.h"
 
@@ -737,6 +739,20 @@ class ServerBindOp : public OpKernel {
       }
     }
     for (size_t i = 0; i < output_dtypes_.size(); ++i) opts.output_devices.push_back(opts.target);
+    // Grappler, as eager calls of a tf.function get it: constant folding,
+    // pruning and op fusion. Without it every Shape/StridedSlice/Pack the
+    // tracer emitted runs on each call (~500 ops for the learner's inference).
+    opts.optimize_graph_fn = [name = fn_.name()](std::vector<std::string> ret_nodes,
+                                                 std::vector<std::string> keep_nodes,
+                                                 FunctionLibraryDefinition* lib, const DeviceSet& devices,
+                                                 Device* cpu, std::unique_ptr<Graph>* graph) {
+      grappler::GrapplerItem::OptimizationOptions options;
+      options.allow_pruning_stateful_and_dataset_ops = true;  // control outputs are kept
+      options.is_eager_mode = true;
+      options.optimize_function_library = false;  // nested calls are optimized when instantiated
+      return grappler::OptimizeGraph(std::move(ret_nodes), std::move(keep_nodes), lib, devices, cpu,
+                                     ConfigProto(), name, options, graph);
+    };
     BoundFunction bound;
     bound.flr = flr;
     OP_REQUIRES_OK(ctx, flr->Instantiate(fn_.name(), AttrSlice(&fn_.attr()), opts, &bound.handle));

@@ -27,7 +27,7 @@ HEADERS = ["transport.h", "wire.h"]
 GRPC_ARCHIVES = ["libgrpc++_unsecure.a", "libgrpc_unsecure.a", "libgpr.a", "libupb.a",
                  "libaddress_sorting.a", "libre2.a", "libcares.a", "libz.a"]
 APT_HINT = "apt-get install -y libgrpc++-dev zlib1g-dev pkg-config g++ (or run scripts/setup.sh)"
-_BUILD_VERSION = "3"  # bump when the flags below change
+_BUILD_VERSION = "4"  # bump when the flags below change
 
 
 class BuildError(RuntimeError):
@@ -140,7 +140,8 @@ def op_library_path() -> pathlib.Path:
     _run(["g++", "-shared", "-o", str(out), *objects,
           "-Wl,--exclude-libs,ALL", "-Wl,-Bsymbolic", "-Wl,-z,defs",
           "-Wl,--start-group", *archives, "-Wl,--end-group", *absl,
-          *lflags, *[f"-Wl,-rpath,{d}" for d in lib_dirs], "-lpthread", "-ldl", "-lrt"])
+          *lflags, "-l:libtensorflow_cc.so.2",  # grappler, for bound functions
+          *[f"-Wl,-rpath,{d}" for d in lib_dirs], "-lpthread", "-ldl", "-lrt"])
     return out
 
   return _locked_build("seed_rpc.so", key, build)

@@ -53,6 +53,11 @@ def runtime_config() -> ml_collections.ConfigDict:
   c.checkpoints_to_keep = 3
   # Threads serving inference RPCs on the learner (0: one per core).
   c.server_threads = 0
+  # Threads one TF op may use on the learner (0: TF's default, one per core).
+  # 1 suits a learner sharing its cores with actors: inference ops are small,
+  # and splitting them across threads that the actors keep busy costs more
+  # CPU in hand-offs than it saves. Leave 0 on a dedicated learner host.
+  c.learner_intra_op_threads = 0
   # Local mode: how many times an actor may be restarted within a minute before
   # the run is aborted (a crash loop is a bug, not bad luck).
   c.max_actor_restarts_per_minute = 5
@@ -73,8 +78,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name in ["inference_flush_timeout", "log_interval", "checkpoint_interval", "actor_reconnect_timeout"]:
     if not config[name] > 0:
       raise ValueError(f"config.{name} must be > 0 seconds, got {config[name]!r}")
-  if config.server_threads < 0:
-    raise ValueError(f"config.server_threads must be >= 0, got {config.server_threads}")
+  for name in ["server_threads", "learner_intra_op_threads"]:
+    if not isinstance(config[name], int) or config[name] < 0:
+      raise ValueError(f"config.{name} must be an integer >= 0, got {config[name]!r}")
   if config.inference_batch_size < config.env_batch_size:
     raise ValueError(f"config.inference_batch_size ({config.inference_batch_size}) must be >= "
                      f"config.env_batch_size ({config.env_batch_size}): one actor call carries all its envs")

@@ -181,6 +181,9 @@ def _format_logs(logs: dict[str, float]) -> str:
 
 def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> None:
   """Serves inference at server_address and trains until total_environment_frames."""
+  if config.learner_intra_op_threads:
+    # Must precede the first TF op of the process (TF fixes its thread pools then).
+    tf.config.threading.set_intra_op_parallelism_threads(config.learner_intra_op_threads)
   os.makedirs(logdir, exist_ok=True)
   with open(os.path.join(logdir, "config.json"), "w", encoding="utf-8") as f:
     f.write(config.to_json_best_effort(indent=2))

@@ -143,6 +143,7 @@ def _no_process_left(run):
     ("--config.env_batch_size=abc", "env_batch_size"),
     ("--config.inference_batch_size=4", "inference_batch_size (4) must be >= config.env_batch_size"),
     ("--config.agent_name=nope", "no package agents/nope/"),
+    ("--config.learner_intra_op_threads=-1", "learner_intra_op_threads must be an integer >= 0"),
 ])
 def test_bad_config_is_a_clear_error_before_anything_starts(tmp_path, override, message):
   r = subprocess.run([sys.executable, "-m", "seed.train", f"--config={CARTPOLE}", f"--logdir={tmp_path}/run",
