@@ -126,13 +126,17 @@ class ActorCritic(tf.Module):
     b, t = tf.shape(first)[1], tf.shape(first)[0]
     flat = tf.nest.map_structure(lambda o: tf.reshape(o, tf.concat([[b * t], tf.shape(o)[2:]], 0)), observation)
     x, scale = self._torso(flat)
+    if not self.core:  # heads batch-major too (the linear torso's features are the frames)
+      logits, values = self._heads(x, scale)
+      to_time_major = lambda y, *inner: tf.transpose(tf.reshape(y, [b, t, *inner]), [1, 0, *range(2, 2 + len(inner))])
+      return to_time_major(logits, self.num_actions), to_time_major(values)
     x = tf.transpose(tf.reshape(x, [b, t, x.shape[-1]]), [1, 0, 2])
-    if self.core:
-      def cell(carry, inputs):
-        _, state = carry
-        xt, ft = inputs
-        out, new = self.core(xt, list(self._reset(ft, state)))
-        return out, tuple(new)
-      x, _ = tf.scan(cell, (x, first), initializer=(tf.zeros([b, self.lstm_size]), tuple(state)))
+
+    def cell(carry, inputs):
+      _, state = carry
+      xt, ft = inputs
+      out, new = self.core(xt, list(self._reset(ft, state)))
+      return out, tuple(new)
+    x, _ = tf.scan(cell, (x, first), initializer=(tf.zeros([b, self.lstm_size]), tuple(state)))
     logits, values = self._heads(tf.reshape(x, [t * b, x.shape[-1]]), scale)
     return tf.reshape(logits, [t, b, self.num_actions]), tf.reshape(values, [t, b])
