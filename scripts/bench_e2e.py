@@ -57,11 +57,15 @@ How to read it
   "frames per CPU-second" line divides each row by the cores it used, which is
   less sensitive to neighbours but charges (i) for the learner's CPU.
 
-Inference batch: unless --inference_batch_size is given it is
-max(env_batch_size, num_actors * env_batch_size // 2): half the envs per
-inference call, so one batch runs while the other half of the actors fill the
-next, and never smaller than one actor's call (the runtime requires that).
-All other settings (unroll_length, batch_size, queue) are the config's.
+Process layout (defaults): 4 actor processes x 16 envs on this 2-core box.
+More actor processes than cores is SEED's layout: an actor waiting for its
+inference reply leaves its core to another actor, so the emulators keep the
+CPU busy; with one actor per core every reply's latency is idle CPU.
+Inference batch: unless --inference_batch_size is given it is env_batch_size,
+so each actor call is one batch and runs at once (no flush wait). Both
+runtime rows set learner_intra_op_threads=1 (the learner shares the cores
+with the actors). All other settings (unroll_length, batch_size, queue) are
+the config's.
 
     .venv/bin/python scripts/bench_e2e.py --quick          # smoke check, a few minutes
     .venv/bin/python scripts/bench_e2e.py                  # 30 s windows + CartPole, ~5-10 min
@@ -432,10 +436,10 @@ def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--seconds", type=float, default=30.0, help="measurement window per row (s)")
-  parser.add_argument("--num_actors", type=int, default=2, help="actor processes (and env-only processes)")
-  parser.add_argument("--env_batch_size", type=int, default=8, help="envs per actor / per env-only process")
+  parser.add_argument("--num_actors", type=int, default=4, help="actor processes (and env-only processes)")
+  parser.add_argument("--env_batch_size", type=int, default=16, help="envs per actor / per env-only process")
   parser.add_argument("--inference_batch_size", type=int, default=None,
-                      help="default max(env_batch_size, num_actors * env_batch_size // 2)")
+                      help="default env_batch_size (one actor call per batch)")
   parser.add_argument("--log_interval", type=float, default=None,
                       help="learner metrics interval (s); default 5, 2 with --quick")
   parser.add_argument("--skip_cartpole", action="store_true", help="skip the CartPole time-to-475 run")
@@ -458,7 +462,7 @@ def main() -> int:
   env_warmup = 2 * log_interval
   cartpole_timeout = args.cartpole_timeout or (300.0 if args.quick else 1200.0)
   n, b = args.num_actors, args.env_batch_size
-  ibs = args.inference_batch_size or max(b, n * b // 2)
+  ibs = args.inference_batch_size or b
   if args.repeats < 1:
     parser.error("--repeats must be >= 1")
   if ibs < b:
@@ -468,7 +472,7 @@ def main() -> int:
   frame_skip = atari.env.atari.frame_skip
   common = [f"--config.num_actors={n}", f"--config.env_batch_size={b}", f"--config.inference_batch_size={ibs}",
             "--config.total_environment_frames=1000000000000", f"--config.log_interval={log_interval:g}",
-            "--config.checkpoint_interval=1000000"]
+            "--config.checkpoint_interval=1000000", "--config.learner_intra_op_threads=1"]
   pong_args = {
       "linear": [f"--config={ATARI_CONFIG}", *common, "--config.agent.torso=linear"],
       "impala_cnn": [f"--config={ATARI_CONFIG}", *common],
