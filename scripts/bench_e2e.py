@@ -26,8 +26,9 @@ How each number is measured
     CartPole), as everywhere in the runtime.
   * (i), (iii): the run's learner writes <logdir>/metrics.jsonl every
     log_interval seconds with the frames trained on so far. Warm-up is
-    discarded: lines up to the first one with frames > 0, plus one more
-    interval. From that baseline line the window runs to the first line at
+    discarded: lines up to the first one where frames grew over the last
+    interval and reach 2 unrolls per env (actors that are still building
+    their envs deliver a first batch, then stall), plus one more interval. From that baseline line the window runs to the first line at
     least --seconds later; frames/s = frames delta / time delta across it.
     The learner counts the frames it trained on; the unroll queue is bounded
     (full queue = actors wait), so in steady state this equals what the actors
@@ -232,7 +233,7 @@ class TrainRun:
     return self.proc.returncode
 
 
-def measure_runtime(run: TrainRun, seconds: float, startup_timeout: float) -> dict:
+def measure_runtime(run: TrainRun, seconds: float, startup_timeout: float, warmup_frames: int = 0) -> dict:
   """frames/s over a steady-state window of metrics.jsonl (see the module docstring)."""
   deadline = time.monotonic() + startup_timeout
   cpu = None
@@ -241,7 +242,10 @@ def measure_runtime(run: TrainRun, seconds: float, startup_timeout: float) -> di
       raise RuntimeError(f"{run.name} exited with status {run.proc.returncode} before the window "
                          f"ended; log tail:\n{run.tail()}")
     lines = run.metrics()
-    k = next((i for i, m in enumerate(lines) if m["frames"] > 0), None)
+    # Flowing: past warmup_frames, and frames grew over the last interval too (actors still
+    # building their envs deliver a first batch, then nothing for seconds).
+    k = next((i for i, m in enumerate(lines)
+              if i > 0 and m["frames"] >= max(warmup_frames, 1) and m["frames"] > lines[i - 1]["frames"] > 0), None)
     if k is not None and len(lines) > k + 1:
       b = k + 1
       if cpu is None:
@@ -470,6 +474,7 @@ def main() -> int:
 
   atari = importlib.import_module("configs.atari_vtrace").get_config()
   frame_skip = atari.env.atari.frame_skip
+  unroll_frames = atari.unroll_length * frame_skip  # frames one env contributes per unroll
   common = [f"--config.num_actors={n}", f"--config.env_batch_size={b}", f"--config.inference_batch_size={ibs}",
             "--config.total_environment_frames=1000000000000", f"--config.log_interval={log_interval:g}",
             "--config.checkpoint_interval=1000000", "--config.learner_intra_op_threads=1"]
@@ -530,7 +535,8 @@ def main() -> int:
       for key in ("linear", "impala_cnn") if rep == args.repeats - 1 else ("linear",):
         run = start(f"pong-{key}-{rep}", pong_args[key])
         try:
-          results.setdefault(key, []).append(measure_runtime(run, seconds, args.startup_timeout))
+          results.setdefault(key, []).append(measure_runtime(run, seconds, args.startup_timeout,
+                                                             warmup_frames=2 * n * b * unroll_frames))
           _log(f"{run.name}: {results[key][-1]['fps']:,.0f} frames/s")
         finally:
           status = run.stop()
