@@ -419,6 +419,17 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
       int64_t done = 0;
       // Holds the parts count up until every part is placed.
       pending->parts = 1;
+      if (m->open == nullptr && !single && rows == m->batch_size) {
+        // The call is a whole batch: its parsed tensors are the batch inputs, no staging copy.
+        auto b = std::make_unique<Batch>();
+        b->opened = Clock::now();
+        b->inputs = inputs;
+        b->segments.push_back({pending, 0, 0, rows});
+        pending->parts++;
+        b->filled = rows;
+        done = rows;
+        full.push_back(std::move(b));
+      }
       while (done < rows) {
         if (m->open == nullptr) m->open = NewBatch(*m);
         Batch* b = m->open.get();

@@ -634,6 +634,25 @@ def test_calls_span_batches(serve):
   assert sorted(list(o.numpy()) for o in out) == [[-4, -5, -6], [-1, -2, -3]]
 
 
+def test_whole_batch_calls_and_split_calls_agree(address):
+  """A call of exactly batch_size rows is run as the batch itself (no staging copy); mixed with
+  calls that share or span batches, every caller still gets its own rows, and the mask is all real."""
+  @tf.function(input_signature=[spec([4]), spec([4], tf.bool)])
+  def times_ten(x, mask):
+    return x * 10 + (4 - tf.reduce_sum(tf.cast(mask, tf.int32)))  # + number of padding slots
+
+  server = grpc.Server(address)
+  server.bind(times_ten, flush_timeout=0.05, pad_mask=True)
+  with server:
+    client = grpc.Client(address)
+    assert list(client.times_ten(np.arange(4, dtype=np.int32)).numpy()) == [0, 10, 20, 30]
+    calls = [([1, 2],), ([3, 4, 5, 6],), ([7, 8, 9, 10],), ([11],)]
+    out = run_parallel(lambda x: client.times_ten(np.array(x, np.int32)), calls)
+    for (x,), o in zip(calls, out):
+      assert list(o.numpy() // 10) == x  # own rows back, whichever batch they ran in
+    assert server.stats()["times_ten"]["slots"] == 4 + 11
+
+
 def test_shutdown_while_waiting_for_batch(address):
   @tf.function(input_signature=[spec([4])])
   def inc(x):
