@@ -58,7 +58,7 @@ How to read it
   "frames per CPU-second" line divides each row by the cores it used, which is
   less sensitive to neighbours but charges (i) for the learner's CPU.
 
-Process layout (defaults): 4 actor processes x 16 envs on this 2-core box.
+Process layout (defaults): 4 actor processes x 32 envs on this 2-core box.
 More actor processes than cores is SEED's layout: an actor waiting for its
 inference reply leaves its core to another actor, so the emulators keep the
 CPU busy; with one actor per core every reply's latency is idle CPU.
@@ -441,7 +441,7 @@ def main() -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--seconds", type=float, default=30.0, help="measurement window per row (s)")
   parser.add_argument("--num_actors", type=int, default=4, help="actor processes (and env-only processes)")
-  parser.add_argument("--env_batch_size", type=int, default=16, help="envs per actor / per env-only process")
+  parser.add_argument("--env_batch_size", type=int, default=32, help="envs per actor / per env-only process")
   parser.add_argument("--inference_batch_size", type=int, default=None,
                       help="default env_batch_size (one actor call per batch)")
   parser.add_argument("--log_interval", type=float, default=None,
