@@ -21,8 +21,8 @@ class ImpalaCNN(tf.Module):
     self.dense = keras.layers.Dense(hidden, activation="relu")
 
   def __call__(self, frames: tf.Tensor) -> tf.Tensor:
-    # A multiply, not a divide: functions the tensor-RPC server runs are not
-    # rewritten by grappler, and a float divide per pixel costs ~4x more.
+    # A multiply, not a divide: a float divide per pixel costs ~4x more where
+    # no grappler pass rewrites it (the server's did not, before it ran grappler).
     x = tf.cast(frames, tf.float32) * (1.0 / 255.0)
     for conv, pool, blocks in self.stacks:
       x = pool(conv(x))
