@@ -21,8 +21,8 @@ class ImpalaCNN(tf.Module):
     self.dense = keras.layers.Dense(hidden, activation="relu")
 
   def __call__(self, frames: tf.Tensor) -> tf.Tensor:
-    # A multiply, not a divide: a float divide per pixel costs ~4x more where
-    # no grappler pass rewrites it (the server's did not, before it ran grappler).
+    # A multiply, not a divide: a float divide per pixel costs ~4x more
+    # wherever no grappler pass rewrites it.
     x = tf.cast(frames, tf.float32) * (1.0 / 255.0)
     for conv, pool, blocks in self.stacks:
       x = pool(conv(x))
