@@ -37,13 +37,11 @@ them): compare the columns, not absolute numbers.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -63,6 +61,8 @@ from grpc_health.v1 import health_pb2  # noqa: E402
 from grpc_health.v1 import health_pb2_grpc  # noqa: E402
 from tensorflow_serving.apis import predict_pb2  # noqa: E402
 from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
+
+from seed import processes  # noqa: E402
 
 MODELS = ("cartpole", "atari_impala", "atari_linear")
 
@@ -96,17 +96,13 @@ def observation(name: str, rng: np.random.Generator) -> np.ndarray:
 # --- server -------------------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-  ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def start_server(config_path: str, port: int, rest_port: int, extra: list[str], log_path: str) -> subprocess.Popen:
   argv = [sys.executable, "-m", "seed.serve", f"--model_config_file={config_path}", f"--port={port}",
           f"--rest_api_port={rest_port}", "--file_system_poll_wait_seconds=0", *extra]
   env = dict(os.environ, PYTHONPATH=REPO)
   with open(log_path, "w", encoding="utf-8") as log:
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=processes.die_with_parent)
 
 
 def wait_ready(proc: subprocess.Popen, port: int, log_path: str, timeout: float = 300) -> None:
@@ -126,16 +122,6 @@ def wait_ready(proc: subprocess.Popen, port: int, log_path: str, timeout: float 
     raise RuntimeError(f"seed.serve not ready after {timeout}s")
   finally:
     channel.close()
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-  if proc.poll() is None:
-    proc.terminate()
-    try:
-      proc.wait(30)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
 
 
 # --- clients ------------------------------------------------------------------------------------------
@@ -290,7 +276,7 @@ def main() -> int:
     return 0
   finally:
     if proc is not None:
-      stop_server(proc)
+      processes.stop(proc, 30)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -21,10 +21,8 @@ Prints one line per step and "OK" at the end; exits non-zero if a check fails.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +35,7 @@ import portpicker  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from seed import grpc  # noqa: E402
+from seed import processes  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATUS_NAMES = {0: "OK", 4: "DEADLINE_EXCEEDED", 14: "UNAVAILABLE", 1: "CANCELLED", 2: "UNKNOWN"}
@@ -55,16 +54,12 @@ def export_remote_model(base_path: str) -> None:
   tf.saved_model.save(model, os.path.join(base_path, "1"), signatures={"serving_default": model.serve})
 
 
-def _die_with_parent() -> None:
-  ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def start_server(base_path: str, address: str) -> subprocess.Popen:
   argv = [sys.executable, "-m", "seed.serve", "--model_name=b", f"--model_base_path={base_path}",
           f"--port={portpicker.pick_unused_port()}", "--rest_api_port=0", "--file_system_poll_wait_seconds=0",
           f"--tensor_rpc_address={address}"]
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  return subprocess.Popen(argv, env=env, cwd=REPO, preexec_fn=_die_with_parent, stdout=subprocess.DEVNULL)
+  return subprocess.Popen(argv, env=env, cwd=REPO, preexec_fn=processes.die_with_parent, stdout=subprocess.DEVNULL)
 
 
 def connect(address: str, proc: subprocess.Popen, timeout: float = 180.0) -> grpc.Client:
@@ -78,16 +73,6 @@ def connect(address: str, proc: subprocess.Popen, timeout: float = 180.0) -> grp
     except tf.errors.DeadlineExceededError:
       if time.monotonic() > deadline:
         raise
-
-
-def stop(proc: subprocess.Popen) -> None:
-  if proc.poll() is None:
-    proc.terminate()
-    try:
-      proc.wait(30)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      proc.wait()
 
 
 class HalfPlusTwo(tf.Module):
@@ -155,7 +140,7 @@ def main() -> int:
     y, code, _ = show("reloaded serving_default", x, reloaded.signatures["serving_default"](x=tf.constant(x)))
     check(code == 0 and y == expected, f"reloaded signature: expected {expected} with status 0")
 
-    stop(proc)
+    processes.stop(proc, 30)
     print("remote server stopped", flush=True)
     start = time.monotonic()
     y, code, message = show("remote server gone", x, reloaded.half_plus_two(tf.constant(x)))
@@ -164,7 +149,7 @@ def main() -> int:
     check(elapsed < args.deadline + 5, f"the failed call took {elapsed:.1f}s, longer than its deadline")
   finally:
     if proc is not None:
-      stop(proc)
+      processes.stop(proc, 30)
     shutil.rmtree(tmp, ignore_errors=True)
   if failures:
     return 1

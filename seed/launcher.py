@@ -10,7 +10,6 @@ supervisor itself dies, so no process is orphaned.
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
 import shutil
 import signal
@@ -22,31 +21,19 @@ import time
 import ml_collections
 from absl import logging
 
-_PR_SET_PDEATHSIG = 1
+from seed import processes
+
 _STOP_GRACE = 60.0  # seconds the learner gets to checkpoint and export after SIGTERM
-
-
-def _die_with_parent() -> None:
-  # Runs in the child between fork and exec: SIGTERM it when the parent dies.
-  ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class _Child:
   def __init__(self, name: str, argv: list[str]):
     self.name = name
     self.argv = argv
-    self.proc = subprocess.Popen(argv, preexec_fn=_die_with_parent)
+    self.proc = subprocess.Popen(argv, preexec_fn=processes.die_with_parent)
 
   def stop(self, timeout: float) -> int | None:
-    if self.proc.poll() is None:
-      self.proc.terminate()
-      try:
-        self.proc.wait(timeout)
-      except subprocess.TimeoutExpired:
-        logging.warning("%s did not stop within %.0fs; killing pid %d", self.name, timeout, self.proc.pid)
-        self.proc.kill()
-        self.proc.wait()
-    return self.proc.returncode
+    return processes.stop(self.proc, timeout, self.name)
 
 
 def run(config: ml_collections.ConfigDict, child_argv: list[str], logdir: str) -> int:

@@ -9,11 +9,9 @@ real tensorflow_serving.apis stubs, grpc_health and urllib.
 from __future__ import annotations
 
 import base64
-import ctypes
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -43,6 +41,7 @@ import envs
 from configs import cartpole_vtrace
 from seed import evaluate as ev
 from seed import learner as learner_lib
+from seed import processes
 from seed import serve
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,10 +145,6 @@ def model_config_text(models: dict[str, str], extra: str = "") -> str:
 # --- server processes ---------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-  ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 class ServeProcess:
   """`python -m seed.serve ...` on free ports; stopped (and waited for) by stop()."""
 
@@ -161,7 +156,7 @@ class ServeProcess:
     self._log = open(log_path, "w", encoding="utf-8")  # pylint: disable=consider-using-with
     self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
         [sys.executable, "-m", "seed.serve", f"--port={self.port}", f"--rest_api_port={self.rest_port}", *args],
-        stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO, preexec_fn=_die_with_parent)
+        stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO, preexec_fn=processes.die_with_parent)
     self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
     self.predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
     self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
@@ -185,13 +180,7 @@ class ServeProcess:
 
   def stop(self) -> None:
     self.channel.close()
-    if self.proc.poll() is None:
-      self.proc.terminate()
-      try:
-        self.proc.wait(30)
-      except subprocess.TimeoutExpired:
-        self.proc.kill()
-        self.proc.wait()
+    processes.stop(self.proc, 30)
     self._log.close()
 
   def rest(self, method: str, path: str, body=None, raw: bytes | None = None):
