@@ -47,3 +47,30 @@ def catch(fn, *args, **kwargs):
     return fn(*args, **kwargs)
   except Exception as e:  # pylint: disable=broad-except
     return e
+
+
+def make_policy_run(logdir: str, steps, lstm_size: int = 0, env=None, seed: int = 0) -> str:
+  """A tiny V-trace CartPole run directory: config.json, and a checkpoint plus an export at each
+  train step in `steps`, each with fresh random weights (so actions depend on the observation)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from configs import cartpole_vtrace  # pylint: disable=g-import-not-at-top
+  from seed import learner as learner_lib  # pylint: disable=g-import-not-at-top
+
+  c = cartpole_vtrace.get_config()
+  if env is not None:
+    c.env = env
+  c.num_actors, c.env_batch_size, c.inference_batch_size = 1, 1, 1
+  c.unroll_length, c.batch_size, c.unroll_queue_capacity = 2, 1, 1
+  c.agent.mlp_sizes = (16,)
+  c.agent.lstm_size = lstm_size
+  os.makedirs(logdir)
+  with open(os.path.join(logdir, "config.json"), "w", encoding="utf-8") as f:
+    f.write(c.to_json_best_effort(indent=2))
+  learner = learner_lib.Learner(c, logdir)
+  rng = np.random.default_rng(seed)
+  for step in steps:
+    for v in learner.agent.network.trainable_variables:
+      v.assign(rng.normal(scale=0.5, size=v.shape).astype(v.dtype.as_numpy_dtype))
+    learner.train_steps.assign(step)
+    learner.save()
+  return logdir

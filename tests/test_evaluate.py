@@ -17,9 +17,8 @@ import pytest
 import tensorflow as tf
 
 import envs
-from configs import cartpole_vtrace
 from seed import evaluate as ev
-from seed import learner as learner_lib
+from tests.helpers import make_policy_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VERSIONS = (9, 10)  # numeric order differs from string order
@@ -27,24 +26,7 @@ VERSIONS = (9, 10)  # numeric order differs from string order
 
 def make_run(logdir: str, lstm_size: int = 0, env=None) -> str:
   """A run directory with checkpoints and exports at train steps VERSIONS."""
-  c = cartpole_vtrace.get_config()
-  if env is not None:
-    c.env = env
-  c.num_actors, c.env_batch_size, c.inference_batch_size = 1, 1, 1
-  c.unroll_length, c.batch_size, c.unroll_queue_capacity = 2, 1, 1
-  c.agent.mlp_sizes = (16,)
-  c.agent.lstm_size = lstm_size
-  os.makedirs(logdir)
-  with open(os.path.join(logdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(c.to_json_best_effort(indent=2))
-  learner = learner_lib.Learner(c, logdir)
-  rng = np.random.default_rng(lstm_size)
-  for step in VERSIONS:
-    for v in learner.agent.network.trainable_variables:  # a policy whose actions vary with the observation
-      v.assign(rng.normal(scale=0.5, size=v.shape).astype(v.dtype.as_numpy_dtype))
-    learner.train_steps.assign(step)
-    learner.save()
-  return logdir
+  return make_policy_run(logdir, VERSIONS, lstm_size=lstm_size, env=env, seed=lstm_size)
 
 
 @pytest.fixture(scope="module")

@@ -38,11 +38,10 @@ from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tensorflow_serving.apis import regression_pb2
 
 import envs
-from configs import cartpole_vtrace
 from seed import evaluate as ev
-from seed import learner as learner_lib
 from seed import processes
 from seed import serve
+from tests.helpers import make_policy_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
@@ -111,23 +110,9 @@ def export(module, path: str) -> None:
   os.replace(path + ".tmp", path)
 
 
-def make_policy_run(logdir: str, lstm_size: int = 0, seed: int = 5) -> str:
-  """A V-trace CartPole run directory (config.json + export/<step>) with random weights."""
-  c = cartpole_vtrace.get_config()
-  c.num_actors, c.env_batch_size, c.inference_batch_size = 1, 1, 1
-  c.unroll_length, c.batch_size, c.unroll_queue_capacity = 2, 1, 1
-  c.agent.mlp_sizes = (16,)
-  c.agent.lstm_size = lstm_size
-  os.makedirs(logdir)
-  with open(os.path.join(logdir, "config.json"), "w", encoding="utf-8") as f:
-    f.write(c.to_json_best_effort(indent=2))
-  learner = learner_lib.Learner(c, logdir)
-  rng = np.random.default_rng(seed)
-  for v in learner.agent.network.trainable_variables:  # actions that depend on the observation
-    v.assign(rng.normal(scale=0.5, size=v.shape).astype(v.dtype.as_numpy_dtype))
-  learner.train_steps.assign(7)
-  learner.save()
-  return logdir
+def make_serving_run(logdir: str, lstm_size: int = 0) -> str:
+  """A V-trace CartPole run directory (config.json + export/7) with random weights."""
+  return make_policy_run(logdir, (7,), lstm_size=lstm_size, seed=5)
 
 
 def model_config_text(models: dict[str, str], extra: str = "") -> str:
@@ -246,8 +231,8 @@ def models(tmp_path_factory):
   with open(os.path.join(paths["broken"], "1", "saved_model.pb"), "wb") as f:
     f.write(b"this is not a SavedModel")
   export(BatchSize(), str(root / "batch" / "1"))
-  cartpole = make_policy_run(str(root / "cartpole"))
-  lstm = make_policy_run(str(root / "cartpole_lstm"), lstm_size=8)
+  cartpole = make_serving_run(str(root / "cartpole"))
+  lstm = make_serving_run(str(root / "cartpole_lstm"), lstm_size=8)
   return dict(root=str(root), **paths, batch=str(root / "batch"), cartpole_run=cartpole, lstm_run=lstm,
               cartpole=os.path.join(cartpole, "export"), cartpole_lstm=os.path.join(lstm, "export"))
 
