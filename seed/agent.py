@@ -13,7 +13,7 @@ SavedModel.
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Callable
 
 import tensorflow as tf
 
@@ -69,3 +69,24 @@ class Agent(tf.Module, abc.ABC):
   @abc.abstractmethod
   def policy(self) -> tf.Module:
     """A module with a `serving_default` tf.function, exported as a SavedModel."""
+
+
+def serving_function(observation_spec: tf.TensorSpec, state_spec: Nest,
+                     step: Callable[[tf.Tensor, tf.Tensor, Nest], tuple[dict[str, tf.Tensor], Nest]]):
+  """An exported policy's `serving_default` with the recurrent state passed explicitly.
+
+  Inputs `observation` [, `state_0`, `state_1`, ...] (batched); outputs what
+  `step(observation, first, state)` returns plus the new `state_i`. No step is
+  an episode start here: a client starting an episode passes zero states.
+  """
+  obs = tf.TensorSpec([None, *observation_spec.shape], observation_spec.dtype, name="observation")
+  states = [tf.TensorSpec([None, *s.shape], s.dtype, name=f"state_{i}")
+            for i, s in enumerate(tf.nest.flatten(state_spec))]
+
+  def serve(observation, *state):
+    first = tf.zeros([tf.shape(observation)[0]], tf.bool)
+    out, new_state = step(observation, first, tf.nest.pack_sequence_as(state_spec, list(state)))
+    out.update({f"state_{i}": s for i, s in enumerate(tf.nest.flatten(new_state))})
+    return out
+
+  return tf.function(serve, input_signature=[obs, *states])

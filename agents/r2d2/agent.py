@@ -56,7 +56,7 @@ import tf_keras as keras
 
 from agents.r2d2 import losses
 from agents.r2d2 import networks
-from seed.agent import Agent, Source
+from seed.agent import Agent, Source, serving_function
 from seed.env_store import Step, Unroll
 from seed.replay import PrioritizedReplay
 from seed.replay_feeder import ReplayFeeder
@@ -341,21 +341,15 @@ class Policy(tf.Module):
     super().__init__(name="policy")
     self.network = network
     num_actions = network.num_actions
-    obs = tf.TensorSpec([None, *observation_spec.shape], observation_spec.dtype, name="observation")
-    states = [tf.TensorSpec([None, *s.shape], s.dtype, name=f"state_{i}")
-              for i, s in enumerate(tf.nest.flatten(network.state_spec))]
 
-    def serve(observation, *state):
-      first = tf.zeros([tf.shape(observation)[0]], tf.bool)
-      state = tf.nest.pack_sequence_as(network.state_spec, list(state))
+    def step(observation, first, state):
       q, new_state = network(observation, first, state)
       greedy = tf.argmax(q, -1, output_type=tf.int32)
       probs = eval_epsilon / num_actions + (1.0 - eval_epsilon) * tf.one_hot(greedy, num_actions)
-      out = {"action": greedy, "greedy_action": greedy, "q": q, "logits": tf.math.log(tf.maximum(probs, 1e-30))}
-      out.update({f"state_{i}": s for i, s in enumerate(tf.nest.flatten(new_state))})
-      return out
+      return {"action": greedy, "greedy_action": greedy, "q": q,
+              "logits": tf.math.log(tf.maximum(probs, 1e-30))}, new_state
 
-    self.serving_default = tf.function(serve, input_signature=[obs, *states])
+    self.serving_default = serving_function(observation_spec, network.state_spec, step)
 
 
 def make_agent(config: ml_collections.ConfigDict, observation_space, action_space) -> R2D2Agent:

@@ -23,7 +23,7 @@ import tf_keras as keras
 
 from agents.vtrace import networks
 from agents.vtrace import vtrace
-from seed.agent import Agent
+from seed.agent import Agent, serving_function
 from seed.env_store import Unroll
 
 _MASKED_LOG_RHO = -1e9  # exp() of it is 0: a masked step has importance weight 0
@@ -126,20 +126,14 @@ class Policy(tf.Module):
   def __init__(self, network: networks.ActorCritic, observation_spec: tf.TensorSpec):
     super().__init__(name="policy")
     self.network = network
-    obs = tf.TensorSpec([None, *observation_spec.shape], observation_spec.dtype, name="observation")
-    states = [tf.TensorSpec([None, *s.shape], s.dtype, name=f"state_{i}")
-              for i, s in enumerate(tf.nest.flatten(network.state_spec))]
 
-    def serve(observation, *state):
-      first = tf.zeros([tf.shape(observation)[0]], tf.bool)
-      state = tf.nest.pack_sequence_as(network.state_spec, list(state))
+    def step(observation, first, state):
       (logits, value), new_state = network(observation, first, state)
-      out = {"action": tf.random.categorical(logits, 1, dtype=tf.int32)[:, 0],
-             "greedy_action": tf.argmax(logits, -1, output_type=tf.int32), "logits": logits, "value": value}
-      out.update({f"state_{i}": s for i, s in enumerate(tf.nest.flatten(new_state))})
-      return out
+      return {"action": tf.random.categorical(logits, 1, dtype=tf.int32)[:, 0],
+              "greedy_action": tf.argmax(logits, -1, output_type=tf.int32), "logits": logits,
+              "value": value}, new_state
 
-    self.serving_default = tf.function(serve, input_signature=[obs, *states])
+    self.serving_default = serving_function(observation_spec, network.state_spec, step)
 
 
 def make_agent(config: ml_collections.ConfigDict, observation_space, action_space) -> VTraceAgent:
