@@ -13,6 +13,13 @@ by env id) the store keeps:
   * episode return/length, and a ring of recently finished episodes that the
     training loop reads for logging.
 
+Unrolls live in slots of one flat buffer and never move: an env writes into
+the slot it holds; a full slot's id goes to the queue and the env takes a free
+slot. Training gathers the slots it dequeues (the only copy of the frames after
+the write) and frees them. There are num_envs + 2 * queue_capacity slots: the
+envs' own, a full queue's, and a batch being gathered (batch <= capacity), so
+taking a free slot never waits.
+
 Rows of different envs never race: an actor has one call in flight per env.
 """
 
@@ -81,13 +88,18 @@ class EnvStore(tf.Module):
     self._step_spec = step_spec
     self._state_spec = state_spec
     n, t = num_envs, unroll_length + 1
+    self.queue_capacity = queue_capacity
+    slots = n + 2 * queue_capacity
     self.run_ids = tf.Variable(tf.zeros([n], tf.int64), trainable=False, name="run_ids")
     self.agent_state = tf.nest.map_structure(lambda s: _zeros_var(s, n, name="agent_state"), state_spec)
-    # Unrolls being assembled, flat: row env * t + position. Writes are row
-    # scatters (a memmove per row); scatter_nd into an [n, t, ...] variable
-    # copies element by element, ~15x slower for Atari frames.
-    self.state_buffer = tf.nest.map_structure(lambda s: _zeros_var(s, n * t, name="state_buffer"), state_spec)
-    self.buffer = tf.nest.map_structure(lambda s: _zeros_var(s, n * t, name="unroll"), step_spec)
+    # Unroll slots, flat: row slot * t + position. Writes are row scatters (a
+    # memmove per row); scatter_nd into a [slots, t, ...] variable copies element
+    # by element, ~15x slower for Atari frames.
+    self.state_buffer = tf.nest.map_structure(lambda s: _zeros_var(s, slots * t, name="state_buffer"), state_spec)
+    self.buffer = tf.nest.map_structure(lambda s: _zeros_var(s, slots * t, name="unroll"), step_spec)
+    self.slot = tf.Variable(tf.range(n), trainable=False, name="slot")  # the slot each env writes into
+    self._free = tf.queue.FIFOQueue(slots, tf.int32, [[]], name="free_slots")
+    self._free.enqueue_many(tf.range(n, slots))
     self.position = tf.Variable(tf.zeros([n], tf.int32), trainable=False, name="position")
     self.episode_return = tf.Variable(tf.zeros([n]), trainable=False, name="episode_return")
     self.episode_length = tf.Variable(tf.zeros([n], tf.int64), trainable=False, name="episode_length")
@@ -97,9 +109,7 @@ class EnvStore(tf.Module):
     self.ring_length = tf.Variable(tf.zeros([n, episode_ring], tf.int64), trainable=False, name="ring_length")
     self.ring_time = tf.Variable(tf.zeros([n, episode_ring], tf.float64), trainable=False, name="ring_time")
     self.unroll_spec = Unroll(state_spec, tf.nest.map_structure(lambda s: _with_leading(s, t), step_spec))
-    flat = tf.nest.flatten(self.unroll_spec)
-    self.queue = tf.queue.FIFOQueue(queue_capacity, [s.dtype for s in flat], [s.shape for s in flat],
-                                    name="unrolls")
+    self.queue = tf.queue.FIFOQueue(queue_capacity, tf.int32, [[]], name="full_slots")
 
   # -- called from inference (inside tf.function), rows already compacted ----
 
@@ -123,26 +133,28 @@ class EnvStore(tf.Module):
     self._count_episodes(env_ids, step)
     k, t = self.overlap, self.unroll_length + 1
     pos = tf.gather(self.position, env_ids)
-    full = tf.equal(pos, self.unroll_length)
-    rows = env_ids * t + pos
+    slots = tf.gather(self.slot, env_ids)
+    rows = slots * t + pos
     write = lambda v, x: v.scatter_update(tf.IndexedSlices(x, rows))
     tf.nest.map_structure(write, self.buffer, step)
     tf.nest.map_structure(write, self.state_buffer, state_before)
+    full = tf.equal(pos, self.unroll_length)
     done_envs = tf.boolean_mask(env_ids, full)
+    done_slots = tf.boolean_mask(slots, full)
     m = tf.size(done_envs)
-    # [m, t] rows of the completed unrolls, and [m, k] rows their last k steps move to.
-    unroll_rows = done_envs[:, None] * t + tf.range(t)[None, :]
-    front_rows = tf.reshape(done_envs[:, None] * t + tf.range(k)[None, :], [-1])
-    # Static shapes only: tf.shape(variable) would read (copy) the whole buffer.
-    unrolled = lambda v: tf.reshape(tf.gather(v, tf.reshape(unroll_rows, [-1])), [m, t, *v.shape[1:]])
-    steps = tf.nest.map_structure(unrolled, self.buffer)
-    states = tf.nest.map_structure(unrolled, self.state_buffer)
-    self.queue.enqueue_many(tf.nest.flatten(Unroll(tf.nest.map_structure(lambda s: s[:, 0], states), steps)))
-    # The last `overlap` steps (and the states before them) start the next unroll.
-    move = lambda v, x: v.scatter_update(tf.IndexedSlices(
-        tf.reshape(x[:, t - k:], tf.concat([[m * k], tf.shape(x)[2:]], 0)), front_rows))
-    tf.nest.map_structure(move, self.buffer, steps)
-    tf.nest.map_structure(move, self.state_buffer, states)
+    # The last `overlap` steps (and the states before them) start the next
+    # unroll. Read them before the slot is queued: training frees it, and
+    # another env may write into it, as soon as it is dequeued.
+    tail = lambda v: tf.gather(v, tf.reshape(done_slots[:, None] * t + tf.range(t - k, t)[None, :], [-1]))
+    tails = tf.nest.map_structure(tail, (self.buffer, self.state_buffer))
+    with tf.control_dependencies(tf.nest.flatten(tails)):
+      queued = self.queue.enqueue_many(done_slots)  # may block: backpressure
+    with tf.control_dependencies([queued]):
+      new_slots = self._free.dequeue_many(m)
+    front_rows = tf.reshape(new_slots[:, None] * t + tf.range(k)[None, :], [-1])
+    tf.nest.map_structure(lambda v, x: v.scatter_update(tf.IndexedSlices(x, front_rows)),
+                          (self.buffer, self.state_buffer), tails)
+    self.slot.scatter_nd_update(done_envs[:, None], new_slots)
     self.position.scatter_nd_update(env_ids[:, None], tf.where(full, k, pos + 1))
     tf.nest.map_structure(lambda v, s: v.scatter_nd_update(env_ids[:, None], s), self.agent_state, state_after)
 
@@ -165,4 +177,21 @@ class EnvStore(tf.Module):
   # -- called from the training loop ------------------------------------------
 
   def dequeue(self, batch_size: int) -> Unroll:
-    return tf.nest.pack_sequence_as(self.unroll_spec, self.queue.dequeue_many(batch_size))
+    """`batch_size` (<= queue_capacity) completed unrolls, batch-major; blocks until they are there."""
+    if isinstance(batch_size, int) and batch_size > self.queue_capacity:
+      raise ValueError(f"dequeue of {batch_size} unrolls from a queue of capacity {self.queue_capacity}")
+    t = self.unroll_length + 1
+    slots = self.queue.dequeue_many(batch_size)
+    rows = tf.reshape(slots[:, None] * t + tf.range(t)[None, :], [-1])
+    # Static shapes only: tf.shape(variable) would read (copy) the whole buffer.
+    # Packed by the specs: tf.Module wraps the variables' tuples and dicts.
+    steps = [tf.reshape(tf.gather(v, rows), [batch_size, t, *v.shape[1:]]) for v in tf.nest.flatten(self.buffer)]
+    state = [tf.gather(v, slots * t) for v in tf.nest.flatten(self.state_buffer)]
+    unroll = tf.nest.pack_sequence_as(self.unroll_spec, state + steps)
+    with tf.control_dependencies(tf.nest.flatten(unroll)):
+      self._free.enqueue_many(slots)  # the gathers above are copies: the slots are free again
+    return unroll
+
+  def close(self) -> None:
+    """Wakes a training step blocked on an empty queue and inference blocked on a full one."""
+    self.queue.close(cancel_pending_enqueues=True)

@@ -253,8 +253,7 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
                    scalars["queue_size"], time.strftime("%H:%M:%S", time.gmtime(now - start)))
   finally:
     stop.set()
-    # Wakes a training step blocked on an empty queue and inference blocked on a full one.
-    learner.store.queue.close(cancel_pending_enqueues=True)
+    learner.store.close()  # wakes training and inference blocked on the queue
     trainer.join()
     episodes.poll(learner.frames)
     episodes.close()

@@ -154,3 +154,29 @@ def test_works_inside_tf_function():
     f(tf.constant([0, 1]), tf.constant([float(t), float(t)]))
   u = drain(store)
   np.testing.assert_array_equal(u.steps.observation.numpy(), [[0, 1, 2, 3]] * 2)
+
+
+def test_slots_are_reused_and_a_dequeued_unroll_keeps_its_data():
+  # 2 envs and capacity 2: 6 slots, so 20+ unrolls go through every slot several times.
+  store = make_store(num_envs=2, capacity=2)
+  take = tf.function(lambda: store.dequeue(2))  # the training side frees its slots inside a graph
+  got = {0: [], 1: []}
+  held = []
+  for t in range(40):
+    step(store, [0, 1], [1, 1], [float(t), 100.0 + t], first=[t == 0] * 2)
+    if int(store.queue.size()) == 2:
+      u = take()
+      held.append(u)  # must not change as later steps reuse its slots
+      for obs in u.steps.observation.numpy():
+        got[int(obs[0] >= 100)].append(obs.tolist())
+      assert int(store._free.size()) == 2 * 2, "dequeued slots must go back to the free list"
+  want = lambda base: [[base + i for i in range(s, s + T + 1)] for s in range(0, 40 - T, T)]
+  assert got[0] == want(0.0) and got[1] == want(100.0)
+  first = held[0].steps.observation.numpy()
+  np.testing.assert_array_equal(np.sort(first[:, 0]), [0, 100])
+  np.testing.assert_array_equal(np.sort(first, axis=0), [[0, 1, 2, 3], [100, 101, 102, 103]])
+
+
+def test_dequeue_larger_than_the_queue_is_rejected():
+  with pytest.raises(ValueError, match="capacity"):
+    make_store(capacity=2).dequeue(3)
