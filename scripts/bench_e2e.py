@@ -28,8 +28,9 @@ How each number is measured
     log_interval seconds with the frames trained on so far. Warm-up is
     discarded: lines up to the first one where frames grew over the last
     interval and reach 2 unrolls per env (actors that are still building
-    their envs deliver a first batch, then stall), plus one more interval. From that baseline line the window runs to the first line at
-    least --seconds later; frames/s = frames delta / time delta across it.
+    their envs deliver a first batch, then stall), plus one more interval.
+    From that baseline line the window runs to the first line at least
+    --seconds later; frames/s = frames delta / time delta across it.
     The learner counts the frames it trained on; the unroll queue is bounded
     (full queue = actors wait), so in steady state this equals what the actors
     step. The run is then stopped with SIGTERM to the launcher PID started here
