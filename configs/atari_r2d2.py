@@ -19,7 +19,7 @@ with a learner this slow the actors wait for it instead of taking its CPU).
 
 import envs
 from agents.r2d2 import config as r2d2_config
-from seed import config as seed_config
+from seed.runtime import config as seed_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ Frames count emulator frames: one env step = frame_skip (4) frames.
 
 import envs
 from agents.vtrace import config as vtrace_config
-from seed import config as seed_config
+from seed.runtime import config as seed_config
 
 
 def get_config():

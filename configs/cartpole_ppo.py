@@ -5,7 +5,7 @@ python -m seed.train --config configs/cartpole_ppo.py
 
 import envs
 from agents.ppo import config as ppo_config
-from seed import config as seed_config
+from seed.runtime import config as seed_config
 
 
 def get_config():

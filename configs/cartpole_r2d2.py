@@ -7,7 +7,7 @@ all 32 envs including the high-epsilon ones) in a few minutes.
 
 import envs
 from agents.r2d2 import config as r2d2_config
-from seed import config as seed_config
+from seed.runtime import config as seed_config
 
 
 def get_config():

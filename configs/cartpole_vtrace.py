@@ -5,7 +5,7 @@ python -m seed.train --config configs/cartpole_vtrace.py
 
 import envs
 from agents.vtrace import config as vtrace_config
-from seed import config as seed_config
+from seed.runtime import config as seed_config
 
 
 def get_config():

@@ -11,7 +11,7 @@ makes the learner the bottleneck: a few more actors only help with slow envs.
 
 import envs
 from agents.sac import config as sac_config
-from seed import config as seed_config
+from seed.runtime import config as seed_config
 
 
 def get_config():

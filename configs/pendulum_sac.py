@@ -9,7 +9,7 @@ machine the learner's gradient steps (one per env step) set the pace.
 
 import envs
 from agents.sac import config as sac_config
-from seed import config as seed_config
+from seed.runtime import config as seed_config
 
 
 def get_config():

@@ -72,6 +72,20 @@ def is_atari(config: ml_collections.ConfigDict) -> bool:
   return config.id.startswith(ATARI_PREFIX)
 
 
+def env_spaces(config: ml_collections.ConfigDict, seed: int | None = None) -> tuple[gymnasium.Space, gymnasium.Space]:
+  """(observation_space, action_space) of the env `make(config)` builds."""
+  env = make(config, seed=seed)
+  try:
+    return env.observation_space, env.action_space
+  finally:
+    env.close()
+
+
+def frame_skip(config: ml_collections.ConfigDict) -> int:
+  """Environment frames per agent step: the Atari frame skip, 1 for every other env."""
+  return config.atari.frame_skip if is_atari(config) else 1
+
+
 def _kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   kw = config.get("kwargs") or {}
   return kw.to_dict() if isinstance(kw, ml_collections.ConfigDict) else dict(kw)

@@ -2,7 +2,8 @@
 //
 // Only std:: types cross this header: the TU that includes TensorFlow headers
 // (TF's abseil, protobuf and bundled gRPC headers) must never see Debian's gRPC
-// or abseil headers, and vice versa (see design.md section 2).
+// or abseil headers, and vice versa: TensorFlow exports its own gRPC and
+// abseil symbols, and mixing the two copies in one TU crashes at run time.
 #pragma once
 
 #include <cstdint>

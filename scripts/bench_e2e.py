@@ -297,7 +297,7 @@ def measure_env_only(num_procs: int, env_batch_size: int, frame_skip: int, base_
   for i in range(num_procs):
     counters[i] = -1
   stop = ctx.Event()
-  # Seeds as the actors pick them (seed.actor): config.seed * 100_003 + task * env_batch_size.
+  # Seeds as the actors pick them (seed.runtime.actor): config.seed * 100_003 + task * env_batch_size.
   procs = [ctx.Process(target=_env_worker, name=f"env-only-{i}", daemon=True,
                        args=("configs.atari_vtrace", env_batch_size, base_seed * 100_003 + i * env_batch_size,
                              counters, i, stop))

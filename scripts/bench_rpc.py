@@ -53,221 +53,11 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-BATCH = 64
-BIG_BATCH = 256  # (d): client-side batches of 64 rows into a batch-256 function
-ROWS_PER_CALL_D = 64
+from bench_rpc_servers import BATCH, BIG_BATCH, D_PAYLOAD, PAYLOADS, ROWS_PER_CALL_D, Payload  # noqa: E402
+
 TARGET_AB = 0.8   # (a, tf.function) / (b) at 64 callers, unix, 16 B
 TARGET_AC = 3.0   # (a, eager) / (c) at 64 callers, unix, 16 B
 TARGET_D = 1_000_000  # slots/s
-
-
-@dataclasses.dataclass(frozen=True)
-class Payload:
-  name: str      # as given on the command line
-  method: str    # bound function name
-  shape: tuple   # one element (without the batch dimension)
-  dtype: str
-
-  @property
-  def nbytes(self) -> int:
-    return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
-
-  @property
-  def wire_bytes(self) -> int:
-    """Size of one element as our op serializes it (grpc/wire.cc)."""
-    return 4 + 4 + 4 + 4 + 8 * len(self.shape) + self.nbytes
-
-  def example(self, rows: int | None = None) -> np.ndarray:
-    shape = self.shape if rows is None else (rows,) + self.shape
-    return (np.arange(int(np.prod(shape))) % 251).astype(self.dtype).reshape(shape)
-
-
-PAYLOADS = {
-    "16B": Payload("16B", "ident", (4,), "int32"),
-    "frame": Payload("frame", "frame", (84, 84, 4), "uint8"),
-}
-D_PAYLOAD = Payload("d", "ident256", (4,), "int32")
-
-
-def _functions():
-  """The identity functions both servers run (same definitions)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  fns = {}
-  for p, n in [(PAYLOADS["16B"], BATCH), (PAYLOADS["frame"], BATCH), (D_PAYLOAD, BIG_BATCH)]:
-    spec = tf.TensorSpec((n,) + p.shape, tf.as_dtype(p.dtype))
-    fn = tf.function(lambda x: x, input_signature=[spec])
-    fns[p.method] = (fn, p, n)
-  return fns
-
-
-# ------------------------------------------------------------- servers ---
-# Server processes print one READY line, answer "stats" lines on stdin with one
-# JSON line, and shut down when stdin closes (so they never outlive us).
-
-def _serve_commands(stats) -> None:
-  for line in sys.stdin:
-    if line.strip() == "stats":
-      print(json.dumps(stats()), flush=True)
-
-
-def serve_seed(addresses: list[str], flush_timeout: float) -> None:
-  from seed import grpc as seed_grpc  # pylint: disable=g-import-not-at-top
-  server = seed_grpc.Server(addresses)
-  for name, (fn, _, _) in _functions().items():
-    server.bind(fn, name=name, flush_timeout=flush_timeout)
-  server.start()
-  print("READY", json.dumps(server.ports), flush=True)
-  try:
-    _serve_commands(server.stats)
-  finally:
-    server.shutdown()
-
-
-class _Slot:
-  __slots__ = ("event", "result")
-
-  def __init__(self):
-    self.event = threading.Event()
-    self.result = None
-
-
-def _run_padded(batcher, requests: list[bytes]) -> np.ndarray:
-  """Runs batcher.fn on the requests' rows, zero-padded to batcher.size; counts them."""
-  elem_shape, dtype = batcher.payload.shape, np.dtype(batcher.payload.dtype)
-  n = len(requests)
-  x = np.frombuffer(b"".join(requests), dtype).reshape((n,) + elem_shape)
-  if n < batcher.size:
-    x = np.concatenate([x, np.zeros((batcher.size - n,) + elem_shape, dtype)])
-  out = batcher.fn(x).numpy()
-  batcher.calls += n
-  batcher.batches += 1
-  batcher.slots += n
-  return out
-
-
-class _PyBatcher:
-  """Collects concurrent calls into batches of up to `size` for a tf.function."""
-
-  def __init__(self, fn, payload: Payload, size: int, flush_timeout: float):
-    self.fn, self.payload, self.size, self.flush_timeout = fn, payload, size, flush_timeout
-    self.queue: queue.SimpleQueue = queue.SimpleQueue()
-    self.calls = self.batches = self.slots = 0
-    self.thread = threading.Thread(target=self._loop, daemon=True)
-    self.thread.start()
-
-  def handle(self, request: bytes, context) -> bytes:
-    del context
-    slot = _Slot()
-    self.queue.put((request, slot, time.monotonic()))
-    slot.event.wait()
-    return slot.result
-
-  def _loop(self) -> None:
-    while True:
-      items = [self.queue.get()]
-      if items[0] is None:
-        return
-      # The batch opens with its first call and runs when full or flush_timeout later.
-      deadline = items[0][2] + self.flush_timeout
-      while len(items) < self.size:
-        remaining = deadline - time.monotonic()
-        try:
-          item = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
-        except queue.Empty:
-          break
-        if item is None:
-          self.queue.put(None)
-          break
-        items.append(item)
-      out = _run_padded(self, [item[0] for item in items])
-      for i, (_, slot, _) in enumerate(items):
-        slot.result = out[i].tobytes()
-        slot.event.set()
-
-
-def serve_py(addresses: list[str], flush_timeout: float) -> None:
-  import concurrent.futures  # pylint: disable=g-import-not-at-top
-  import grpc  # pylint: disable=g-import-not-at-top  (pip grpcio)
-  batchers = {name: _PyBatcher(fn, p, n, flush_timeout) for name, (fn, p, n) in _functions().items()}
-  # Every in-flight call holds a worker thread while it waits for its batch.
-  server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4 * BATCH + 16))
-  handlers = {name: grpc.unary_unary_rpc_method_handler(b.handle) for name, b in batchers.items()}
-  server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("seed", handlers),))
-  ports = [server.add_insecure_port(a) for a in addresses]
-  server.start()
-  print("READY", json.dumps(ports), flush=True)
-
-  def stats():
-    return {name: {"calls": b.calls, "batches": b.batches, "slots": b.slots, "batch_size": b.size}
-            for name, b in batchers.items()}
-
-  try:
-    _serve_commands(stats)
-  finally:
-    server.stop(grace=0.5).wait()
-    for b in batchers.values():
-      b.queue.put(None)
-
-
-class _AioBatcher:
-  """asyncio flavour of _PyBatcher: same batching, on the server's event loop."""
-
-  def __init__(self, fn, payload: Payload, size: int, flush_timeout: float):
-    self.fn, self.payload, self.size, self.flush_timeout = fn, payload, size, flush_timeout
-    self.pending: list = []
-    self.timer = None
-    self.calls = self.batches = self.slots = 0
-
-  async def handle(self, request: bytes, context) -> bytes:
-    del context
-    import asyncio  # pylint: disable=g-import-not-at-top
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
-    self.pending.append((request, future))
-    if len(self.pending) >= self.size:
-      self._run()
-    elif self.timer is None:  # the batch opens with its first call
-      self.timer = loop.call_later(self.flush_timeout, self._run)
-    return await future
-
-  def _run(self) -> None:
-    import asyncio  # pylint: disable=g-import-not-at-top
-    if self.timer is not None:
-      self.timer.cancel()
-      self.timer = None
-    items, self.pending = self.pending[:self.size], self.pending[self.size:]
-    if items:
-      out = _run_padded(self, [req for req, _ in items])
-      for i, (_, future) in enumerate(items):
-        if not future.done():  # the client may have gone
-          future.set_result(out[i].tobytes())
-    if self.pending:
-      self.timer = asyncio.get_running_loop().call_later(self.flush_timeout, self._run)
-
-
-def serve_py_aio(addresses: list[str], flush_timeout: float) -> None:
-  import asyncio  # pylint: disable=g-import-not-at-top
-  import grpc  # pylint: disable=g-import-not-at-top  (pip grpcio)
-
-  async def serve():
-    batchers = {name: _AioBatcher(fn, p, n, flush_timeout) for name, (fn, p, n) in _functions().items()}
-    server = grpc.aio.server()
-    handlers = {name: grpc.unary_unary_rpc_method_handler(b.handle) for name, b in batchers.items()}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("seed", handlers),))
-    ports = [server.add_insecure_port(a) for a in addresses]
-    await server.start()
-    print("READY", json.dumps(ports), flush=True)
-    loop = asyncio.get_running_loop()
-    while True:  # the stats / EOF protocol, without blocking the event loop
-      line = await loop.run_in_executor(None, sys.stdin.readline)
-      if not line:
-        break
-      if line.strip() == "stats":
-        print(json.dumps({name: {"calls": b.calls, "batches": b.batches, "slots": b.slots, "batch_size": b.size}
-                          for name, b in batchers.items()}), flush=True)
-    await server.stop(0.5)
-
-  asyncio.run(serve())
 
 
 def _proc_cpu_seconds(pid: int) -> float:
@@ -469,19 +259,19 @@ class Bench:
                                    else f"localhost:{portpicker.pick_unused_port()}")
 
   def start(self, need_py: bool) -> None:
-    from seed import build_op  # pylint: disable=g-import-not-at-top
+    from seed.rpc import build_op  # pylint: disable=g-import-not-at-top
     self.echo_bin = str(build_op.echo_bench_path())
     self.op_path = build_op.op_library_path()  # build once here, not in two processes
-    me = [sys.executable, str(pathlib.Path(__file__).resolve())]
+    me = [sys.executable, str(pathlib.Path(__file__).resolve().with_name("bench_rpc_servers.py"))]
     flush = ["--flush-timeout", str(self.args.flush_timeout)]
     print(f"op library {self.op_path}\necho_bench {self.echo_bin}\nstarting servers ...", flush=True)
     log = lambda name: os.path.join(self.tmpdir, f"{name}.log")  # noqa: E731
     self.servers["seed"] = ServerProc(
-        "seed", me + ["--serve", "seed", *flush, *[self.addresses["seed", t] for t in self.transports]], log("seed"))
+        "seed", me + ["seed", *flush, *[self.addresses["seed", t] for t in self.transports]], log("seed"))
     if need_py:
       for kind in ("py", "aio"):
         self.servers[kind] = ServerProc(
-            kind, me + ["--serve", kind, *flush, *[self.addresses[kind, t] for t in self.transports]], log(kind))
+            kind, me + [kind, *flush, *[self.addresses[kind, t] for t in self.transports]], log(kind))
     for t in self.transports:
       self.echo_servers[t] = ServerProc(f"echo {t}", [self.echo_bin, "server", self.addresses["echo", t]],
                                         log(f"echo-{t}"))
@@ -728,16 +518,7 @@ def main() -> None:
   parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median is shown")
   parser.add_argument("--d-callers", type=int, default=8, help="callers for (d)")
   parser.add_argument("--flush-timeout", type=float, default=0.002, help="seconds")
-  parser.add_argument("--serve", choices=["seed", "py", "aio"], help=argparse.SUPPRESS)
-  parser.add_argument("addresses", nargs="*", help=argparse.SUPPRESS)
   args = parser.parse_args()
-
-  if args.serve == "seed":
-    return serve_seed(args.addresses, args.flush_timeout)
-  if args.serve == "py":
-    return serve_py(args.addresses, args.flush_timeout)
-  if args.serve == "aio":
-    return serve_py_aio(args.addresses, args.flush_timeout)
 
   if args.quick:
     transports, payloads, concs = ["unix"], ["16B"], [64]

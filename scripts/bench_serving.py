@@ -5,7 +5,7 @@
     .venv/bin/python scripts/bench_serving.py --duration 2    # quicker
     .venv/bin/python scripts/bench_serving.py --enable_batching --clients 1 16
 
-Builds V-trace policies with seed.learner.Learner(...).save() in a private
+Builds V-trace policies with seed.runtime.learner.Learner(...).save() in a private
 temp dir (random weights; inference cost does not depend on them):
   - cartpole:     CartPole MLP policy (64, 64), observation float32[4];
   - atari_impala: the IMPALA CNN policy of configs/atari_vtrace.py, observation
@@ -62,7 +62,7 @@ from grpc_health.v1 import health_pb2_grpc  # noqa: E402
 from tensorflow_serving.apis import predict_pb2  # noqa: E402
 from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
 
-from seed import processes  # noqa: E402
+from seed.runtime import processes  # noqa: E402
 
 MODELS = ("cartpole", "atari_impala", "atari_linear")
 
@@ -72,7 +72,7 @@ MODELS = ("cartpole", "atari_impala", "atari_linear")
 
 def build_policy(name: str, logdir: str) -> str:
   """Exports a V-trace policy with Learner.save(); returns its export base path."""
-  from seed import learner as learner_lib  # pylint: disable=g-import-not-at-top
+  from seed.runtime import learner as learner_lib  # pylint: disable=g-import-not-at-top
   if name == "cartpole":
     from configs import cartpole_vtrace as config_module  # pylint: disable=g-import-not-at-top
   else:

@@ -35,7 +35,7 @@ import portpicker  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from seed import grpc  # noqa: E402
-from seed import processes  # noqa: E402
+from seed.runtime import processes  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATUS_NAMES = {0: "OK", 4: "DEADLINE_EXCEEDED", 14: "UNAVAILABLE", 1: "CANCELLED", 2: "UNKNOWN"}

@@ -29,4 +29,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 # Build (or reuse the cached) op so the first import is fast.
-TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python -m seed.build_op >/dev/null
+TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python -m seed.rpc.build_op >/dev/null

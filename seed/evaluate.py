@@ -147,9 +147,9 @@ def _export_policy(export_dir: str) -> _Policy:
 
 
 def _checkpoint_policy(config: ml_collections.ConfigDict, checkpoint: str) -> tuple[_Policy, int]:
-  from seed import learner  # pylint: disable=g-import-not-at-top  (only this source needs the agent code)
-  observation_space, action_space = learner.env_spaces(config)
-  agent = learner.make_agent(config, observation_space, action_space)
+  from agents import registry  # pylint: disable=g-import-not-at-top  (only this source needs the agent code)
+  observation_space, action_space = envs.env_spaces(config.env, seed=config.seed)
+  agent = registry.make_agent(config, observation_space, action_space)
   train_steps = tf.Variable(0, dtype=tf.int64)
   ckpt = tf.train.Checkpoint(agent=agent, train_steps=train_steps)
   try:
@@ -347,8 +347,7 @@ def evaluate(logdir: str, episodes: int = 10, seed: int = 0, greedy: bool = Fals
   try:
     if video:
       fps = float(env.metadata.get("render_fps") or 30)
-      if envs.is_atari(config.env):
-        fps /= config.env.atari.frame_skip  # one frame per agent step: keep real-time speed
+      fps /= envs.frame_skip(config.env)  # one frame per agent step: keep real-time speed
       os.makedirs(os.path.dirname(os.path.abspath(video)), exist_ok=True)
       writer = writer_class(video, fps)
     for i in range(episodes):

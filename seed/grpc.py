@@ -36,8 +36,8 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
-from seed import build_op
-from seed import rpc_wire
+from seed.rpc import build_op
+from seed.rpc import wire
 
 DEFAULT_MAX_MESSAGE_SIZE = 256 << 20  # bytes per message, both directions
 _METHOD_LIST = "__methods__"
@@ -389,14 +389,14 @@ class Method:
 
   def _call_eagerly(self, args, timeout) -> tuple[int, str, list[np.ndarray] | None]:
     """The eager path: numpy framing + a direct call, no TF op dispatch."""
-    arrays = [rpc_wire.as_array(v, s.dtype) for v, s in zip(self._flat_args(args), self._in_specs)]
+    arrays = [wire.as_array(v, s.dtype) for v, s in zip(self._flat_args(args), self._in_specs)]
     timeout_ms = self._timeout_ms(timeout)
-    code, message, body = _call_direct(self._client.address.encode(), self._path, rpc_wire.serialize(arrays),
+    code, message, body = _call_direct(self._client.address.encode(), self._path, wire.serialize(arrays),
                                        timeout_ms * 1000 if timeout_ms >= 0 else -1,
                                        self._client.max_message_size)
     if code != 0:
       return code, f"{message} [method '{self.name}' at {self._client.address}]", None
-    outputs = rpc_wire.parse(body)
+    outputs = wire.parse(body)
     if [o.dtype if o.dtype != object else np.dtype(object) for o in outputs] != self._out_np_dtypes:
       return 13, f"server returned unexpected outputs [method '{self.name}' at {self._client.address}]", None
     return 0, "", outputs

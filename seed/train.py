@@ -19,7 +19,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from seed import config as seed_config
+from seed.runtime import config as seed_config
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _MODE = flags.DEFINE_enum("mode", "local", ["local", "learner", "actor"], "What this process runs.")
@@ -61,14 +61,14 @@ def main(argv: list[str]) -> int:
     raise app.UsageError(str(e)) from e
   logdir = _LOGDIR.value or _default_logdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   if _MODE.value == "local":
-    from seed import launcher  # pylint: disable=g-import-not-at-top
+    from seed.runtime import launcher  # pylint: disable=g-import-not-at-top
     logging.info("local run: learner + %d actors, logdir %s", config.num_actors, logdir)
     return launcher.run(config, _config_args(sys.argv[1:]), os.path.abspath(logdir))
   if _MODE.value == "learner":
-    from seed import learner  # pylint: disable=g-import-not-at-top
+    from seed.runtime import learner  # pylint: disable=g-import-not-at-top
     learner.run(config, logdir, _SERVER_ADDRESS.value)
     return 0
-  from seed import actor  # pylint: disable=g-import-not-at-top
+  from seed.runtime import actor  # pylint: disable=g-import-not-at-top
   actor.run(config, _TASK.value, _SERVER_ADDRESS.value)
   return 0
 

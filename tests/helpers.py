@@ -54,7 +54,7 @@ def make_policy_run(logdir: str, steps, lstm_size: int = 0, env=None, seed: int 
   train step in `steps`, each with fresh random weights (so actions depend on the observation)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import cartpole_vtrace  # pylint: disable=g-import-not-at-top
-  from seed import learner as learner_lib  # pylint: disable=g-import-not-at-top
+  from seed.runtime import learner as learner_lib  # pylint: disable=g-import-not-at-top
 
   c = cartpole_vtrace.get_config()
   if env is not None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from seed import build_op
+from seed.rpc import build_op
 
 
 def test_build_is_cached_and_keyed():

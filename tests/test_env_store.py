@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seed.env_store import EnvStore, Step, step_specs
+from seed.runtime.env_store import EnvStore, Step, step_specs
 
 T = 3  # unroll_length: unrolls hold T + 1 steps
 

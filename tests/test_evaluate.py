@@ -1,7 +1,7 @@
 """Tests for seed.evaluate on run directories built here (no training).
 
 Each run directory is what a learner leaves behind: config.json, checkpoints/
-and export/<step>/ written by seed.learner.Learner.save(), for two versions
+and export/<step>/ written by seed.runtime.learner.Learner.save(), for two versions
 with different (random) weights, so "newest" is observable.
 """
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 from agents.ppo import config as ppo_config
 from agents.ppo import networks
 from agents.ppo.agent import PPOAgent
-from seed.env_store import Step, Unroll
+from seed.runtime.env_store import Step, Unroll
 
 import test_train
 from test_train import runs  # noqa: F401  (fixture)
@@ -48,7 +48,7 @@ def make_agent(action_space=gymnasium.spaces.Discrete(2), **overrides):
   c = ppo_config.get_config()
   c.minibatch_size = 2
   c.update(overrides)
-  return PPOAgent(c, 4, gymnasium.spaces.Box(-np.inf, np.inf, (4,), np.float32), action_space)
+  return PPOAgent(c, gymnasium.spaces.Box(-np.inf, np.inf, (4,), np.float32), action_space, batch_size=4)
 
 
 def test_running_normalizer_matches_numpy():

@@ -20,7 +20,8 @@ from agents.r2d2 import agent as r2d2_agent
 from agents.r2d2 import config as r2d2_config
 from agents.r2d2 import losses
 from helpers import REPO
-from seed.env_store import EnvStore, Step, Unroll, step_specs
+from seed.runtime.env_store import EnvStore, Step, Unroll, step_specs
+from seed.tf_utils import time_major
 from test_train import _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
 
 CARTPOLE_R2D2 = os.path.join(REPO, "configs", "cartpole_r2d2.py")
@@ -347,7 +348,7 @@ def test_sequences_from_the_store_carry_the_actors_state():
   agent = make_agent(num_envs=1, epsilon_base=1e-9)  # greedy actors
   store = fill_store(agent, 1, 30, episode_length=7)
   u = store.dequeue(int(store.queue.size()))
-  steps = tf.nest.map_structure(r2d2_agent._time_major, u.steps)  # pylint: disable=protected-access
+  steps = tf.nest.map_structure(time_major, u.steps)
   q, _ = agent.online.unroll(steps.observation, steps.first, u.initial_state)
   np.testing.assert_array_equal(tf.argmax(q, -1, output_type=tf.int32).numpy(),
                                 steps.agent_output["action"].numpy())

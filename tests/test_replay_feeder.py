@@ -3,9 +3,9 @@
 import numpy as np
 import tensorflow as tf
 
-from seed.env_store import Step, Unroll
-from seed.replay import UniformReplay
-from seed.replay_feeder import ReplayFeeder, valid_transitions
+from seed.runtime.env_store import Step, Unroll
+from seed.replay.buffers import UniformReplay
+from seed.replay.feeder import ReplayFeeder, valid_transitions
 
 
 class CountingSource:

@@ -16,9 +16,9 @@ import tensorflow as tf
 
 from agents.sac import agent as sac_agent
 from agents.sac import config as sac_config
-from seed import config as seed_config
-from seed.agent import Source
-from seed.env_store import Step, Unroll
+from seed.runtime import config as seed_config
+from seed.runtime.agent import Source
+from seed.runtime.env_store import Step, Unroll
 from helpers import REPO
 from test_train import Run, _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
 

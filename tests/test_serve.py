@@ -39,7 +39,7 @@ from tensorflow_serving.apis import regression_pb2
 
 import envs
 from seed import evaluate as ev
-from seed import processes
+from seed.runtime import processes
 from seed import serve
 from tests.helpers import make_policy_run
 

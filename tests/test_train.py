@@ -5,6 +5,7 @@ Each test starts the launcher as a subprocess and owns its whole process tree
 """
 
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -152,6 +153,35 @@ def test_bad_config_is_a_clear_error_before_anything_starts(tmp_path, override, 
   assert r.returncode != 0
   assert message in r.stderr + r.stdout
   assert not os.path.exists(tmp_path / "run"), "nothing may start on a bad config"
+
+
+@pytest.mark.parametrize("line,message", [
+    ("c.unrol_length = 40", "config.unrol_length is not a config field; did you mean config.unroll_length?"),
+    ("c.agent.entropy_cots = 0.1", "config.agent.entropy_cots is not a config field; did you mean "
+                                   "config.agent.entropy_cost?"),
+    ("c.env.max_episode_step = 9", "config.env.max_episode_step is not a config field"),
+])
+def test_typo_in_a_config_file_is_an_error_naming_the_field(tmp_path, line, message):
+  with open(CARTPOLE, encoding="utf-8") as f:
+    text = f.read()
+  path = tmp_path / "typo.py"
+  path.write_text(text.replace("  return c\n", f"  {line}\n  return c\n"))
+  r = subprocess.run([sys.executable, "-m", "seed.train", f"--config={path}", f"--logdir={tmp_path}/run"],
+                     cwd=REPO, capture_output=True, text=True, timeout=120,
+                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO))
+  assert r.returncode != 0
+  assert message in r.stderr + r.stdout
+  assert not os.path.exists(tmp_path / "run"), "nothing may start on a bad config"
+
+
+def test_env_kwargs_stay_free_form():
+  from seed.runtime import config as seed_config  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("cartpole_config", CARTPOLE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config()
+  c.env.kwargs = {"sutton_barto_reward": True}  # gymnasium's own kwarg, not ours to check
+  seed_config.validate(c)
 
 
 def test_cartpole_vtrace_learns(tmp_path, runs):

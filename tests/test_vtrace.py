@@ -1,4 +1,4 @@
-"""V-trace targets and IMPALA loss terms (agents.vtrace.vtrace).
+"""V-trace targets and IMPALA loss terms (agents.vtrace.losses).
 
 V-trace is checked against an independent numpy reference that evaluates the
 explicit sum of Espeholt et al. 2018 (arXiv:1802.01561, eq. 1), not the
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from agents.vtrace import vtrace as vt
+from agents.vtrace import losses as vt
 
 
 # ---------------------------------------------------------------- reference ---

@@ -10,7 +10,7 @@ a policy a few updates old. Each step records the policy version that chose it;
 unrolls older than `max_policy_lag` updates are not trained on, and the lag is
 reported (`policy_lag/*`, `stale_fraction`).
 
-Episode boundaries follow seed.env_store.Step: the transition into a `first`
+Episode boundaries follow seed.runtime.env_store.Step: the transition into a `first`
 step is not real. GAE gets delta = 0 there (reward := V(x_t), discount 0), so
 nothing leaks across the boundary and a truncated episode bootstraps from the
 value of its final observation.
@@ -26,17 +26,14 @@ import tf_keras as keras
 
 from agents.ppo import losses
 from agents.ppo import networks
-from seed.agent import Agent, Source
-
-
-def _masked_mean(x: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-  return tf.reduce_sum(x * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+from seed.runtime.agent import Agent, Source
+from seed.tf_utils import masked_mean as _masked_mean, time_major
 
 
 class PPOAgent(Agent):
 
-  def __init__(self, config: ml_collections.ConfigDict, batch_size: int, observation_space: gymnasium.spaces.Box,
-               action_space: gymnasium.Space, seed: int = 0):
+  def __init__(self, config: ml_collections.ConfigDict, observation_space: gymnasium.spaces.Box,
+               action_space: gymnasium.Space, *, batch_size: int, seed: int = 0):
     super().__init__(name="ppo_agent")
     if batch_size % config.minibatch_size:
       raise ValueError(f"batch_size ({batch_size}) must be a multiple of agent.minibatch_size "
@@ -97,7 +94,7 @@ class PPOAgent(Agent):
     mask = real * tf.cast(fresh, tf.float32)[:, None]
     discounts = c.discount * real * (1.0 - tf.cast(steps.terminated[:, 1:], tf.float32))
     rewards = tf.where(real > 0, steps.reward[:, 1:], values[:, :-1])
-    tm = lambda x: tf.transpose(x)
+    tm = time_major
     adv = tm(losses.gae(tm(rewards), tm(discounts), tm(values[:, :-1]), values[:, -1], c.gae_lambda))
     returns = adv + values[:, :-1]
     self.value_net.update_stats(returns, mask)
@@ -156,10 +153,10 @@ class PPOAgent(Agent):
     return logs
 
   def policy(self) -> tf.Module:
-    return ExportedPolicy(self)
+    return Policy(self)
 
 
-class ExportedPolicy(tf.Module):
+class Policy(tf.Module):
   """serving_default(observation) -> action (sampled), greedy_action, value."""
 
   def __init__(self, agent: PPOAgent):
@@ -177,5 +174,7 @@ class ExportedPolicy(tf.Module):
     self.serving_default = serve
 
 
-def make_agent(config: ml_collections.ConfigDict, observation_space, action_space) -> PPOAgent:
-  return PPOAgent(config.agent, config.batch_size, observation_space, action_space, seed=config.seed)
+def make_agent(config: ml_collections.ConfigDict, observation_space: gymnasium.Space,
+               action_space: gymnasium.Space) -> PPOAgent:
+  """Builds the agent from a full run config (config.agent and the runtime fields)."""
+  return PPOAgent(config.agent, observation_space, action_space, batch_size=config.batch_size, seed=config.seed)

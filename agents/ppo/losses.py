@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from seed.tensor_checks import (check_rank as _check_rank, check_same_shape as _check_same_shape,
+from seed.tf_utils import (check_rank as _check_rank, check_same_shape as _check_same_shape,
                                 float_tensor as _float_tensor, masked_mean as _masked_mean)
 
 TensorLike = tf.types.experimental.TensorLike

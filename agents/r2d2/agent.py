@@ -30,7 +30,7 @@ double-Q target of losses.n_step_double_q_targets, squared TD error, weighted
 by the sequence's importance-sampling weight. Priorities mix max and mean |TD|
 over the trained steps (eta = 0.9).
 
-Step conventions (as agents/vtrace/agent.py; see seed.env_store.Step): step t
+Step conventions (as agents/vtrace/agent.py; see seed.runtime.env_store.Step): step t
 holds x_t, the reward and terminated flag of the transition *into* x_t, and the
 action a_t taken at x_t. Transition t -> t+1 uses reward_{t+1} and discount
 gamma * (1 - terminated_{t+1}), and is not real when x_{t+1} starts an episode
@@ -56,14 +56,11 @@ import tf_keras as keras
 
 from agents.r2d2 import losses
 from agents.r2d2 import networks
-from seed.agent import Agent, Source, serving_function
-from seed.env_store import Step, Unroll
-from seed.replay import PrioritizedReplay
-from seed.replay_feeder import ReplayFeeder
-
-
-def _time_major(x: tf.Tensor) -> tf.Tensor:
-  return tf.transpose(x, [1, 0, *range(2, x.shape.rank)])
+from seed.runtime.agent import Agent, Source, serving_function
+from seed.runtime.env_store import Step, Unroll
+from seed.replay.buffers import PrioritizedReplay
+from seed.replay.feeder import ReplayFeeder
+from seed.tf_utils import time_major
 
 
 def ape_x_epsilons(num_envs: int, base: float = 0.4, alpha: float = 7.0) -> np.ndarray:
@@ -87,7 +84,7 @@ class R2D2Agent(Agent):
   """
 
   def __init__(self, config: ml_collections.ConfigDict, observation_space: gymnasium.spaces.Box,
-               action_space: gymnasium.spaces.Discrete, num_envs: int, unroll_length: int, batch_size: int,
+               action_space: gymnasium.spaces.Discrete, *, batch_size: int, num_envs: int, unroll_length: int,
                seed: int = 0):
     super().__init__(name="r2d2_agent")
     if not isinstance(action_space, gymnasium.spaces.Discrete):
@@ -238,7 +235,7 @@ class R2D2Agent(Agent):
     real transitions), and q_online [T + 1, B, A].
     """
     c = self.config
-    steps = tf.nest.map_structure(_time_major, unroll.steps)
+    steps = tf.nest.map_structure(time_major, unroll.steps)
     b = c.burn_in
     online_state = target_state = unroll.initial_state
     if b > 0:
@@ -352,8 +349,9 @@ class Policy(tf.Module):
     self.serving_default = serving_function(observation_spec, network.state_spec, step)
 
 
-def make_agent(config: ml_collections.ConfigDict, observation_space, action_space) -> R2D2Agent:
+def make_agent(config: ml_collections.ConfigDict, observation_space: gymnasium.Space,
+               action_space: gymnasium.Space) -> R2D2Agent:
   """Builds the agent from a full run config (config.agent and the runtime fields)."""
-  return R2D2Agent(config.agent, observation_space, action_space,
+  return R2D2Agent(config.agent, observation_space, action_space, batch_size=config.batch_size,
                    num_envs=config.num_actors * config.env_batch_size, unroll_length=config.unroll_length,
-                   batch_size=config.batch_size, seed=config.seed)
+                   seed=config.seed)

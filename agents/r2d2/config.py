@@ -71,7 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Sequences in the replay before training starts.
   c.min_replay_size = 500
   # Replay ratio: sampled sequences per inserted sequence beyond min_replay_size, held both
-  # ways by seed.replay_feeder.ReplayFeeder (training waits for the actors when it is ahead;
+  # ways by seed.replay.feeder.ReplayFeeder (training waits for the actors when it is ahead;
   # the actors wait, on a full unroll queue, when it is behind).
   c.samples_per_insert = 4.0
   # Priority exponent alpha of P(i) = p_i^alpha / sum_k p_k^alpha (R2D2: 0.9).

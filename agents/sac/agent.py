@@ -39,16 +39,16 @@ import tf_keras as keras
 
 from agents.sac import losses
 from agents.sac import networks
-from seed.agent import Agent, Source
-from seed.replay import UniformReplay
-from seed.replay_feeder import ReplayFeeder, valid_transitions
+from seed.runtime.agent import Agent, Source
+from seed.replay.buffers import UniformReplay
+from seed.replay.feeder import ReplayFeeder, valid_transitions
 
 
 class SACAgent(Agent):
   """SAC with automatic temperature, uniform replay and replay-ratio control."""
 
   def __init__(self, config: ml_collections.ConfigDict, observation_space: gymnasium.spaces.Space,
-               action_space: gymnasium.spaces.Space, seed: int = 0):
+               action_space: gymnasium.spaces.Space, *, seed: int = 0):
     super().__init__(name="sac_agent")
     if not isinstance(action_space, gymnasium.spaces.Box):
       raise ValueError(f"the SAC agent needs a continuous (gymnasium Box) action space, got {action_space}")
@@ -271,6 +271,7 @@ class Policy(tf.Module):
     self.serving_default = tf.function(serve, input_signature=[obs])
 
 
-def make_agent(config: ml_collections.ConfigDict, observation_space, action_space) -> SACAgent:
+def make_agent(config: ml_collections.ConfigDict, observation_space: gymnasium.Space,
+               action_space: gymnasium.Space) -> SACAgent:
   """Builds the agent from a full run config (uses config.agent and config.seed)."""
   return SACAgent(config.agent, observation_space, action_space, seed=config.seed)

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from seed.tensor_checks import (check_rank as _check_rank, check_same_shape as _check_same_shape,
+from seed.tf_utils import (check_rank as _check_rank, check_same_shape as _check_same_shape,
                                 float_tensor as _float_tensor)
 
 TensorLike = tf.types.experimental.TensorLike

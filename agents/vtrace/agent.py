@@ -4,7 +4,7 @@ Loss (Espeholt et al. 2018, arXiv:1802.01561, section 4.2): policy gradient on
 V-trace advantages, a baseline loss toward the V-trace targets v_s, and an
 entropy bonus.
 
-Step conventions (see seed.env_store.Step): step t of an unroll holds x_t, the
+Step conventions (see seed.runtime.env_store.Step): step t of an unroll holds x_t, the
 reward and terminal flag of the transition *into* x_t, and the action a_t taken
 there. Transition t -> t+1 therefore uses reward_{t+1}, discount
 gamma * (1 - terminated_{t+1}), and is not real when x_{t+1} is the first
@@ -21,23 +21,21 @@ import ml_collections
 import tensorflow as tf
 import tf_keras as keras
 
+import envs
+from agents.vtrace import losses
 from agents.vtrace import networks
-from agents.vtrace import vtrace
-from seed.agent import Agent, serving_function
-from seed.env_store import Unroll
+from seed.runtime.agent import Agent, serving_function
+from seed.runtime.env_store import Unroll
+from seed.tf_utils import time_major
 
 _MASKED_LOG_RHO = -1e9  # exp() of it is 0: a masked step has importance weight 0
-
-
-def _time_major(x: tf.Tensor) -> tf.Tensor:
-  return tf.transpose(x, [1, 0, *range(2, x.shape.rank)])
 
 
 class VTraceAgent(Agent):
   """IMPALA's agent on a discrete action space."""
 
   def __init__(self, config: ml_collections.ConfigDict, observation_space: gymnasium.spaces.Box,
-               action_space: gymnasium.spaces.Discrete, train_steps: int, batch_size: int):
+               action_space: gymnasium.spaces.Discrete, *, batch_size: int, train_steps: int):
     super().__init__(name="vtrace_agent")
     if not isinstance(action_space, gymnasium.spaces.Discrete):
       raise ValueError(f"the V-trace agent needs a discrete action space, got {action_space}")
@@ -74,7 +72,7 @@ class VTraceAgent(Agent):
   def loss(self, unroll: Unroll) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
     c = self.config
     # Frames stay batch-major (transposing them would copy every pixel); the rest goes time-major.
-    steps = tf.nest.map_structure(_time_major, unroll.steps._replace(observation=()))
+    steps = tf.nest.map_structure(time_major, unroll.steps._replace(observation=()))
     logits, values = self.network.unroll(unroll.steps.observation, steps.first, unroll.initial_state)
     actions = steps.agent_output["action"][:-1]
     target_logp = -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=actions, logits=logits[:-1])
@@ -87,12 +85,12 @@ class VTraceAgent(Agent):
     if c.reward_clip is not None:
       rewards = tf.clip_by_value(rewards, -c.reward_clip, c.reward_clip)
     discounts = c.discount * mask * (1.0 - tf.cast(steps.terminated[1:], tf.float32))
-    returns = vtrace.vtrace(log_rhos, discounts, rewards, values[:-1], values[-1],
+    returns = losses.vtrace(log_rhos, discounts, rewards, values[:-1], values[-1],
                             clip_rho_threshold=c.clip_rho_threshold,
                             clip_pg_rho_threshold=c.clip_pg_rho_threshold, lambda_=c.lambda_)
-    pg = vtrace.policy_gradient_loss(logits[:-1], actions, returns.pg_advantages, mask)
-    baseline = vtrace.baseline_loss(values[:-1], returns.vs, mask)
-    entropy = vtrace.entropy_loss(logits[:-1], mask)
+    pg = losses.policy_gradient_loss(logits[:-1], actions, returns.pg_advantages, mask)
+    baseline = losses.baseline_loss(values[:-1], returns.vs, mask)
+    entropy = losses.entropy_loss(logits[:-1], mask)
     total = pg + c.baseline_cost * baseline + c.entropy_cost * entropy
     logs = {"loss/total": total, "loss/policy": pg, "loss/baseline": baseline, "entropy": -entropy,
             "mean_rho": tf.reduce_sum(tf.exp(log_rhos) * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)}
@@ -136,9 +134,9 @@ class Policy(tf.Module):
     self.serving_default = serving_function(observation_spec, network.state_spec, step)
 
 
-def make_agent(config: ml_collections.ConfigDict, observation_space, action_space) -> VTraceAgent:
-  """Builds the agent from a full run config (uses config.agent and the runtime fields)."""
-  repeat = config.env.atari.frame_skip if config.env.id.startswith("ALE/") else 1
-  frames_per_step = config.batch_size * config.unroll_length * repeat
-  return VTraceAgent(config.agent, observation_space, action_space,
-                     train_steps=-(-config.total_environment_frames // frames_per_step), batch_size=config.batch_size)
+def make_agent(config: ml_collections.ConfigDict, observation_space: gymnasium.Space,
+               action_space: gymnasium.Space) -> VTraceAgent:
+  """Builds the agent from a full run config (config.agent and the runtime fields)."""
+  frames_per_step = config.batch_size * config.unroll_length * envs.frame_skip(config.env)
+  return VTraceAgent(config.agent, observation_space, action_space, batch_size=config.batch_size,
+                     train_steps=-(-config.total_environment_frames // frames_per_step))

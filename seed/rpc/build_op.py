@@ -1,12 +1,13 @@
 """Builds the tensor-RPC op library against the installed TensorFlow.
 
 The op links Debian's static gRPC archives with every gRPC symbol hidden, so it
-cannot bind to TensorFlow's own (exported) gRPC copy; see design.md section 2.
+cannot bind to TensorFlow's own (exported) gRPC copy: linking Debian's shared
+libgrpc++ builds and loads, then crashes on the first RPC.
 Builds are cached under ``$SEED_OP_CACHE`` (default ``~/.cache/seed/ops``), keyed
 on the sources, the TensorFlow version and these flags, and guarded by a file
 lock so many processes importing at once build only once.
 
-``python -m seed.build_op`` builds (or finds) the library and prints its path.
+``python -m seed.rpc.build_op`` builds (or finds) the library and prints its path.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import subprocess
 import sys
 import tempfile
 
-SOURCE_DIR = pathlib.Path(__file__).resolve().parent.parent / "grpc"
+
+def _source_dir() -> pathlib.Path:
+  """The op's C++ sources: grpc/ in a checkout, or the copy a wheel carries in seed/rpc/csrc/."""
+  here = pathlib.Path(__file__).resolve().parent
+  for candidate in (here.parent.parent / "grpc", here / "csrc"):
+    if (candidate / "transport.h").exists():
+      return candidate
+  raise BuildError(f"the op's C++ sources are neither in {here.parent.parent / 'grpc'} nor in {here / 'csrc'}")
+
 GRPC_SOURCES = ["transport.cc"]  # compiled without TF headers
 TF_SOURCES = ["wire.cc", "server_ops.cc", "client_ops.cc"]  # without gRPC headers
 HEADERS = ["transport.h", "wire.h"]
@@ -32,6 +41,9 @@ _BUILD_VERSION = "4"  # bump when the flags below change
 
 class BuildError(RuntimeError):
   """The op could not be built; the message says what to install or fix."""
+
+
+SOURCE_DIR = _source_dir()
 
 
 def _run(cmd: list[str]) -> str:

@@ -24,6 +24,7 @@ from absl import logging
 
 import envs
 from seed import grpc
+from seed.runtime.request import InferenceRequest
 
 
 # A full training queue blocks inference (backpressure) for as long as a
@@ -61,8 +62,9 @@ def run(config: ml_collections.ConfigDict, task: int, server_address: str,
         truncated = np.zeros(n, bool)
         first = np.ones(n, bool)
       try:
-        action = client.inference(env_ids, run_ids, reward, terminated, truncated, first, observation,
-                                  timeout=_CALL_TIMEOUT)
+        req = InferenceRequest(env_id=env_ids, run_id=run_ids, reward=reward, terminated=terminated,
+                               truncated=truncated, first=first, observation=observation)
+        action = client.inference(*req, timeout=_CALL_TIMEOUT)
       except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError,
               tf.errors.AbortedError) as e:
         logging.warning("actor %d: learner call failed (%s); reconnecting", task, type(e).__name__)

@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
-from seed.env_store import Unroll
+from seed.runtime.env_store import Unroll
+from seed.tf_utils import Nest
 
 
 class Source(abc.ABC):
@@ -32,8 +33,6 @@ class Source(abc.ABC):
   @abc.abstractmethod
   def dequeue(self, n) -> Unroll:
     """Blocks until `n` unrolls are ready; usable inside tf.function."""
-
-Nest = Any
 
 
 class Agent(tf.Module, abc.ABC):

@@ -4,7 +4,7 @@ Data flow: actors call the batched `inference` method with one step of every
 env they run; inference (pure TF, run by the server's C++ threads) updates the
 per-env state in `EnvStore`, runs the agent's policy and pushes completed
 unrolls onto a bounded queue. The training loop below dequeues batches of
-unrolls and calls the agent's `train`. It is generic: the agent plugs in.
+unrolls and calls the agent's `learn`. It is generic: the agent plugs in.
 
 Threads: training runs in a worker thread; the main thread logs progress and
 handles signals, so Ctrl-C/SIGTERM stop the run cleanly (final checkpoint and
@@ -14,7 +14,6 @@ export) even while training waits for data.
 from __future__ import annotations
 
 import collections
-import importlib
 import json
 import os
 import signal
@@ -28,29 +27,12 @@ import tensorflow as tf
 from absl import logging
 
 import envs
+from agents import registry
 from seed import grpc
-from seed.agent import Agent
-from seed.env_store import EnvStore, Step, Unroll, step_specs
+from seed.runtime import request
+from seed.runtime.env_store import EnvStore, Step, Unroll, step_specs
 
 RECENT_EPISODES = 50  # "mean return" = over the last 50 finished episodes
-
-
-def action_repeat(config: ml_collections.ConfigDict) -> int:
-  """Environment frames per env step (Atari frame skip)."""
-  return config.env.atari.frame_skip if envs.is_atari(config.env) else 1
-
-
-def make_agent(config: ml_collections.ConfigDict, observation_space, action_space) -> Agent:
-  module = importlib.import_module(f"agents.{config.agent_name}.agent")
-  return module.make_agent(config, observation_space, action_space)
-
-
-def env_spaces(config: ml_collections.ConfigDict):
-  env = envs.make(config.env, seed=config.seed)
-  try:
-    return env.observation_space, env.action_space
-  finally:
-    env.close()
 
 
 class EpisodeLog:
@@ -119,8 +101,8 @@ class Learner:
     self.config = config
     self.logdir = logdir
     tf.random.set_seed(config.seed)
-    observation_space, action_space = env_spaces(config)
-    self.agent = make_agent(config, observation_space, action_space)
+    observation_space, action_space = envs.env_spaces(config.env, seed=config.seed)
+    self.agent = registry.make_agent(config, observation_space, action_space)
     self.num_envs = config.num_actors * config.env_batch_size
     obs_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
     overlap = self.agent.sequence_overlap
@@ -130,27 +112,24 @@ class Learner:
     self.train_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_steps")
     self.frames_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="frames")
     self.source = UnrollSource(self.store, self.frames_var,
-                               (config.unroll_length + 1 - overlap) * action_repeat(config))
+                               (config.unroll_length + 1 - overlap) * envs.frame_skip(config.env))
     self.checkpoint = tf.train.Checkpoint(agent=self.agent, train_steps=self.train_steps, frames=self.frames_var)
     self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(logdir, "checkpoints"),
                                               max_to_keep=config.checkpoints_to_keep)
     n = config.inference_batch_size
-    batched = lambda spec, name: tf.TensorSpec([n, *spec.shape], spec.dtype, name=name)
-    signature = [batched(tf.TensorSpec([], tf.int32), "env_id"), batched(tf.TensorSpec([], tf.int64), "run_id"),
-                 batched(tf.TensorSpec([], tf.float32), "reward"), batched(tf.TensorSpec([], tf.bool), "terminated"),
-                 batched(tf.TensorSpec([], tf.bool), "truncated"), batched(tf.TensorSpec([], tf.bool), "first"),
-                 batched(obs_spec, "observation"), tf.TensorSpec([n], tf.bool, name="mask")]
+    # The server appends the padding mask to the actors' request (bind(..., pad_mask=True)).
+    signature = [*request.specs(obs_spec, n), tf.TensorSpec([n], tf.bool, name="mask")]
     self.inference = tf.function(self._inference, input_signature=signature)
 
-  def _inference(self, env_id, run_id, reward, terminated, truncated, first, observation, mask):
+  def _inference(self, *args):
     """One batched step for up to inference_batch_size envs (padding masked out)."""
+    *fields, mask = args
     rows = tf.where(mask)[:, 0]
-    take = lambda x: tf.gather(x, rows)
-    env_ids, first, observation = take(env_id), take(first), take(observation)
-    state = self.store.begin(env_ids, take(run_id))
-    output, new_state = self.agent.step(observation, first, state, env_ids)
-    step = Step(observation, take(reward), take(terminated), take(truncated), first, output)
-    self.store.record(env_ids, step, state, new_state)
+    req = request.InferenceRequest(*(tf.gather(x, rows) for x in fields))
+    state = self.store.begin(req.env_id, req.run_id)
+    output, new_state = self.agent.step(req.observation, req.first, state, req.env_id)
+    step = Step(req.observation, req.reward, req.terminated, req.truncated, req.first, output)
+    self.store.record(req.env_id, step, state, new_state)
     action = output["action"]
     return tf.scatter_nd(rows[:, None], action, tf.concat([tf.shape(mask, tf.int64), tf.shape(action, tf.int64)[1:]], 0))
 
@@ -192,7 +171,7 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
     learner.checkpoint.restore(learner.manager.latest_checkpoint).assert_existing_objects_matched()
     logging.info("resumed from %s at %d frames", learner.manager.latest_checkpoint, learner.frames)
   server = grpc.Server([server_address], num_threads=config.server_threads or None)
-  server.bind(learner.inference, name="inference", flush_timeout=config.inference_flush_timeout, pad_mask=True)
+  server.bind(learner.inference, name=request.METHOD, flush_timeout=config.inference_flush_timeout, pad_mask=True)
   server.start()
   logging.info("learner serving inference at %s for %d envs", server_address, learner.num_envs)
 
@@ -233,7 +212,7 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
       episodes.poll(frames)
       fps = (frames - last_frames) / (now - last_time)
       last_frames, last_time = frames, now
-      stats = server.stats().get("inference", {})
+      stats = server.stats().get(request.METHOD, {})
       batches = stats.get("batches", 0) - last_stats.get("batches", 0)
       slots = stats.get("slots", 0) - last_stats.get("slots", 0)
       fill = slots / (batches * config.inference_batch_size) if batches else float("nan")

@@ -21,7 +21,7 @@ import time
 import ml_collections
 from absl import logging
 
-from seed import processes
+from seed.runtime import processes
 
 _STOP_GRACE = 60.0  # seconds the learner gets to checkpoint and export after SIGTERM
 

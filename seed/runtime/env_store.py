@@ -29,7 +29,7 @@ from typing import Any, Callable, NamedTuple
 
 import tensorflow as tf
 
-Nest = Any
+from seed.tf_utils import Nest
 
 
 class Step(NamedTuple):

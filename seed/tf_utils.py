@@ -1,12 +1,19 @@
-"""Shape checks and masked reductions shared by the agents' pure loss functions."""
+"""Helpers every agent shares: nest type, time-major transposes, shape checks, masked means."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import tensorflow as tf
 
 TensorLike = tf.types.experimental.TensorLike
+# A tf.nest structure (tensor, spec or array leaves in dicts, tuples, lists, namedtuples).
+Nest = Any
+
+
+def time_major(x: tf.Tensor) -> tf.Tensor:
+  """[B, T, ...] -> [T, B, ...] (also the inverse): unrolls are stored batch-major, losses run time-major."""
+  return tf.transpose(x, [1, 0, *range(2, x.shape.rank)])
 
 
 def check_rank(name: str, x: tf.Tensor, rank: int) -> None:

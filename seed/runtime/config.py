@@ -8,10 +8,13 @@ runs locally or on many hosts; only the command-line mode flags differ.
 
 from __future__ import annotations
 
-import importlib
+import difflib
 
 import ml_collections
 from ml_collections import config_dict
+
+import envs
+from agents import registry
 
 
 def runtime_config() -> ml_collections.ConfigDict:
@@ -67,8 +70,37 @@ def runtime_config() -> ml_collections.ConfigDict:
   return c
 
 
+def check_fields(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming any field that is not in the defaults (a typo in a config file).
+
+  The command line's `--config.x=...` is checked by ml_collections already;
+  this catches `c.unrol_length = 40` in the file itself, which would add a
+  field nothing reads.
+  """
+  expected = runtime_config()
+  expected.env = envs.env_config(config.env.id)
+  expected.agent = registry.default_config(config.agent_name)
+  _check_known(config, expected, "config")
+
+
+def _check_known(config: ml_collections.ConfigDict, expected: ml_collections.ConfigDict, path: str) -> None:
+  for key in config.keys():
+    if key not in expected:
+      close = difflib.get_close_matches(key, list(expected.keys()), n=1)
+      hint = f"; did you mean {path}.{close[0]}?" if close else ""
+      raise ValueError(f"{path}.{key} is not a config field{hint}")
+    value, default = config[key], expected[key]
+    # An empty default dict (env.kwargs) is free-form: its keys belong to the env.
+    if isinstance(value, ml_collections.ConfigDict) and isinstance(default, ml_collections.ConfigDict) and default:
+      _check_known(value, default, f"{path}.{key}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the field for any value the runtime cannot use."""
+  """Raises ValueError naming the field for any field or value the runtime cannot use."""
+  if not isinstance(config.get("env"), ml_collections.ConfigDict) or not config.env.get("id"):
+    raise ValueError("config.env.id must name a gymnasium environment")
+  registry.module(config.agent_name, "config")  # names the known agents if there is no such agent
+  check_fields(config)
   positive = ["num_actors", "env_batch_size", "inference_batch_size", "unroll_length", "batch_size",
               "unroll_queue_capacity", "total_environment_frames", "checkpoints_to_keep"]
   for name in positive:
@@ -87,11 +119,4 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.unroll_queue_capacity < config.batch_size:
     raise ValueError(f"config.unroll_queue_capacity ({config.unroll_queue_capacity}) must be >= "
                      f"config.batch_size ({config.batch_size})")
-  if not isinstance(config.get("env"), ml_collections.ConfigDict) or not config.env.get("id"):
-    raise ValueError("config.env.id must name a gymnasium environment")
-  try:
-    agent_config = importlib.import_module(f"agents.{config.agent_name}.config")
-  except ModuleNotFoundError as e:
-    raise ValueError(f"config.agent_name={config.agent_name!r}: no package agents/{config.agent_name}/") from e
-  if hasattr(agent_config, "validate"):
-    agent_config.validate(config)
+  registry.validate(config)

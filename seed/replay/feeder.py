@@ -17,8 +17,8 @@ from typing import Any, Callable
 import numpy as np
 import tensorflow as tf
 
-from seed.agent import Source
-from seed.env_store import Unroll
+from seed.runtime.agent import Source
+from seed.runtime.env_store import Unroll
 
 
 class ReplayFeeder:
