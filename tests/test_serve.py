@@ -1,4 +1,4 @@
-"""Tests for seed.serve: TF Serving's gRPC and REST APIs over SavedModels built here.
+"""Tests for seed.serving (`python -m seed.serve`): TF Serving's gRPC and REST APIs over SavedModels built here.
 
 Two `python -m seed.serve` processes: one with a model config file (several
 models, version policies, labels, hot reload, REST, errors, V-trace CartPole
@@ -40,7 +40,11 @@ from tensorflow_serving.apis import regression_pb2
 import envs
 from seed import evaluate as ev
 from seed import processes
-from seed import serve
+from seed.serving.batching import Batcher
+from seed.serving.config import parse_config_text
+from seed.serving.errors import ServingError
+from seed.serving.models import Servable, scan_versions
+from seed.serving.server import tensor_rpc_function
 from tests.helpers import make_policy_run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -281,7 +285,7 @@ def batch_server(servers):
 
 
 def test_config_parsing():
-  configs = serve.parse_config_text("""
+  configs = parse_config_text("""
       model_config_list {
         config { name: "a" base_path: "/m/a" model_platform: "tensorflow" }
         config { name: "b" base_path: "/m/b" model_version_policy { latest { num_versions: 2 } }
@@ -301,7 +305,7 @@ def test_config_parsing():
                        ('config { name: "a" base_path: "/x" model_version_policy { specific {} } }', "specific"),
                        ("config { nme: 1 }", "cannot parse")]:
     with pytest.raises(ValueError, match=message):
-      serve.parse_config_text("model_config_list { " + bad + " }")
+      parse_config_text("model_config_list { " + bad + " }")
 
 
 def test_scan_versions_skips_partial_exports(tmp_path):
@@ -309,12 +313,12 @@ def test_scan_versions_skips_partial_exports(tmp_path):
   (tmp_path / "4" / "variables").mkdir(parents=True)  # being written: no saved_model.pb yet
   export(Half(1), str(tmp_path / "5.tmp"))  # being written, Learner.save style
   (tmp_path / "notes").mkdir()
-  assert serve.scan_versions(str(tmp_path)) == {3: str(tmp_path / "3")}
-  assert not serve.scan_versions(str(tmp_path / "missing"))
+  assert scan_versions(str(tmp_path)) == {3: str(tmp_path / "3")}
+  assert not scan_versions(str(tmp_path / "missing"))
 
 
 def test_batcher_gives_every_caller_its_rows():
-  batcher = serve.Batcher(max_batch_size=4, timeout=0.02)
+  batcher = Batcher(max_batch_size=4, timeout=0.02)
   runs = []
 
   def fn(inputs):
@@ -339,9 +343,19 @@ def test_batcher_gives_every_caller_its_rows():
   assert max(runs) <= 4 and sum(runs) == sum(1 + i % 3 for i in range(40)) and len(runs) < 40
 
   def failing(inputs):
-    raise serve.ServingError(grpc.StatusCode.INTERNAL, "boom")
-  with pytest.raises(serve.ServingError, match="boom"):
+    raise ServingError(grpc.StatusCode.INTERNAL, "boom")
+  with pytest.raises(ServingError, match="boom"):
     batcher.run("other", failing, {"x": np.ones([1])}, 1)
+
+
+def test_both_entry_points_list_the_flags():
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+  procs = [subprocess.Popen([sys.executable, "-m", module, "--help"], stdout=subprocess.PIPE,  # pylint: disable=consider-using-with
+                            stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+           for module in ("seed.serve", "seed.serving")]
+  for proc in procs:
+    out, _ = proc.communicate(timeout=120)
+    assert "--model_base_path" in out and "--tensor_rpc_address" in out, out[-3000:]
 
 
 # --- gRPC ---------------------------------------------------------------------------------------------
@@ -779,9 +793,9 @@ def test_concurrent_requests_are_batched(batch_server):
 
 def test_tensor_rpc_binding_of_a_recurrent_policy(models, sock_dir):
   from seed import grpc as tensor_rpc  # pylint: disable=g-import-not-at-top
-  servable = serve.Servable("lstm", 7, os.path.join(models["cartpole_lstm"], "7"))
+  servable = Servable("lstm", 7, os.path.join(models["cartpole_lstm"], "7"))
   sig = servable.signatures["serving_default"]
-  fn = serve.tensor_rpc_function(sig)
+  fn = tensor_rpc_function(sig)
   assert [s.name for s in fn.input_signature] == ["observation", "state_0", "state_1"]
   address = f"unix:{sock_dir}/policy.sock"
   server = tensor_rpc.Server([address])
