@@ -47,7 +47,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
     check(config)
 
 
-def make_agent(config: ml_collections.ConfigDict, observation_space: gymnasium.Space,
-               action_space: gymnasium.Space):
+def make_agent(config: ml_collections.ConfigDict, observation_space: gymnasium.Space, action_space: gymnasium.Space):
   """Builds config.agent_name's agent (a seed.runtime.agent.Agent) for a full run config."""
   return module(config.agent_name).make_agent(config, observation_space, action_space)

@@ -17,8 +17,8 @@ def get_config():
   c.env_batch_size = 8
   c.inference_batch_size = 16
   c.unroll_length = 32
-  c.batch_size = 16              # unrolls per PPO batch: 16 x 32 = 512 transitions
-  c.unroll_queue_capacity = 16   # small queue: little policy lag
+  c.batch_size = 16  # unrolls per PPO batch: 16 x 32 = 512 transitions
+  c.unroll_queue_capacity = 16  # small queue: little policy lag
   c.agent.minibatch_size = 4
   c.agent.num_epochs = 4
   c.agent.learning_rate = 1e-3

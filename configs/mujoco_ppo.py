@@ -17,9 +17,9 @@ def get_config():
   c.env_batch_size = 8
   c.inference_batch_size = 16
   c.unroll_length = 64
-  c.batch_size = 32              # 32 x 64 = 2048 transitions per batch, as in the PPO paper's MuJoCo setup
+  c.batch_size = 32  # 32 x 64 = 2048 transitions per batch, as in the PPO paper's MuJoCo setup
   c.unroll_queue_capacity = 32
-  c.agent.minibatch_size = 4     # 256-transition minibatches
+  c.agent.minibatch_size = 4  # 256-transition minibatches
   c.agent.num_epochs = 10
   c.agent.learning_rate = 3e-4
   c.agent.value_clip_epsilon = 0.2

@@ -22,8 +22,13 @@ ATARI_PREFIX = "ALE/"
 
 # Keys of gymnasium.make's kwargs that `config.atari` owns for Atari envs; a
 # second way to set them would silently disagree with the preprocessing.
-_ATARI_OWNED_KWARGS = ("frameskip", "repeat_action_probability", "full_action_space",
-                       "max_num_frames_per_episode", "obs_type")
+_ATARI_OWNED_KWARGS = (
+  "frameskip",
+  "repeat_action_probability",
+  "full_action_space",
+  "max_num_frames_per_episode",
+  "obs_type",
+)
 
 
 def atari_config() -> ml_collections.ConfigDict:
@@ -110,6 +115,7 @@ def _stack_channels_last(env: gymnasium.Env) -> gymnasium.Env:
 
 def _make_atari(config: ml_collections.ConfigDict) -> gymnasium.Env:
   import ale_py  # pylint: disable=g-import-not-at-top  (only Atari needs the ROMs)
+
   gymnasium.register_envs(ale_py)
 
   a = config.atari
@@ -118,28 +124,28 @@ def _make_atari(config: ml_collections.ConfigDict) -> gymnasium.Env:
   if clash:
     raise ValueError(f"{config.id}: set {clash} through config.atari, not config.kwargs")
   env = gymnasium.make(
-      config.id,
-      # AtariPreprocessing skips frames itself (and needs the raw frames to
-      # max-pool), so the emulator must step one frame at a time.
-      frameskip=1,
-      repeat_action_probability=a.repeat_action_probability,
-      full_action_space=a.full_action_space,
-      # ALE reports this limit as truncation, not termination.
-      max_num_frames_per_episode=a.max_episode_frames,
-      # The wrapper reads the screen from the ALE itself; asking the base env
-      # for grayscale just avoids an unused RGB copy on every emulator frame.
-      obs_type="grayscale" if a.grayscale else "rgb",
-      **kwargs,
+    config.id,
+    # AtariPreprocessing skips frames itself (and needs the raw frames to
+    # max-pool), so the emulator must step one frame at a time.
+    frameskip=1,
+    repeat_action_probability=a.repeat_action_probability,
+    full_action_space=a.full_action_space,
+    # ALE reports this limit as truncation, not termination.
+    max_num_frames_per_episode=a.max_episode_frames,
+    # The wrapper reads the screen from the ALE itself; asking the base env
+    # for grayscale just avoids an unused RGB copy on every emulator frame.
+    obs_type="grayscale" if a.grayscale else "rgb",
+    **kwargs,
   )
   env = gymnasium.wrappers.AtariPreprocessing(
-      env,
-      noop_max=a.noop_max,
-      frame_skip=a.frame_skip,
-      screen_size=a.screen_size,
-      terminal_on_life_loss=a.terminal_on_life_loss,
-      grayscale_obs=a.grayscale,
-      grayscale_newaxis=False,
-      scale_obs=False,  # uint8 keeps replay/transport 4x smaller than float32
+    env,
+    noop_max=a.noop_max,
+    frame_skip=a.frame_skip,
+    screen_size=a.screen_size,
+    terminal_on_life_loss=a.terminal_on_life_loss,
+    grayscale_obs=a.grayscale,
+    grayscale_newaxis=False,
+    scale_obs=False,  # uint8 keeps replay/transport 4x smaller than float32
   )
   # "reset" padding: the first stack repeats the reset frame (no black frames).
   env = gymnasium.wrappers.FrameStackObservation(env, a.frame_stack, padding_type="reset")
@@ -161,8 +167,7 @@ def make(config: ml_collections.ConfigDict, seed: int | None = None) -> gymnasiu
   if is_atari(config):
     env = _make_atari(config)
   else:
-    env = gymnasium.make(config.id, max_episode_steps=config.max_episode_steps,
-                         **_kwargs(config))
+    env = gymnasium.make(config.id, max_episode_steps=config.max_episode_steps, **_kwargs(config))
   if seed is not None:
     env.reset(seed=seed)
     env.action_space.seed(seed)
@@ -170,8 +175,9 @@ def make(config: ml_collections.ConfigDict, seed: int | None = None) -> gymnasiu
   return env
 
 
-def make_vector(config: ml_collections.ConfigDict, num_envs: int,
-                seed: int | None = None) -> gymnasium.vector.VectorEnv:
+def make_vector(
+  config: ml_collections.ConfigDict, num_envs: int, seed: int | None = None
+) -> gymnasium.vector.VectorEnv:
   """`num_envs` copies of `make(config, seed + i)` stepped in this process.
 
   Autoreset is NEXT_STEP (explicitly, not relying on the default): the step
@@ -180,7 +186,5 @@ def make_vector(config: ml_collections.ConfigDict, num_envs: int,
   """
   if num_envs < 1:
     raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-  fns = [lambda i=i: make(config, None if seed is None else seed + i)
-         for i in range(num_envs)]
-  return gymnasium.vector.SyncVectorEnv(
-      fns, autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP)
+  fns = [lambda i=i: make(config, None if seed is None else seed + i) for i in range(num_envs)]
+  return gymnasium.vector.SyncVectorEnv(fns, autoreset_mode=gymnasium.vector.AutoresetMode.NEXT_STEP)

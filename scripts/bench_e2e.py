@@ -77,20 +77,14 @@ the config's.
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib
-import json
-import multiprocessing as mp
 import os
 import pathlib
-import resource
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -100,295 +94,37 @@ if str(REPO) not in sys.path:
 ATARI_CONFIG = "configs/atari_vtrace.py"
 CARTPOLE_CONFIG = "configs/cartpole_vtrace.py"
 TARGET_RATIO = 0.7
-CARTPOLE_GOAL = 475.0
-RECENT = 50          # episodes in the rolling mean (as the learner's stop_mean_return)
-STOP_TIMEOUT = 120.0  # seconds the launcher gets after SIGTERM (learner checkpoints and exports)
 
-
-def _log(msg: str) -> None:
-  print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _machine_busy() -> float:
-  """CPU seconds all cores spent busy since boot (everything but idle and iowait)."""
-  with open("/proc/stat", encoding="ascii") as f:
-    fields = [int(x) for x in f.readline().split()[1:]]
-  return (sum(fields[:8]) - fields[3] - fields[4]) / _TICK
-
-
-def _cpu_of(pids=None, pgid=None) -> float:
-  """CPU seconds (user + system) of the live processes with these pids or in this process group."""
-  total = 0
-  for entry in os.listdir("/proc"):
-    if not entry.isdigit():
-      continue
-    try:
-      with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-      continue
-    if (pids is not None and int(entry) in pids) or (pgid is not None and int(fields[2]) == pgid):
-      total += int(fields[11]) + int(fields[12])
-  return total / _TICK
-
-
-class CpuWindow:
-  """Cores used, over a window, by the measured processes ("ours") and by everything else."""
-
-  def __init__(self, **who):
-    self.who = who
-    self.t, self.ours, self.busy = time.monotonic(), _cpu_of(**who), _machine_busy()
-
-  def end(self) -> tuple[float, float]:
-    dt = time.monotonic() - self.t
-    ours = (_cpu_of(**self.who) - self.ours) / dt
-    busy = (_machine_busy() - self.busy) / dt
-    return ours, max(0.0, busy - ours)
-
-
-# ----------------------------------------------------------------------------- full runtime
-
-
-class TrainRun:
-  """One `python -m seed.train` process tree, in its own session (pgid = launcher pid)."""
-
-  def __init__(self, name: str, config_args: list[str], workdir: pathlib.Path):
-    self.name = name
-    self.dir = workdir / name
-    self.logdir = self.dir / "logdir"
-    tmp = self.dir / "tmp"  # the launcher's socket dir lands here (cleaned up with workdir)
-    tmp.mkdir(parents=True)
-    self.argv = [sys.executable, "-m", "seed.train", *config_args, f"--logdir={self.logdir}"]
-    self.log_path = self.dir / "run.log"
-    self._log_file = open(self.log_path, "wb")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ["TF_CPP_MIN_LOG_LEVEL"], TMPDIR=str(tmp))
-    self.start_time = time.time()
-    self.proc = subprocess.Popen(self.argv, cwd=REPO, env=env, stdout=self._log_file,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    self.pgid = self.proc.pid
-    self.stopped = False
-
-  def metrics(self) -> list[dict]:
-    try:
-      with open(self.logdir / "metrics.jsonl", encoding="utf-8") as f:
-        text = f.read()
-    except FileNotFoundError:
-      return []
-    out = []
-    for line in text.splitlines():
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        break  # a line being written
-    return out
-
-  def tail(self, n: int = 25) -> str:
-    try:
-      lines = self.log_path.read_text(errors="replace").splitlines()
-    except OSError:
-      return ""
-    return "\n".join(lines[-n:])
-
-  def _group_alive(self) -> bool:
-    try:
-      os.killpg(self.pgid, 0)
-      return True
-    except ProcessLookupError:
-      return False
-    except PermissionError:
-      return True
-
-  def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-    """SIGTERM to the launcher, wait; then SIGKILL whatever is left of its process group."""
-    if self.stopped:
-      return self.proc.returncode
-    if self.proc.poll() is None:
-      try:
-        os.kill(self.proc.pid, signal.SIGTERM)
-      except ProcessLookupError:
-        pass
-      try:
-        self.proc.wait(timeout)
-      except subprocess.TimeoutExpired:
-        _log(f"{self.name}: launcher pid {self.pgid} still running after {timeout:.0f}s; killing its group")
-        try:
-          os.killpg(self.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-          pass
-        self.proc.wait()
-    # The launcher stops its children itself; anything it left in the group goes too.
-    deadline = time.monotonic() + 15.0
-    while self._group_alive() and time.monotonic() < deadline:
-      time.sleep(0.2)
-    if self._group_alive():
-      _log(f"{self.name}: processes left in group {self.pgid}; killing them")
-      try:
-        os.killpg(self.pgid, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
-    self._log_file.close()
-    self.stopped = True
-    return self.proc.returncode
-
-
-def measure_runtime(run: TrainRun, seconds: float, startup_timeout: float, warmup_frames: int = 0) -> dict:
-  """frames/s over a steady-state window of metrics.jsonl (see the module docstring)."""
-  deadline = time.monotonic() + startup_timeout
-  cpu = None
-  while True:
-    if run.proc.poll() is not None:
-      raise RuntimeError(f"{run.name} exited with status {run.proc.returncode} before the window "
-                         f"ended; log tail:\n{run.tail()}")
-    lines = run.metrics()
-    # Flowing: past warmup_frames, and frames grew over the last interval too (actors still
-    # building their envs deliver a first batch, then nothing for seconds).
-    k = next((i for i, m in enumerate(lines)
-              if i > 0 and m["frames"] >= max(warmup_frames, 1) and m["frames"] > lines[i - 1]["frames"] > 0), None)
-    if k is not None and len(lines) > k + 1:
-      b = k + 1
-      if cpu is None:
-        cpu = CpuWindow(pgid=run.pgid)
-        deadline = time.monotonic() + 3 * seconds + 60  # the window itself may not stall either
-        _log(f"{run.name}: warm-up done at {lines[b]['frames']:,} frames; measuring {seconds:.0f}s")
-      base = lines[b]
-      e = next((i for i in range(b + 1, len(lines)) if lines[i]["time"] - base["time"] >= seconds), None)
-      if e is not None:
-        end = lines[e]
-        window = lines[b + 1:e + 1]
-        mean = lambda key: sum(m.get(key, float("nan")) for m in window) / len(window)
-        dt = end["time"] - base["time"]
-        ours, others = cpu.end()
-        return {"fps": (end["frames"] - base["frames"]) / dt, "seconds": dt, "cpu": ours, "cpu_others": others,
-                "frames": end["frames"] - base["frames"], "batch_fill": mean("inference_batch_fill"),
-                "queue": mean("queue_size")}
-    if time.monotonic() > deadline:
-      raise RuntimeError(f"{run.name}: no steady-state window within the time limit; log tail:\n{run.tail()}")
-    time.sleep(0.5)
-
-
-# ----------------------------------------------------------------------------- env-only ceiling
-
-
-def _env_worker(config_module: str, env_batch_size: int, seed: int, counters, index: int, stop) -> None:
-  """Steps a vector of envs with random actions; counters[index] = vector steps taken (-1 until built)."""
-  import envs  # pylint: disable=g-import-not-at-top
-  config = importlib.import_module(config_module).get_config()
-  vec = envs.make_vector(config.env, env_batch_size, seed=seed)
-  try:
-    vec.reset(seed=seed)
-    vec.action_space.seed(seed)
-    counters[index] = 0
-    steps = 0
-    while not stop.is_set():
-      vec.step(vec.action_space.sample())
-      steps += 1
-      counters[index] = steps
-  finally:
-    vec.close()
-
-
-def measure_env_only(num_procs: int, env_batch_size: int, frame_skip: int, base_seed: int,
-                     warmup: float, seconds: float, startup_timeout: float) -> dict:
-  ctx = mp.get_context("spawn")
-  counters = ctx.RawArray("q", num_procs)
-  for i in range(num_procs):
-    counters[i] = -1
-  stop = ctx.Event()
-  # Seeds as the actors pick them (seed.runtime.actor): config.seed * 100_003 + task * env_batch_size.
-  procs = [ctx.Process(target=_env_worker, name=f"env-only-{i}", daemon=True,
-                       args=("configs.atari_vtrace", env_batch_size, base_seed * 100_003 + i * env_batch_size,
-                             counters, i, stop))
-           for i in range(num_procs)]
-  try:
-    for p in procs:
-      p.start()
-    deadline = time.monotonic() + startup_timeout
-    while min(counters[:]) < 0:
-      dead = [p for p in procs if not p.is_alive()]
-      if dead:
-        raise RuntimeError(f"env-only worker {dead[0].name} exited with {dead[0].exitcode}")
-      if time.monotonic() > deadline:
-        raise RuntimeError("env-only workers did not build their envs in time")
-      time.sleep(0.1)
-    time.sleep(warmup)
-    cpu = CpuWindow(pids={p.pid for p in procs})
-    t0, c0 = time.monotonic(), sum(counters[:])
-    time.sleep(seconds)
-    t1, c1 = time.monotonic(), sum(counters[:])
-    ours, others = cpu.end()
-    if not all(p.is_alive() for p in procs):
-      raise RuntimeError("an env-only worker died during the window")
-    steps = (c1 - c0) * env_batch_size
-    return {"fps": steps * frame_skip / (t1 - t0), "seconds": t1 - t0, "frames": steps * frame_skip,
-            "cpu": ours, "cpu_others": others}
-  finally:
-    stop.set()
-    for p in procs:
-      p.join(10.0)
-    for p in procs:
-      if p.is_alive():
-        p.terminate()
-        p.join(5.0)
-      if p.is_alive():
-        p.kill()
-        p.join()
-
-
-# ----------------------------------------------------------------------------- CartPole
-
-
-def time_to_goal(run: TrainRun, timeout: float, goal: float = CARTPOLE_GOAL, recent: int = RECENT) -> dict:
-  """Waits for the run to stop itself (goal or frame cap) or times out, then reads episodes.csv."""
-  # The launcher reaps learner and actors, and we reap the launcher: their CPU time ends up in
-  # RUSAGE_CHILDREN once the run is over (nothing else of ours finishes meanwhile).
-  children_cpu = lambda: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(resource.RUSAGE_CHILDREN))
-  cpu0, busy0, t0 = children_cpu(), _machine_busy(), time.monotonic()
-  try:
-    run.proc.wait(timeout)
-    timed_out = False
-  except subprocess.TimeoutExpired:
-    timed_out = True
-  end_time = time.time()
-  status = run.stop()
-  dt = time.monotonic() - t0
-  cpu = (children_cpu() - cpu0) / dt
-  cpu_others = max(0.0, (_machine_busy() - busy0) / dt - cpu)
-  if status not in (0, None) and not timed_out:
-    raise RuntimeError(f"{run.name} exited with status {status}; log tail:\n{run.tail()}")
-  rows = []
-  try:
-    with open(run.logdir / "episodes.csv", encoding="utf-8") as f:
-      rows = [(float(r["time"]), int(r["frames"]), float(r["return"])) for r in csv.DictReader(f)]
-  except FileNotFoundError:
-    pass
-  window_sum, hit = 0.0, None
-  for i, (_, _, ret) in enumerate(rows):
-    window_sum += ret
-    if i >= recent:
-      window_sum -= rows[i - recent][2]
-    if i >= recent - 1 and window_sum / recent >= goal:
-      hit = i
-      break
-  last = run.metrics()[-1:] or [{"frames": 0}]
-  out = {"episodes": len(rows), "timed_out": timed_out, "final_frames": last[0]["frames"],
-         "total_seconds": end_time - run.start_time, "cpu": cpu, "cpu_others": cpu_others}
-  if hit is not None:
-    out.update(frames=rows[hit][1], seconds=rows[hit][0] - run.start_time, episode=hit + 1)
-  return out
-
+from bench_e2e_runs import (
+  CARTPOLE_GOAL,
+  RECENT,
+  TrainRun,
+  log,
+  measure_env_only,
+  measure_runtime,
+  time_to_goal,
+)
 
 # ----------------------------------------------------------------------------- main
 
 
 # Issue-4 agents: every shipped config's throughput, and time to each learning test's bar.
-AGENT_CONFIGS = ["configs/cartpole_vtrace.py", "configs/atari_vtrace.py", "configs/cartpole_ppo.py",
-                 "configs/mujoco_ppo.py", "configs/cartpole_r2d2.py", "configs/atari_r2d2.py",
-                 "configs/pendulum_sac.py", "configs/mujoco_sac.py"]
-AGENT_GOALS = [("configs/cartpole_vtrace.py", 400.0, 50), ("configs/cartpole_ppo.py", 400.0, 50),
-               ("configs/cartpole_r2d2.py", 300.0, 50), ("configs/pendulum_sac.py", -400.0, 20)]
+AGENT_CONFIGS = [
+  "configs/cartpole_vtrace.py",
+  "configs/atari_vtrace.py",
+  "configs/cartpole_ppo.py",
+  "configs/mujoco_ppo.py",
+  "configs/cartpole_r2d2.py",
+  "configs/atari_r2d2.py",
+  "configs/pendulum_sac.py",
+  "configs/mujoco_sac.py",
+]
+AGENT_GOALS = [
+  ("configs/cartpole_vtrace.py", 400.0, 50),
+  ("configs/cartpole_ppo.py", 400.0, 50),
+  ("configs/cartpole_r2d2.py", 300.0, 50),
+  ("configs/pendulum_sac.py", -400.0, 20),
+]
 
 
 def bench_agents(start, seconds: float, startup_timeout: float, timeout: float, log_interval: float) -> None:
@@ -398,9 +134,15 @@ def bench_agents(start, seconds: float, startup_timeout: float, timeout: float, 
     if not (REPO / config).exists():
       rows.append((config, None, "config missing"))
       continue
-    run = start(pathlib.Path(config).stem, [f"--config={config}", "--config.total_environment_frames=1000000000000",
-                                            f"--config.log_interval={log_interval:g}",
-                                            "--config.checkpoint_interval=1000000"])
+    run = start(
+      pathlib.Path(config).stem,
+      [
+        f"--config={config}",
+        "--config.total_environment_frames=1000000000000",
+        f"--config.log_interval={log_interval:g}",
+        "--config.checkpoint_interval=1000000",
+      ],
+    )
     try:
       r = measure_runtime(run, seconds, startup_timeout)
       rows.append((config, r, f"cores {r['cpu']:.2f} / others {r['cpu_others']:.2f}"))
@@ -412,9 +154,15 @@ def bench_agents(start, seconds: float, startup_timeout: float, timeout: float, 
   for config, goal, recent in AGENT_GOALS:
     if not (REPO / config).exists():
       continue
-    run = start(pathlib.Path(config).stem + "-goal", [f"--config={config}", f"--config.stop_mean_return={goal:g}",
-                                                      "--config.total_environment_frames=20000000",
-                                                      f"--config.log_interval={log_interval:g}"])
+    run = start(
+      pathlib.Path(config).stem + "-goal",
+      [
+        f"--config={config}",
+        f"--config.stop_mean_return={goal:g}",
+        "--config.total_environment_frames=20000000",
+        f"--config.log_interval={log_interval:g}",
+      ],
+    )
     goals.append((config, goal, recent, time_to_goal(run, timeout, goal, recent)))
   print()
   print(f"{'default config':<32} {'frames/s':>10}  notes")
@@ -438,27 +186,38 @@ def _fmt_cmd(argv: list[str]) -> str:
 
 
 def main() -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--seconds", type=float, default=30.0, help="measurement window per row (s)")
   parser.add_argument("--num_actors", type=int, default=4, help="actor processes (and env-only processes)")
   parser.add_argument("--env_batch_size", type=int, default=32, help="envs per actor / per env-only process")
-  parser.add_argument("--inference_batch_size", type=int, default=None,
-                      help="default env_batch_size (one actor call per batch)")
-  parser.add_argument("--log_interval", type=float, default=None,
-                      help="learner metrics interval (s); default 5, 2 with --quick")
+  parser.add_argument(
+    "--inference_batch_size", type=int, default=None, help="default env_batch_size (one actor call per batch)"
+  )
+  parser.add_argument(
+    "--log_interval", type=float, default=None, help="learner metrics interval (s); default 5, 2 with --quick"
+  )
   parser.add_argument("--skip_cartpole", action="store_true", help="skip the CartPole time-to-475 run")
   parser.add_argument("--cartpole_max_frames", type=int, default=3_000_000, help="CartPole frame cap")
-  parser.add_argument("--cartpole_timeout", type=float, default=None,
-                      help="wall-clock cap of the CartPole run (s); default 1200, 300 with --quick")
-  parser.add_argument("--startup_timeout", type=float, default=300.0,
-                      help="seconds a run may take to reach its first trained frames")
-  parser.add_argument("--repeats", type=int, default=1,
-                      help="alternate (ii) and (i) this many times and report the best of each")
+  parser.add_argument(
+    "--cartpole_timeout",
+    type=float,
+    default=None,
+    help="wall-clock cap of the CartPole run (s); default 1200, 300 with --quick",
+  )
+  parser.add_argument(
+    "--startup_timeout", type=float, default=300.0, help="seconds a run may take to reach its first trained frames"
+  )
+  parser.add_argument(
+    "--repeats", type=int, default=1, help="alternate (ii) and (i) this many times and report the best of each"
+  )
   parser.add_argument("--quick", action="store_true", help="short windows (smoke check)")
-  parser.add_argument("--agents", action="store_true",
-                      help="instead of the Pong rows: frames/s of every shipped config and time to each "
-                           "agent's learning-test bar")
+  parser.add_argument(
+    "--agents",
+    action="store_true",
+    help="instead of the Pong rows: frames/s of every shipped config and time to each agent's learning-test bar",
+  )
   parser.add_argument("--keep_logs", action="store_true", help="keep the runs' logdirs (path printed)")
   args = parser.parse_args()
 
@@ -476,16 +235,25 @@ def main() -> int:
   atari = importlib.import_module("configs.atari_vtrace").get_config()
   frame_skip = atari.env.atari.frame_skip
   unroll_frames = atari.unroll_length * frame_skip  # frames one env contributes per unroll
-  common = [f"--config.num_actors={n}", f"--config.env_batch_size={b}", f"--config.inference_batch_size={ibs}",
-            "--config.total_environment_frames=1000000000000", f"--config.log_interval={log_interval:g}",
-            "--config.checkpoint_interval=1000000", "--config.learner_intra_op_threads=1"]
+  common = [
+    f"--config.num_actors={n}",
+    f"--config.env_batch_size={b}",
+    f"--config.inference_batch_size={ibs}",
+    "--config.total_environment_frames=1000000000000",
+    f"--config.log_interval={log_interval:g}",
+    "--config.checkpoint_interval=1000000",
+    "--config.learner_intra_op_threads=1",
+  ]
   pong_args = {
-      "linear": [f"--config={ATARI_CONFIG}", *common, "--config.agent.torso=linear"],
-      "impala_cnn": [f"--config={ATARI_CONFIG}", *common],
+    "linear": [f"--config={ATARI_CONFIG}", *common, "--config.agent.torso=linear"],
+    "impala_cnn": [f"--config={ATARI_CONFIG}", *common],
   }
-  cart_args = [f"--config={CARTPOLE_CONFIG}", f"--config.stop_mean_return={CARTPOLE_GOAL:g}",
-               f"--config.total_environment_frames={args.cartpole_max_frames}",
-               f"--config.log_interval={log_interval:g}"]
+  cart_args = [
+    f"--config={CARTPOLE_CONFIG}",
+    f"--config.stop_mean_return={CARTPOLE_GOAL:g}",
+    f"--config.total_environment_frames={args.cartpole_max_frames}",
+    f"--config.log_interval={log_interval:g}",
+  ]
 
   workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench_e2e-"))
   runs: list[TrainRun] = []
@@ -498,19 +266,19 @@ def main() -> int:
   def start(name: str, config_args: list[str]) -> TrainRun:
     run = TrainRun(name, config_args, workdir)
     runs.append(run)
-    _log(f"{name}: started launcher pid {run.pgid}")
+    log(f"{name}: started launcher pid {run.pgid}")
     return run
 
   header = [
-      f"# scripts/bench_e2e.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}".rstrip(),
-      f"# {atari.env.id} ({ATARI_CONFIG}): {n} actor processes x {b} envs, inference_batch_size {ibs}, "
-      f"unroll_length {atari.unroll_length}, batch_size {atari.batch_size}, frame_skip {frame_skip}; "
-      f"window {seconds:g}s, log_interval {log_interval:g}s, repeats {args.repeats}, {os.cpu_count()} CPUs",
-      f"# commands (cwd {REPO}; <LOGDIR> = a fresh directory under {workdir}):",
-      f"#  (i)   {_fmt_cmd([sys.executable, '-m', 'seed.train', *pong_args['linear'], '--logdir=<LOGDIR>'])}",
-      f"#  (ii)  {n} spawned processes: envs.make_vector(get_config().env, {b}, seed) from {ATARI_CONFIG}, "
-      f"vec.step(vec.action_space.sample()) in a loop; {env_warmup:g}s warm-up",
-      f"#  (iii) {_fmt_cmd([sys.executable, '-m', 'seed.train', *pong_args['impala_cnn'], '--logdir=<LOGDIR>'])}",
+    f"# scripts/bench_e2e.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}".rstrip(),
+    f"# {atari.env.id} ({ATARI_CONFIG}): {n} actor processes x {b} envs, inference_batch_size {ibs}, "
+    f"unroll_length {atari.unroll_length}, batch_size {atari.batch_size}, frame_skip {frame_skip}; "
+    f"window {seconds:g}s, log_interval {log_interval:g}s, repeats {args.repeats}, {os.cpu_count()} CPUs",
+    f"# commands (cwd {REPO}; <LOGDIR> = a fresh directory under {workdir}):",
+    f"#  (i)   {_fmt_cmd([sys.executable, '-m', 'seed.train', *pong_args['linear'], '--logdir=<LOGDIR>'])}",
+    f"#  (ii)  {n} spawned processes: envs.make_vector(get_config().env, {b}, seed) from {ATARI_CONFIG}, "
+    f"vec.step(vec.action_space.sample()) in a loop; {env_warmup:g}s warm-up",
+    f"#  (iii) {_fmt_cmd([sys.executable, '-m', 'seed.train', *pong_args['impala_cnn'], '--logdir=<LOGDIR>'])}",
   ]
   if not args.skip_cartpole:
     header.append(f"#  CartPole {_fmt_cmd([sys.executable, '-m', 'seed.train', *cart_args, '--logdir=<LOGDIR>'])}")
@@ -527,33 +295,35 @@ def main() -> int:
       shutil.rmtree(workdir, ignore_errors=True)
     return 0
   try:
-    _log(f"(ii) env-only ceiling: {n} processes x {b} envs")
+    log(f"(ii) env-only ceiling: {n} processes x {b} envs")
     # (ii) and (i) alternate, so a noisy neighbour hits both alike; (iii) runs once.
     for rep in range(args.repeats):
       results.setdefault("env", []).append(
-          measure_env_only(n, b, frame_skip, atari.seed, env_warmup, seconds, args.startup_timeout))
-      _log(f"(ii) {results['env'][-1]['fps']:,.0f} frames/s")
+        measure_env_only(n, b, frame_skip, atari.seed, env_warmup, seconds, args.startup_timeout)
+      )
+      log(f"(ii) {results['env'][-1]['fps']:,.0f} frames/s")
       for key in ("linear", "impala_cnn") if rep == args.repeats - 1 else ("linear",):
         run = start(f"pong-{key}-{rep}", pong_args[key])
         try:
-          results.setdefault(key, []).append(measure_runtime(run, seconds, args.startup_timeout,
-                                                             warmup_frames=2 * n * b * unroll_frames))
-          _log(f"{run.name}: {results[key][-1]['fps']:,.0f} frames/s")
+          results.setdefault(key, []).append(
+            measure_runtime(run, seconds, args.startup_timeout, warmup_frames=2 * n * b * unroll_frames)
+          )
+          log(f"{run.name}: {results[key][-1]['fps']:,.0f} frames/s")
         finally:
           status = run.stop()
-          _log(f"{run.name}: stopped (launcher exit status {status})")
+          log(f"{run.name}: stopped (launcher exit status {status})")
 
     if not args.skip_cartpole:
       run = start("cartpole", cart_args)
       results["cartpole"] = time_to_goal(run, cartpole_timeout)
   except KeyboardInterrupt:
-    _log("interrupted; stopping every run started here")
+    log("interrupted; stopping every run started here")
     raise
   finally:
     for run in runs:
       run.stop()
     if args.keep_logs:
-      _log(f"logs kept in {workdir}")
+      log(f"logs kept in {workdir}")
     else:
       shutil.rmtree(workdir, ignore_errors=True)
 
@@ -561,38 +331,45 @@ def main() -> int:
   env, lin, cnn = best("env"), best("linear"), best("impala_cnn")
   ratio = lin["fps"] / env["fps"]
   rows = [
-      ("(i)   full runtime, linear policy", lin, f"batch fill {lin['batch_fill']:.2f}, queue {lin['queue']:.1f}"),
-      ("(ii)  env-only ceiling, random actions", env, "no RPC, no learner"),
-      ("(iii) full runtime, IMPALA CNN", cnn, f"batch fill {cnn['batch_fill']:.2f}, queue {cnn['queue']:.1f}"),
+    ("(i)   full runtime, linear policy", lin, f"batch fill {lin['batch_fill']:.2f}, queue {lin['queue']:.1f}"),
+    ("(ii)  env-only ceiling, random actions", env, "no RPC, no learner"),
+    ("(iii) full runtime, IMPALA CNN", cnn, f"batch fill {cnn['batch_fill']:.2f}, queue {cnn['queue']:.1f}"),
   ]
   print()
   print(f"{'row':<40} {'frames/s':>10} {'env steps/s':>12} {'window':>8} {'cores ours/others':>18}  notes")
   for label, r, note in rows:
     cores = f"{r['cpu']:.2f} / {r['cpu_others']:.2f}"
-    print(f"{label:<40} {r['fps']:>10,.0f} {r['fps'] / frame_skip:>12,.0f} {r['seconds']:>7.1f}s "
-          f"{cores:>18}  {note}")
+    print(f"{label:<40} {r['fps']:>10,.0f} {r['fps'] / frame_skip:>12,.0f} {r['seconds']:>7.1f}s {cores:>18}  {note}")
   if args.repeats > 1:
     for key, label in (("linear", "(i)"), ("env", "(ii)")):
       print(f"  {label} best of {args.repeats}: " + ", ".join(f"{r['fps']:,.0f}" for r in results[key]))
   noisy = [label.split()[0] for label, r, _ in rows if r["cpu_others"] > 0.5]
   if noisy:
-    print(f"  WARNING: other processes used > 0.5 core during {', '.join(noisy)}: the machine was shared, "
-          f"rows are not comparable; rerun on a quiet machine (or --repeats 3)")
+    print(
+      f"  WARNING: other processes used > 0.5 core during {', '.join(noisy)}: the machine was shared, "
+      f"rows are not comparable; rerun on a quiet machine (or --repeats 3)"
+    )
   print(f"(i)/(ii) = {ratio:.3f}   target >= {TARGET_RATIO}   {'met' if ratio >= TARGET_RATIO else 'MISSED'}")
   per_core = lambda r: r["fps"] / r["cpu"] if r["cpu"] > 0 else float("nan")
-  print(f"  (context, not the target) frames per CPU-second of our processes: (i) {per_core(lin):,.0f}, "
-        f"(ii) {per_core(env):,.0f}, ratio {per_core(lin) / per_core(env):.3f}")
+  print(
+    f"  (context, not the target) frames per CPU-second of our processes: (i) {per_core(lin):,.0f}, "
+    f"(ii) {per_core(env):,.0f}, ratio {per_core(lin) / per_core(env):.3f}"
+  )
   print(f"(iii) IMPALA CNN: {cnn['fps']:,.0f} frames/s ({cnn['fps'] / lin['fps']:.2f} of (i))")
   if "cartpole" in results:
     c = results["cartpole"]
     if "frames" in c:
-      print(f"CartPole-v1: mean return of last {RECENT} episodes >= {CARTPOLE_GOAL:g} first at "
-            f"{c['frames']:,} frames, {c['seconds']:.1f} s wall-clock from process start "
-            f"(episode {c['episode']:,}; whole run: {c['cpu']:.2f} cores ours, {c['cpu_others']:.2f} others)")
+      print(
+        f"CartPole-v1: mean return of last {RECENT} episodes >= {CARTPOLE_GOAL:g} first at "
+        f"{c['frames']:,} frames, {c['seconds']:.1f} s wall-clock from process start "
+        f"(episode {c['episode']:,}; whole run: {c['cpu']:.2f} cores ours, {c['cpu_others']:.2f} others)"
+      )
     else:
       why = f"timed out after {cartpole_timeout:g}s" if c["timed_out"] else "frame cap reached"
-      print(f"CartPole-v1: mean return of last {RECENT} episodes never reached {CARTPOLE_GOAL:g} "
-            f"({why}; {c['final_frames']:,} frames, {c['episodes']:,} episodes, {c['total_seconds']:.1f} s)")
+      print(
+        f"CartPole-v1: mean return of last {RECENT} episodes never reached {CARTPOLE_GOAL:g} "
+        f"({why}; {c['final_frames']:,} frames, {c['episodes']:,} episodes, {c['total_seconds']:.1f} s)"
+      )
   return 0
 
 

@@ -31,8 +31,8 @@ then terminate/kill by pid) before the script returns.
 from __future__ import annotations
 
 import argparse
-import functools
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -51,12 +51,11 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
+from bench_rpc_servers import BATCH, BIG_BATCH, D_PAYLOAD, PAYLOADS, ROWS_PER_CALL_D, Payload
 
-from bench_rpc_servers import BATCH, BIG_BATCH, D_PAYLOAD, PAYLOADS, ROWS_PER_CALL_D, Payload  # noqa: E402
-
-TARGET_AB = 0.8   # (a, tf.function) / (b) at 64 callers, unix, 16 B
-TARGET_AC = 3.0   # (a, eager) / (c) at 64 callers, unix, 16 B
+TARGET_AB = 0.8  # (a, tf.function) / (b) at 64 callers, unix, 16 B
+TARGET_AC = 3.0  # (a, eager) / (c) at 64 callers, unix, 16 B
 TARGET_D = 1_000_000  # slots/s
 
 
@@ -74,15 +73,25 @@ class ServerProc:
     self.name = name
     self.log_path = log_path  # the child's stderr (TF start-up chatter, errors)
     with open(log_path, "w") as log:
-      self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-                                   bufsize=1, cwd=REPO, start_new_session=True)  # no terminal SIGINT: we stop it
+      self.proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        bufsize=1,
+        cwd=REPO,
+        start_new_session=True,
+      )  # no terminal SIGINT: we stop it
     self._lines: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=self._read, daemon=True).start()
     line = self._next_line(startup_timeout)
     if line is None or not line.startswith("READY"):
       self.close()
-      raise RuntimeError(f"{name} server did not start (got {line!r}, exit code {self.proc.poll()}); "
-                         f"its stderr ends with:\n{self.log_tail()}")
+      raise RuntimeError(
+        f"{name} server did not start (got {line!r}, exit code {self.proc.poll()}); "
+        f"its stderr ends with:\n{self.log_tail()}"
+      )
     self.ready = line.split(None, 1)[1] if " " in line else ""
 
   def _read(self) -> None:
@@ -135,17 +144,20 @@ class ServerProc:
     if self.proc.stdout:
       self.proc.stdout.close()
     if self.proc.returncode not in (0, None):
-      print(f"warning: {self.name} server exited with {self.proc.returncode}; stderr ends with:\n"
-            f"{self.log_tail()}", file=sys.stderr)
+      print(
+        f"warning: {self.name} server exited with {self.proc.returncode}; stderr ends with:\n{self.log_tail()}",
+        file=sys.stderr,
+      )
 
 
 # ------------------------------------------------------------ measuring ---
+
 
 @dataclasses.dataclass
 class Result:
   calls_per_sec: float = float("nan")
   rows_per_call: int = 1
-  fill: float = float("nan")          # mean batch fill on the server (slots / batch capacity)
+  fill: float = float("nan")  # mean batch fill on the server (slots / batch capacity)
   server_cores: float = float("nan")  # CPU used by the server process(es) / wall time
   client_cores: float = float("nan")  # CPU used by the client process / wall time
   error: str = ""
@@ -207,8 +219,11 @@ def closed_loop(concurrency: int, step, warmup: float, seconds: float, on_warm=N
 
 def _short(e: BaseException) -> str:
   """Exception type and its first informative line (TF errors start with boilerplate)."""
-  lines = [l for l in str(e).splitlines() if l.strip() and not l[0].isspace()
-           and not l.startswith(("Graph execution error", "Detected at node"))]
+  lines = [
+    l
+    for l in str(e).splitlines()
+    if l.strip() and not l[0].isspace() and not l.startswith(("Graph execution error", "Detected at node"))
+  ]
   return f"{type(e).__name__}: {lines[0] if lines else ''}"[:240]
 
 
@@ -253,13 +268,16 @@ class Bench:
     self._tf_loops = {}
     self.transports = transports
     import portpicker  # pylint: disable=g-import-not-at-top
+
     for kind in ("seed", "py", "aio", "echo"):
       for t in transports:
-        self.addresses[kind, t] = (f"unix:{tmpdir}/{kind}.sock" if t == "unix"
-                                   else f"localhost:{portpicker.pick_unused_port()}")
+        self.addresses[kind, t] = (
+          f"unix:{tmpdir}/{kind}.sock" if t == "unix" else f"localhost:{portpicker.pick_unused_port()}"
+        )
 
   def start(self, need_py: bool) -> None:
     from seed.rpc import build_op  # pylint: disable=g-import-not-at-top
+
     self.echo_bin = str(build_op.echo_bench_path())
     self.op_path = build_op.op_library_path()  # build once here, not in two processes
     me = [sys.executable, str(pathlib.Path(__file__).resolve().with_name("bench_rpc_servers.py"))]
@@ -267,14 +285,17 @@ class Bench:
     print(f"op library {self.op_path}\necho_bench {self.echo_bin}\nstarting servers ...", flush=True)
     log = lambda name: os.path.join(self.tmpdir, f"{name}.log")  # noqa: E731
     self.servers["seed"] = ServerProc(
-        "seed", me + ["seed", *flush, *[self.addresses["seed", t] for t in self.transports]], log("seed"))
+      "seed", me + ["seed", *flush, *[self.addresses["seed", t] for t in self.transports]], log("seed")
+    )
     if need_py:
       for kind in ("py", "aio"):
         self.servers[kind] = ServerProc(
-            kind, me + [kind, *flush, *[self.addresses[kind, t] for t in self.transports]], log(kind))
+          kind, me + [kind, *flush, *[self.addresses[kind, t] for t in self.transports]], log(kind)
+        )
     for t in self.transports:
-      self.echo_servers[t] = ServerProc(f"echo {t}", [self.echo_bin, "server", self.addresses["echo", t]],
-                                        log(f"echo-{t}"))
+      self.echo_servers[t] = ServerProc(
+        f"echo {t}", [self.echo_bin, "server", self.addresses["echo", t]], log(f"echo-{t}")
+      )
 
   def close(self) -> None:
     for ch in self._grpcio_channels.values():
@@ -287,12 +308,15 @@ class Bench:
     key = (transport, numpy_outputs)
     if key not in self._seed_clients:
       from seed import grpc as seed_grpc  # pylint: disable=g-import-not-at-top
-      self._seed_clients[key] = seed_grpc.Client(self.addresses["seed", transport], connect_timeout=60,
-                                                 numpy_outputs=numpy_outputs)
+
+      self._seed_clients[key] = seed_grpc.Client(
+        self.addresses["seed", transport], connect_timeout=60, numpy_outputs=numpy_outputs
+      )
     return self._seed_clients[key]
 
-  def seed_eager(self, transport: str, p: Payload, conc: int, rows: int | None = None,
-                 numpy_outputs: bool = True) -> Result:
+  def seed_eager(
+    self, transport: str, p: Payload, conc: int, rows: int | None = None, numpy_outputs: bool = True
+  ) -> Result:
     """Eager calls as actors make them: numpy in, numpy out (numpy_outputs=False: tf.Tensors out)."""
     x = p.example(rows)
 
@@ -339,6 +363,7 @@ class Bench:
   def _tf_loop(self, transport: str, p: Payload, x: np.ndarray):
     """tf.function(x, n): n chained remote calls in a tf.while_loop."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
     key = (transport, p.method, x.shape)
     if key not in self._tf_loops:
       method = getattr(self._client(transport), p.method)
@@ -358,8 +383,15 @@ class Bench:
     result = Result()
     scpu0, wall0 = server.cpu_seconds(), time.perf_counter()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cmd = [self.echo_bin, "client", self.addresses["echo", transport], str(conc), str(p.wire_bytes),
-           str(self.args.seconds), str(self.args.warmup)]
+    cmd = [
+      self.echo_bin,
+      "client",
+      self.addresses["echo", transport],
+      str(conc),
+      str(p.wire_bytes),
+      str(self.args.seconds),
+      str(self.args.warmup),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
       out, err = proc.communicate(timeout=self.args.seconds + self.args.warmup + 90)
@@ -391,6 +423,7 @@ class Bench:
 
   def _py_grpcio(self, kind: str, transport: str, p: Payload, conc: int) -> Result:
     import grpc  # pylint: disable=g-import-not-at-top  (pip grpcio)
+
     x = p.example()
     dtype = np.dtype(p.dtype)
 
@@ -400,8 +433,9 @@ class Bench:
         self._grpcio_channels[kind, transport] = channel
         grpc.channel_ready_future(channel).result(timeout=60)
       stub = self._grpcio_channels[kind, transport].unary_unary(f"/seed/{p.method}")
-      _first_call(lambda: np.frombuffer(stub(x.tobytes()), dtype).reshape(p.shape), x,
-                  f"(c, {kind}) {transport} {p.method}")
+      _first_call(
+        lambda: np.frombuffer(stub(x.tobytes()), dtype).reshape(p.shape), x, f"(c, {kind}) {transport} {p.method}"
+      )
 
       def step(_):
         y = np.frombuffer(stub(x.tobytes()), dtype).reshape(p.shape)
@@ -432,6 +466,7 @@ def _first_call(fn, expected: np.ndarray, what: str) -> None:
 
 # ------------------------------------------------------------- printing ---
 
+
 def _num(v: float) -> str:
   return "-" if v != v else f"{v:,.0f}"
 
@@ -447,32 +482,50 @@ def _cell(r: Result | None) -> str:
 
 
 def print_tables(rows, d_rows, args) -> None:
-  cols = ["transport", "payload", "callers", "(a) eager", "(a) eager T", "(a) tf.fn", "(b) C++", "(c) py thr",
-          "(c) py aio",
-          "a.tf/b", "a.eager/c", "targets (64 callers, unix, 16B)"]
+  cols = [
+    "transport",
+    "payload",
+    "callers",
+    "(a) eager",
+    "(a) eager T",
+    "(a) tf.fn",
+    "(b) C++",
+    "(c) py thr",
+    "(c) py aio",
+    "a.tf/b",
+    "a.eager/c",
+    "targets (64 callers, unix, 16B)",
+  ]
   val = lambda r: r.calls_per_sec if r and not r.error else float("nan")  # noqa: E731
   table = []
   for (t, pname, conc), res in rows:
-    a_e, a_et, a_t, b, c_thr, c_aio = (res.get(k) for k in ("a_eager", "a_eager_tt", "a_tf", "b", "c_threads",
-                                                             "c_aio"))
+    a_e, a_et, a_t, b, c_thr, c_aio = (res.get(k) for k in ("a_eager", "a_eager_tt", "a_tf", "b", "c_threads", "c_aio"))
     c_best = max((v for v in (val(c_thr), val(c_aio)) if v == v), default=float("nan"))
     ab, ac = _ratio(val(a_t), val(b)), _ratio(val(a_e), c_best)
     target = ""
     if t == "unix" and pname == "16B" and conc == 64:
+
       def verdict(s, goal):
         return "MISSED" if s == "-" or float(s) < goal else "met"
-      target = (f"a.tf/b >= {TARGET_AB}: {verdict(ab, TARGET_AB)}; "
-                f"a.eager/c >= {TARGET_AC:g}: {verdict(ac, TARGET_AC)}")
-    table.append([t, pname, str(conc), _cell(a_e), _cell(a_et), _cell(a_t), _cell(b), _cell(c_thr), _cell(c_aio), ab, ac,
-                  target])
+
+      target = f"a.tf/b >= {TARGET_AB}: {verdict(ab, TARGET_AB)}; a.eager/c >= {TARGET_AC:g}: {verdict(ac, TARGET_AC)}"
+    table.append(
+      [t, pname, str(conc), _cell(a_e), _cell(a_et), _cell(a_t), _cell(b), _cell(c_thr), _cell(c_aio), ab, ac, target]
+    )
   print()
-  print(f"calls/s; every call carries one element, so slots/s = calls/s. Batch {BATCH}, flush timeout "
-        f"{args.flush_timeout * 1e3:g} ms, {args.seconds:g} s window after {args.warmup:g} s warm-up"
-        + (f", median of {args.repeat}" if args.repeat > 1 else ""))
-  print("(a) our server+client: eager = Python threads calling client.ident(x) with numpy outputs (as actors do; "
-        "eager T = tf.Tensor outputs); tf.fn = threads running a tf.while_loop of client-op calls")
-  print("(b) C++ echo_bench server+client on the same transport, no TF, no batching; (c) Python grpcio server "
-        "batching in Python (thread pool | asyncio), Python grpcio client threads")
+  print(
+    f"calls/s; every call carries one element, so slots/s = calls/s. Batch {BATCH}, flush timeout "
+    f"{args.flush_timeout * 1e3:g} ms, {args.seconds:g} s window after {args.warmup:g} s warm-up"
+    + (f", median of {args.repeat}" if args.repeat > 1 else "")
+  )
+  print(
+    "(a) our server+client: eager = Python threads calling client.ident(x) with numpy outputs (as actors do; "
+    "eager T = tf.Tensor outputs); tf.fn = threads running a tf.while_loop of client-op calls"
+  )
+  print(
+    "(b) C++ echo_bench server+client on the same transport, no TF, no batching; (c) Python grpcio server "
+    "batching in Python (thread pool | asyncio), Python grpcio client threads"
+  )
   print("a.eager/c uses the faster of the two (c) servers")
   if table:
     n = len(cols) - 1
@@ -487,13 +540,18 @@ def print_tables(rows, d_rows, args) -> None:
     else:
       line = f"{_num(r.slots_per_sec)} slots/s ({_num(r.calls_per_sec)} calls/s x {r.rows_per_call})"
       verdict = "met" if r.slots_per_sec >= TARGET_D else "MISSED"
-    print(f"(d) client-side batching, {t}, {conc} callers x {ROWS_PER_CALL_D} rows into batch {BIG_BATCH}, "
-          f"{mode}: {line}   target >= {TARGET_D:,}: {verdict}")
-  print(f"(progress lines above: fill = mean batch fill on the server; server/client = CPU cores used by the "
-        f"server / client process, of {os.cpu_count()})")
+    print(
+      f"(d) client-side batching, {t}, {conc} callers x {ROWS_PER_CALL_D} rows into batch {BIG_BATCH}, "
+      f"{mode}: {line}   target >= {TARGET_D:,}: {verdict}"
+    )
+  print(
+    f"(progress lines above: fill = mean batch fill on the server; server/client = CPU cores used by the "
+    f"server / client process, of {os.cpu_count()})"
+  )
 
 
 # ----------------------------------------------------------------- main ---
+
 
 def _median(results: list[Result]) -> Result:
   """The run with the median calls/s (the first error if every run failed)."""
@@ -513,8 +571,12 @@ def main() -> None:
   parser.add_argument("--concurrency", default="1,8,64", help="comma-separated caller counts")
   parser.add_argument("--transports", default="unix,tcp", help="comma-separated: unix, tcp")
   parser.add_argument("--payloads", default="16B,frame", help="comma-separated: 16B, frame")
-  parser.add_argument("--invocation-seconds", type=float, default=1.0,
-                      help="(a, tf.function): loop length per invocation, in seconds of calls")
+  parser.add_argument(
+    "--invocation-seconds",
+    type=float,
+    default=1.0,
+    help="(a, tf.function): loop length per invocation, in seconds of calls",
+  )
   parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median is shown")
   parser.add_argument("--d-callers", type=int, default=8, help="callers for (d)")
   parser.add_argument("--flush-timeout", type=float, default=0.002, help="seconds")
@@ -543,19 +605,29 @@ def main() -> None:
           p = PAYLOADS[pname]
           res = {}
           eager_tensors = functools.partial(bench.seed_eager, numpy_outputs=False)
-          for key, fn in (("a_eager", bench.seed_eager), ("a_eager_tt", eager_tensors), ("a_tf", bench.seed_tf),
-                          ("b", bench.echo),
-                          ("c_threads", bench.py_threads), ("c_aio", bench.py_aio)):
+          for key, fn in (
+            ("a_eager", bench.seed_eager),
+            ("a_eager_tt", eager_tensors),
+            ("a_tf", bench.seed_tf),
+            ("b", bench.echo),
+            ("c_threads", bench.py_threads),
+            ("c_aio", bench.py_aio),
+          ):
             res[key] = r = _median([fn(t, p, conc) for _ in range(args.repeat)])
-            print(f"  {t:4s} {pname:5s} {conc:3d} {key:11s} {_cell(r):>9s} calls/s  fill {r.fill:4.2f}  "
-                  f"server {r.server_cores:4.2f} client {r.client_cores:4.2f} cores"
-                  + (f"  {r.error}" if r.error else ""), flush=True)
+            print(
+              f"  {t:4s} {pname:5s} {conc:3d} {key:11s} {_cell(r):>9s} calls/s  fill {r.fill:4.2f}  "
+              f"server {r.server_cores:4.2f} client {r.client_cores:4.2f} cores" + (f"  {r.error}" if r.error else ""),
+              flush=True,
+            )
           rows.append(((t, pname, conc), res))
-    for t in (transports if not args.quick else ["unix"]):
+    for t in transports if not args.quick else ["unix"]:
       for mode, fn in (("tf.function", bench.seed_tf), ("eager", bench.seed_eager)):
         r = _median([fn(t, D_PAYLOAD, args.d_callers, rows=ROWS_PER_CALL_D) for _ in range(args.repeat)])
-        print(f"  {t:4s} d     {args.d_callers:3d} {mode:11s} {_num(r.slots_per_sec):>9s} slots/s  fill {r.fill:4.2f}"
-              + (f"  {r.error}" if r.error else ""), flush=True)
+        print(
+          f"  {t:4s} d     {args.d_callers:3d} {mode:11s} {_num(r.slots_per_sec):>9s} slots/s  fill {r.fill:4.2f}"
+          + (f"  {r.error}" if r.error else ""),
+          flush=True,
+        )
         d_rows.append(((t, mode, args.d_callers), r))
     print(f"measured in {time.perf_counter() - t_start:.0f} s")
   finally:

@@ -28,7 +28,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 BATCH = 64
 BIG_BATCH = 256  # (d): client-side batches of 64 rows into a batch-256 function
@@ -37,9 +37,9 @@ ROWS_PER_CALL_D = 64
 
 @dataclasses.dataclass(frozen=True)
 class Payload:
-  name: str      # as given on the command line
-  method: str    # bound function name
-  shape: tuple   # one element (without the batch dimension)
+  name: str  # as given on the command line
+  method: str  # bound function name
+  shape: tuple  # one element (without the batch dimension)
   dtype: str
 
   @property
@@ -57,8 +57,8 @@ class Payload:
 
 
 PAYLOADS = {
-    "16B": Payload("16B", "ident", (4,), "int32"),
-    "frame": Payload("frame", "frame", (84, 84, 4), "uint8"),
+  "16B": Payload("16B", "ident", (4,), "int32"),
+  "frame": Payload("frame", "frame", (84, 84, 4), "uint8"),
 }
 D_PAYLOAD = Payload("d", "ident256", (4,), "int32")
 
@@ -66,6 +66,7 @@ D_PAYLOAD = Payload("d", "ident256", (4,), "int32")
 def _functions():
   """The identity functions both servers run (same definitions)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   fns = {}
   for p, n in [(PAYLOADS["16B"], BATCH), (PAYLOADS["frame"], BATCH), (D_PAYLOAD, BIG_BATCH)]:
     spec = tf.TensorSpec((n,) + p.shape, tf.as_dtype(p.dtype))
@@ -76,6 +77,7 @@ def _functions():
 
 # ------------------------------------------------------------- servers ---
 
+
 def _serve_commands(stats) -> None:
   for line in sys.stdin:
     if line.strip() == "stats":
@@ -84,6 +86,7 @@ def _serve_commands(stats) -> None:
 
 def serve_seed(addresses: list[str], flush_timeout: float) -> None:
   from seed import grpc as seed_grpc  # pylint: disable=g-import-not-at-top
+
   server = seed_grpc.Server(addresses)
   for name, (fn, _, _) in _functions().items():
     server.bind(fn, name=name, flush_timeout=flush_timeout)
@@ -159,7 +162,9 @@ class _PyBatcher:
 
 def serve_py(addresses: list[str], flush_timeout: float) -> None:
   import concurrent.futures  # pylint: disable=g-import-not-at-top
+
   import grpc  # pylint: disable=g-import-not-at-top  (pip grpcio)
+
   batchers = {name: _PyBatcher(fn, p, n, flush_timeout) for name, (fn, p, n) in _functions().items()}
   # Every in-flight call holds a worker thread while it waits for its batch.
   server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4 * BATCH + 16))
@@ -170,8 +175,10 @@ def serve_py(addresses: list[str], flush_timeout: float) -> None:
   print("READY", json.dumps(ports), flush=True)
 
   def stats():
-    return {name: {"calls": b.calls, "batches": b.batches, "slots": b.slots, "batch_size": b.size}
-            for name, b in batchers.items()}
+    return {
+      name: {"calls": b.calls, "batches": b.batches, "slots": b.slots, "batch_size": b.size}
+      for name, b in batchers.items()
+    }
 
   try:
     _serve_commands(stats)
@@ -193,6 +200,7 @@ class _AioBatcher:
   async def handle(self, request: bytes, context) -> bytes:
     del context
     import asyncio  # pylint: disable=g-import-not-at-top
+
     loop = asyncio.get_running_loop()
     future = loop.create_future()
     self.pending.append((request, future))
@@ -204,10 +212,11 @@ class _AioBatcher:
 
   def _run(self) -> None:
     import asyncio  # pylint: disable=g-import-not-at-top
+
     if self.timer is not None:
       self.timer.cancel()
       self.timer = None
-    items, self.pending = self.pending[:self.size], self.pending[self.size:]
+    items, self.pending = self.pending[: self.size], self.pending[self.size :]
     if items:
       out = _run_padded(self, [req for req, _ in items])
       for i, (_, future) in enumerate(items):
@@ -219,6 +228,7 @@ class _AioBatcher:
 
 def serve_py_aio(addresses: list[str], flush_timeout: float) -> None:
   import asyncio  # pylint: disable=g-import-not-at-top
+
   import grpc  # pylint: disable=g-import-not-at-top  (pip grpcio)
 
   async def serve():
@@ -235,8 +245,15 @@ def serve_py_aio(addresses: list[str], flush_timeout: float) -> None:
       if not line:
         break
       if line.strip() == "stats":
-        print(json.dumps({name: {"calls": b.calls, "batches": b.batches, "slots": b.slots, "batch_size": b.size}
-                          for name, b in batchers.items()}), flush=True)
+        print(
+          json.dumps(
+            {
+              name: {"calls": b.calls, "batches": b.batches, "slots": b.slots, "batch_size": b.size}
+              for name, b in batchers.items()
+            }
+          ),
+          flush=True,
+        )
     await server.stop(0.5)
 
   asyncio.run(serve())

@@ -53,16 +53,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import portpicker  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from grpc_health.v1 import health_pb2  # noqa: E402
-from grpc_health.v1 import health_pb2_grpc  # noqa: E402
-from tensorflow_serving.apis import predict_pb2  # noqa: E402
-from tensorflow_serving.apis import prediction_service_pb2_grpc  # noqa: E402
+import numpy as np
+import portpicker
+import tensorflow as tf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from seed.runtime import processes  # noqa: E402
+import grpc
+from seed.runtime import processes
 
 MODELS = ("cartpole", "atari_impala", "atari_linear")
 
@@ -73,6 +71,7 @@ MODELS = ("cartpole", "atari_impala", "atari_linear")
 def build_policy(name: str, logdir: str) -> str:
   """Exports a V-trace policy with Learner.save(); returns its export base path."""
   from seed.runtime import learner as learner_lib  # pylint: disable=g-import-not-at-top
+
   if name == "cartpole":
     from configs import cartpole_vtrace as config_module  # pylint: disable=g-import-not-at-top
   else:
@@ -97,12 +96,21 @@ def observation(name: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def start_server(config_path: str, port: int, rest_port: int, extra: list[str], log_path: str) -> subprocess.Popen:
-  argv = [sys.executable, "-m", "seed.serve", f"--model_config_file={config_path}", f"--port={port}",
-          f"--rest_api_port={rest_port}", "--file_system_poll_wait_seconds=0", *extra]
+  argv = [
+    sys.executable,
+    "-m",
+    "seed.serve",
+    f"--model_config_file={config_path}",
+    f"--port={port}",
+    f"--rest_api_port={rest_port}",
+    "--file_system_poll_wait_seconds=0",
+    *extra,
+  ]
   env = dict(os.environ, PYTHONPATH=REPO)
   with open(log_path, "w", encoding="utf-8") as log:
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                            preexec_fn=processes.die_with_parent)
+    return subprocess.Popen(
+      argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO, preexec_fn=processes.die_with_parent
+    )
 
 
 def wait_ready(proc: subprocess.Popen, port: int, log_path: str, timeout: float = 300) -> None:
@@ -205,8 +213,12 @@ def measure(make_client, model: str, clients: int, warmup: float, duration: floa
   all_lat = np.array([x for lat in latencies for x in lat])
   if not len(all_lat):
     return {"qps": 0.0, "p50": float("nan"), "p99": float("nan"), "n": 0}
-  return {"qps": len(all_lat) / duration, "p50": float(np.percentile(all_lat, 50) * 1e3),
-          "p99": float(np.percentile(all_lat, 99) * 1e3), "n": len(all_lat)}
+  return {
+    "qps": len(all_lat) / duration,
+    "p50": float(np.percentile(all_lat, 50) * 1e3),
+    "p99": float(np.percentile(all_lat, 99) * 1e3),
+    "n": len(all_lat),
+  }
 
 
 # --- main ---------------------------------------------------------------------------------------------
@@ -230,20 +242,30 @@ def main() -> int:
     paths = {m: build_policy(m, os.path.join(tmp, m)) for m in args.models}
     config_path = os.path.join(tmp, "models.config")
     with open(config_path, "w", encoding="utf-8") as f:
-      f.write("model_config_list {\n" + "".join(
-          f'  config {{ name: "{m}" base_path: "{p}" model_platform: "tensorflow" }}\n' for m, p in paths.items())
-              + "}\n")
+      f.write(
+        "model_config_list {\n"
+        + "".join(
+          f'  config {{ name: "{m}" base_path: "{p}" model_platform: "tensorflow" }}\n' for m, p in paths.items()
+        )
+        + "}\n"
+      )
     port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
     extra = []
     if args.enable_batching:
-      extra = ["--enable_batching", f"--max_batch_size={args.max_batch_size}",
-               f"--batch_timeout_micros={args.batch_timeout_micros}"]
+      extra = [
+        "--enable_batching",
+        f"--max_batch_size={args.max_batch_size}",
+        f"--batch_timeout_micros={args.batch_timeout_micros}",
+      ]
     log_path = os.path.join(tmp, "server.log")
     proc = start_server(config_path, port, rest_port, extra, log_path)
     wait_ready(proc, port, log_path)
-    print(f"seed.serve pid {proc.pid} ready (gRPC {port}, REST {rest_port}{', batching' if extra else ''}); "
-          f"{args.warmup:g} s warm-up + {args.duration:g} s per cell; {os.cpu_count()} cores, "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+      f"seed.serve pid {proc.pid} ready (gRPC {port}, REST {rest_port}{', batching' if extra else ''}); "
+      f"{args.warmup:g} s warm-up + {args.duration:g} s per cell; {os.cpu_count()} cores, "
+      f"load average {os.getloadavg()[0]:.1f}",
+      flush=True,
+    )
 
     gc.freeze()  # this process holds TensorFlow too: keep full GCs (triggered by JSON's lists) short
     rows = []
@@ -252,27 +274,35 @@ def main() -> int:
         cell = {}
         for protocol, factory in (("grpc", GrpcClient), ("rest", RestClient)):
           p = port if protocol == "grpc" else rest_port
-          cell[protocol] = measure(lambda p=p, f=factory, m=model: f(p, m), model, clients, args.warmup,
-                                   args.duration)
+          cell[protocol] = measure(lambda p=p, f=factory, m=model: f(p, m), model, clients, args.warmup, args.duration)
         rows.append((model, clients, cell))
         g, r = cell["grpc"], cell["rest"]
-        print(f"  {model} x{clients}: gRPC {g['qps']:.0f}/s p50 {g['p50']:.2f} ms | REST {r['qps']:.0f}/s "
-              f"p50 {r['p50']:.2f} ms", flush=True)
+        print(
+          f"  {model} x{clients}: gRPC {g['qps']:.0f}/s p50 {g['p50']:.2f} ms | REST {r['qps']:.0f}/s "
+          f"p50 {r['p50']:.2f} ms",
+          flush=True,
+        )
 
     inputs = {"cartpole": "float32[4]", "atari_impala": "uint8[84,84,4]", "atari_linear": "uint8[84,84,4]"}
     print()
-    print("| model | input | clients | gRPC req/s | gRPC p50 ms | gRPC p99 ms | REST req/s | REST p50 ms "
-          "| REST p99 ms | gRPC/REST req/s | REST/gRPC p50 |")
+    print(
+      "| model | input | clients | gRPC req/s | gRPC p50 ms | gRPC p99 ms | REST req/s | REST p50 ms "
+      "| REST p99 ms | gRPC/REST req/s | REST/gRPC p50 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for model, clients, cell in rows:
       g, r = cell["grpc"], cell["rest"]
       ratio = g["qps"] / r["qps"] if r["qps"] else float("inf")
       latency_ratio = r["p50"] / g["p50"] if g["p50"] else float("nan")
-      print(f"| {model} | {inputs[model]} | {clients} | {g['qps']:,.0f} | {g['p50']:.2f} | {g['p99']:.2f} | "
-            f"{r['qps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | **{ratio:.1f}x** | {latency_ratio:.1f}x |")
+      print(
+        f"| {model} | {inputs[model]} | {clients} | {g['qps']:,.0f} | {g['p50']:.2f} | {g['p99']:.2f} | "
+        f"{r['qps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | **{ratio:.1f}x** | {latency_ratio:.1f}x |"
+      )
     print()
-    print("Seeds: gRPC ~6x lower latency than REST (MNIST, seed 003); 20x faster over 1,600 requests with "
-          "(100, 1025) float inputs (seed 002).")
+    print(
+      "Seeds: gRPC ~6x lower latency than REST (MNIST, seed 003); 20x faster over 1,600 requests with "
+      "(100, 1025) float inputs (seed 002)."
+    )
     return 0
   finally:
     if proc is not None:

@@ -30,12 +30,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import portpicker  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import portpicker
+import tensorflow as tf
 
-from seed import grpc  # noqa: E402
-from seed.runtime import processes  # noqa: E402
+from seed import grpc
+from seed.runtime import processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATUS_NAMES = {0: "OK", 4: "DEADLINE_EXCEEDED", 14: "UNAVAILABLE", 1: "CANCELLED", 2: "UNKNOWN"}
@@ -55,9 +55,17 @@ def export_remote_model(base_path: str) -> None:
 
 
 def start_server(base_path: str, address: str) -> subprocess.Popen:
-  argv = [sys.executable, "-m", "seed.serve", "--model_name=b", f"--model_base_path={base_path}",
-          f"--port={portpicker.pick_unused_port()}", "--rest_api_port=0", "--file_system_poll_wait_seconds=0",
-          f"--tensor_rpc_address={address}"]
+  argv = [
+    sys.executable,
+    "-m",
+    "seed.serve",
+    "--model_name=b",
+    f"--model_base_path={base_path}",
+    f"--port={portpicker.pick_unused_port()}",
+    "--rest_api_port=0",
+    "--file_system_poll_wait_seconds=0",
+    f"--tensor_rpc_address={address}",
+  ]
   env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   return subprocess.Popen(argv, env=env, cwd=REPO, preexec_fn=processes.die_with_parent, stdout=subprocess.DEVNULL)
 
@@ -96,16 +104,22 @@ def show(label: str, x: np.ndarray, result: dict) -> tuple[list[float], int, str
   y = result["y"].numpy().tolist()
   code = int(result["status_code"].numpy())
   message = result["message"].numpy().decode(errors="replace")
-  print(f"{label}: half_plus_two({x.tolist()}) = {y}  status {code} ({STATUS_NAMES.get(code, code)})"
-        + (f" message {message!r}" if message else ""), flush=True)
+  print(
+    f"{label}: half_plus_two({x.tolist()}) = {y}  status {code} ({STATUS_NAMES.get(code, code)})"
+    + (f" message {message!r}" if message else ""),
+    flush=True,
+  )
   return y, code, message
 
 
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument("--deadline", type=float, default=2.0, help="seconds the remote call may take")
-  parser.add_argument("--address", default=None,
-                      help="tensor-RPC address for the remote model (default: a unix socket in a private temp dir)")
+  parser.add_argument(
+    "--address",
+    default=None,
+    help="tensor-RPC address for the remote model (default: a unix socket in a private temp dir)",
+  )
   args = parser.parse_args()
 
   tmp = tempfile.mkdtemp(prefix="remote-hp2-")  # 0700: only we reach the socket
@@ -122,8 +136,9 @@ def main() -> int:
     export_remote_model(os.path.join(tmp, "b"))
     proc = start_server(os.path.join(tmp, "b"), address)
     client = connect(address, proc)
-    print(f"remote model b served by seed.serve (pid {proc.pid}) at {address}; methods {sorted(client.methods)}",
-          flush=True)
+    print(
+      f"remote model b served by seed.serve (pid {proc.pid}) at {address}; methods {sorted(client.methods)}", flush=True
+    )
 
     module = HalfPlusTwo(client, args.deadline)
     x = np.array([1.0, 2.0, 5.0], np.float32)

@@ -12,10 +12,10 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import portpicker  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import portpicker
+import tensorflow as tf
 
-from seed import grpc  # noqa: E402
+from seed import grpc
 
 
 def main() -> None:

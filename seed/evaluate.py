@@ -28,13 +28,13 @@ import json
 import os
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
-from absl import app
-from absl import flags
+from absl import app, flags
 
 import envs
 
@@ -80,12 +80,16 @@ def find_export(logdir: str, path: str | None = None) -> str:
   if _is_saved_model(root):
     return root
   if not os.path.isdir(root):
-    raise EvaluateError(f"no export directory at {root} (the learner writes one at each checkpoint and at exit; "
-                        f"--source=checkpoint evaluates a checkpoint instead)")
+    raise EvaluateError(
+      f"no export directory at {root} (the learner writes one at each checkpoint and at exit; "
+      f"--source=checkpoint evaluates a checkpoint instead)"
+    )
   steps = [int(d) for d in os.listdir(root) if re.fullmatch(r"\d+", d) and _is_saved_model(os.path.join(root, d))]
   if not steps:
-    raise EvaluateError(f"no SavedModel in {root} (expected numbered folders with a saved_model.pb; "
-                        f"--source=checkpoint evaluates a checkpoint instead)")
+    raise EvaluateError(
+      f"no SavedModel in {root} (expected numbered folders with a saved_model.pb; "
+      f"--source=checkpoint evaluates a checkpoint instead)"
+    )
   return os.path.join(root, str(max(steps)))
 
 
@@ -110,8 +114,13 @@ def find_checkpoint(logdir: str, path: str | None = None) -> str:
 class _Policy:
   """One step of a `serving_default` function: observation and state in, outputs and state out."""
 
-  def __init__(self, fn: Callable[..., dict[str, tf.Tensor]], by_name: dict[str, tf.TensorSpec],
-               keyword_call: bool, description: str):
+  def __init__(
+    self,
+    fn: Callable[..., dict[str, tf.Tensor]],
+    by_name: dict[str, tf.TensorSpec],
+    keyword_call: bool,
+    description: str,
+  ):
     if "observation" not in by_name:
       raise EvaluateError(f"{description}: the policy has no 'observation' input (inputs: {sorted(by_name)})")
     self.description = description
@@ -148,6 +157,7 @@ def _export_policy(export_dir: str) -> _Policy:
 
 def _checkpoint_policy(config: ml_collections.ConfigDict, checkpoint: str) -> tuple[_Policy, int]:
   from agents import registry  # pylint: disable=g-import-not-at-top  (only this source needs the agent code)
+
   observation_space, action_space = envs.env_spaces(config.env, seed=config.seed)
   agent = registry.make_agent(config, observation_space, action_space)
   train_steps = tf.Variable(0, dtype=tf.int64)
@@ -159,8 +169,9 @@ def _checkpoint_policy(config: ml_collections.ConfigDict, checkpoint: str) -> tu
   module = agent.policy()
   fn = module.serving_default
   # Positional call: the inputs are (observation, state_0, state_1, ...) in this order.
-  policy = _Policy(fn, {s.name: s for s in fn.input_signature}, keyword_call=False,
-                   description=f"checkpoint {checkpoint}")
+  policy = _Policy(
+    fn, {s.name: s for s in fn.input_signature}, keyword_call=False, description=f"checkpoint {checkpoint}"
+  )
   policy.model = module
   return policy, int(train_steps.numpy())
 
@@ -191,11 +202,11 @@ class _GifWriter:
 
   def close(self) -> None:
     from PIL import Image  # pylint: disable=g-import-not-at-top
+
     if not self._frames:
       return
     images = [Image.fromarray(f) for f in self._frames]
-    images[0].save(self._path, save_all=True, append_images=images[1:], loop=0,
-                   duration=_gif_frame_ms(self._fps))
+    images[0].save(self._path, save_all=True, append_images=images[1:], loop=0, duration=_gif_frame_ms(self._fps))
 
 
 class _ImageioWriter:
@@ -203,6 +214,7 @@ class _ImageioWriter:
 
   def __init__(self, path: str, fps: float):
     import imageio.v2 as imageio  # pylint: disable=g-import-not-at-top
+
     if path.lower().endswith(".gif"):
       self._frames, self._path, self._fps, self._writer = [], path, fps, None
     else:
@@ -220,8 +232,8 @@ class _ImageioWriter:
       self._writer.close()
     elif self._frames:
       import imageio.v3 as iio  # pylint: disable=g-import-not-at-top
-      iio.imwrite(self._path, np.stack(self._frames), extension=".gif", loop=0,
-                  duration=_gif_frame_ms(self._fps))
+
+      iio.imwrite(self._path, np.stack(self._frames), extension=".gif", loop=0, duration=_gif_frame_ms(self._fps))
 
 
 class _OpenCVWriter:
@@ -232,11 +244,13 @@ class _OpenCVWriter:
 
   def append(self, frame: np.ndarray) -> None:
     import cv2  # pylint: disable=g-import-not-at-top
+
     if self._writer is None:
       ext = os.path.splitext(self._path)[1].lower()
       fourcc = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v", ".mov": "mp4v"}.get(ext, "mp4v")
-      self._writer = cv2.VideoWriter(self._path, cv2.VideoWriter_fourcc(*fourcc), self._fps,
-                                     (frame.shape[1], frame.shape[0]))
+      self._writer = cv2.VideoWriter(
+        self._path, cv2.VideoWriter_fourcc(*fourcc), self._fps, (frame.shape[1], frame.shape[0])
+      )
       if not self._writer.isOpened():
         raise EvaluateError(f"OpenCV cannot write {self._path}; {_INSTALL_HINT}, or write a .gif")
     self._writer.write(np.ascontiguousarray(frame[..., ::-1]))  # RGB -> BGR
@@ -285,8 +299,9 @@ def _env_config(config: ml_collections.ConfigDict, render: bool) -> ml_collectio
   return env_config
 
 
-def _play(env, policy: _Policy, seed: int, greedy: bool, rng: np.random.Generator,
-          frames: Callable[[np.ndarray], Any] | None) -> tuple[float, int]:
+def _play(
+  env, policy: _Policy, seed: int, greedy: bool, rng: np.random.Generator, frames: Callable[[np.ndarray], Any] | None
+) -> tuple[float, int]:
   observation, _ = env.reset(seed=seed)
   if frames:
     frames(_render(env))
@@ -310,9 +325,17 @@ def _play(env, policy: _Policy, seed: int, greedy: bool, rng: np.random.Generato
   return total, length
 
 
-def evaluate(logdir: str, episodes: int = 10, seed: int = 0, greedy: bool = False, source: str = "export",
-             path: str | None = None, video: str | None = None, video_episodes: int = 1,
-             verbose: bool = True) -> list[tuple[float, int]]:
+def evaluate(
+  logdir: str,
+  episodes: int = 10,
+  seed: int = 0,
+  greedy: bool = False,
+  source: str = "export",
+  path: str | None = None,
+  video: str | None = None,
+  video_episodes: int = 1,
+  verbose: bool = True,
+) -> list[tuple[float, int]]:
   """Plays `episodes` episodes of the run's policy; returns (return, length) per episode.
 
   source: "export" (a SavedModel: `path` or the newest under DIR/export) or
@@ -361,9 +384,11 @@ def evaluate(logdir: str, episodes: int = 10, seed: int = 0, greedy: bool = Fals
       writer.close()
   returns = np.array([r for r, _ in results])
   lengths = np.array([n for _, n in results])
-  log(f"{episodes} episodes ({'greedy' if greedy else 'sampled'}, seed {seed}): return mean {returns.mean():.2f} "
-      f"std {returns.std():.2f} min {returns.min():g} max {returns.max():g}; length mean {lengths.mean():.1f}",
-      flush=True)
+  log(
+    f"{episodes} episodes ({'greedy' if greedy else 'sampled'}, seed {seed}): return mean {returns.mean():.2f} "
+    f"std {returns.std():.2f} min {returns.min():g} max {returns.max():g}; length mean {lengths.mean():.1f}",
+    flush=True,
+  )
   if video:
     log(f"video of {min(video_episodes, episodes)} episode(s) written to {video}", flush=True)
   return results
@@ -372,13 +397,20 @@ def evaluate(logdir: str, episodes: int = 10, seed: int = 0, greedy: bool = Fals
 # --- command line ---------------------------------------------------------------------------------
 
 _LOGDIR = flags.DEFINE_string("logdir", None, "Run directory (holds config.json, export/, checkpoints/).")
-_SOURCE = flags.DEFINE_enum("source", "export", ["export", "checkpoint"],
-                            "Evaluate a SavedModel export or a checkpoint (agent rebuilt from config.json).")
-_EXPORT_DIR = flags.DEFINE_string("export_dir", None,
-                                  "A SavedModel, or a folder of numbered ones (newest used). Default DIR/export.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None,
-                                  "A checkpoint prefix or folder (latest used). Default DIR/checkpoints. "
-                                  "Implies --source=checkpoint.")
+_SOURCE = flags.DEFINE_enum(
+  "source",
+  "export",
+  ["export", "checkpoint"],
+  "Evaluate a SavedModel export or a checkpoint (agent rebuilt from config.json).",
+)
+_EXPORT_DIR = flags.DEFINE_string(
+  "export_dir", None, "A SavedModel, or a folder of numbered ones (newest used). Default DIR/export."
+)
+_CHECKPOINT = flags.DEFINE_string(
+  "checkpoint",
+  None,
+  "A checkpoint prefix or folder (latest used). Default DIR/checkpoints. Implies --source=checkpoint.",
+)
 _EPISODES = flags.DEFINE_integer("episodes", 10, "Episodes to play.")
 _SEED = flags.DEFINE_integer("seed", 0, "Episode i is reset with seed + i; also seeds action sampling.")
 _GREEDY = flags.DEFINE_bool("greedy", False, "Take the most likely action instead of sampling.")
@@ -406,8 +438,16 @@ def main(argv: list[str]) -> int:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   source, path = _source_and_path()
   try:
-    evaluate(_LOGDIR.value, episodes=_EPISODES.value, seed=_SEED.value, greedy=_GREEDY.value, source=source,
-             path=path, video=_VIDEO.value, video_episodes=_VIDEO_EPISODES.value)
+    evaluate(
+      _LOGDIR.value,
+      episodes=_EPISODES.value,
+      seed=_SEED.value,
+      greedy=_GREEDY.value,
+      source=source,
+      path=path,
+      video=_VIDEO.value,
+      video_episodes=_VIDEO_EPISODES.value,
+    )
   except EvaluateError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     return 1

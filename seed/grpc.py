@@ -31,13 +31,13 @@ import functools
 import json
 import threading
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from seed.rpc import build_op
-from seed.rpc import wire
+from seed.rpc import build_op, wire
 
 DEFAULT_MAX_MESSAGE_SIZE = 256 << 20  # bytes per message, both directions
 _METHOD_LIST = "__methods__"
@@ -46,18 +46,18 @@ _METHOD_LIST = "__methods__"
 _LOAD_LOCK = threading.Lock()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _library_path() -> str:
   with _LOAD_LOCK:  # lru_cache alone lets concurrent first callers all build
     return str(build_op.op_library_path())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ops():
   return tf.load_op_library(_library_path())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _clib() -> tuple[ctypes.CDLL, ctypes.PyDLL]:
   """The op library's C entry points for direct eager calls.
 
@@ -67,27 +67,52 @@ def _clib() -> tuple[ctypes.CDLL, ctypes.PyDLL]:
   _ops()  # loads (and builds) the library first
   blocking, quick = ctypes.CDLL(_library_path()), ctypes.PyDLL(_library_path())
   blocking.seed_rpc_start.restype = ctypes.c_void_p
-  blocking.seed_rpc_start.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
-                                      ctypes.c_longlong, ctypes.c_int, ctypes.c_longlong, ctypes.c_int]
+  blocking.seed_rpc_start.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_char_p,
+    ctypes.c_size_t,
+    ctypes.c_longlong,
+    ctypes.c_int,
+    ctypes.c_longlong,
+    ctypes.c_int,
+  ]
   blocking.seed_rpc_wait.argtypes = [ctypes.c_void_p, ctypes.c_int]
   blocking.seed_rpc_cancel.argtypes = [ctypes.c_void_p]
   quick.seed_rpc_done.argtypes = [ctypes.c_void_p]
-  quick.seed_rpc_result.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p),
-                                    ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_char_p)]
+  quick.seed_rpc_result.argtypes = [
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_void_p),
+    ctypes.POINTER(ctypes.c_size_t),
+    ctypes.POINTER(ctypes.c_char_p),
+  ]
   quick.seed_rpc_free.argtypes = [ctypes.c_void_p]
   return blocking, quick
 
 
-_ERRORS = {1: tf.errors.CancelledError, 2: tf.errors.UnknownError, 3: tf.errors.InvalidArgumentError,
-           4: tf.errors.DeadlineExceededError, 5: tf.errors.NotFoundError, 6: tf.errors.AlreadyExistsError,
-           7: tf.errors.PermissionDeniedError, 8: tf.errors.ResourceExhaustedError,
-           9: tf.errors.FailedPreconditionError, 10: tf.errors.AbortedError, 11: tf.errors.OutOfRangeError,
-           12: tf.errors.UnimplementedError, 13: tf.errors.InternalError, 14: tf.errors.UnavailableError,
-           15: tf.errors.DataLossError, 16: tf.errors.UnauthenticatedError}
+_ERRORS = {
+  1: tf.errors.CancelledError,
+  2: tf.errors.UnknownError,
+  3: tf.errors.InvalidArgumentError,
+  4: tf.errors.DeadlineExceededError,
+  5: tf.errors.NotFoundError,
+  6: tf.errors.AlreadyExistsError,
+  7: tf.errors.PermissionDeniedError,
+  8: tf.errors.ResourceExhaustedError,
+  9: tf.errors.FailedPreconditionError,
+  10: tf.errors.AbortedError,
+  11: tf.errors.OutOfRangeError,
+  12: tf.errors.UnimplementedError,
+  13: tf.errors.InternalError,
+  14: tf.errors.UnavailableError,
+  15: tf.errors.DataLossError,
+  16: tf.errors.UnauthenticatedError,
+}
 
 
-def _call_direct(address: bytes, path: bytes, request: bytes, timeout_us: int,
-                 max_message_size: int) -> tuple[int, str, bytes | None]:
+def _call_direct(
+  address: bytes, path: bytes, request: bytes, timeout_us: int, max_message_size: int
+) -> tuple[int, str, bytes | None]:
   """One blocking unary call through the op's transport: (code, message, body)."""
   blocking, quick = _clib()
   handle = blocking.seed_rpc_start(address, path, request, len(request), timeout_us, 0, max_message_size, 200)
@@ -117,15 +142,14 @@ def grpc_version() -> str:
 # Structures (tuples, lists, dicts, namedtuples of TensorSpecs) travel from the
 # server to clients as JSON so a client can pack outputs like the function did.
 
+
 def _encode(value) -> Any:
   if value is None:
     return {"none": True}
   if isinstance(value, tf.TensorSpec):
-    return {"spec": [value.shape.as_list() if value.shape.rank is not None else None,
-                     value.dtype.name, value.name]}
+    return {"spec": [value.shape.as_list() if value.shape.rank is not None else None, value.dtype.name, value.name]}
   if isinstance(value, tuple) and hasattr(value, "_fields"):
-    return {"namedtuple": type(value).__name__, "fields": list(value._fields),
-            "values": [_encode(v) for v in value]}
+    return {"namedtuple": type(value).__name__, "fields": list(value._fields), "values": [_encode(v) for v in value]}
   if isinstance(value, (tuple, list)):
     return {"tuple" if isinstance(value, tuple) else "list": [_encode(v) for v in value]}
   if isinstance(value, dict):
@@ -163,6 +187,7 @@ def _leading_dim(specs) -> int | None:
 
 
 # ---------------------------------------------------------------- server ---
+
 
 class _Binding:
   """Everything needed to (re)bind one method on a C++ server."""
@@ -202,8 +227,13 @@ def _flat_names(structure) -> list[str]:
 class Server:
   """A gRPC server whose methods are tf.functions run from C++."""
 
-  def __init__(self, server_addresses: Sequence[str] | str, *, num_threads: int | None = None,
-               max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
+  def __init__(
+    self,
+    server_addresses: Sequence[str] | str,
+    *,
+    num_threads: int | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+  ):
     """Creates a server (not yet listening).
 
     Args:
@@ -227,11 +257,21 @@ class Server:
     self._finalizer = weakref.finalize(self, _shutdown_ids, self._id)
 
   def _create(self) -> int:
-    return int(_ops().seed_rpc_server_create(addresses=self._addresses, num_threads=self._num_threads,
-                                             max_message_size=self._max_message_size))
+    return int(
+      _ops().seed_rpc_server_create(
+        addresses=self._addresses, num_threads=self._num_threads, max_message_size=self._max_message_size
+      )
+    )
 
-  def bind(self, fn, *, name: str | None = None, batched: bool | None = None,
-           flush_timeout: float | None = None, pad_mask: bool = False) -> None:
+  def bind(
+    self,
+    fn,
+    *,
+    name: str | None = None,
+    batched: bool | None = None,
+    flush_timeout: float | None = None,
+    pad_mask: bool = False,
+  ) -> None:
     """Binds a tf.function (or a list of them, used round robin) as a method.
 
     Args:
@@ -256,13 +296,19 @@ class Server:
         raise ValueError("functions bound under one name must have the same input signature")
 
     n = _leading_dim(in_specs) if in_specs else None
-    detected = (n is not None and bool(out_specs) and _leading_dim(out_specs) == n and
-                all(s.shape[1:].is_fully_defined() for s in in_specs))
+    detected = (
+      n is not None
+      and bool(out_specs)
+      and _leading_dim(out_specs) == n
+      and all(s.shape[1:].is_fully_defined() for s in in_specs)
+    )
     if batched is None:
       batched = detected
     elif batched and not detected:
-      raise ValueError(f"{name!r} cannot be batched: every input and output needs the same static leading "
-                       f"dimension and fully defined element shapes; inputs {in_specs}, outputs {out_specs}")
+      raise ValueError(
+        f"{name!r} cannot be batched: every input and output needs the same static leading "
+        f"dimension and fully defined element shapes; inputs {in_specs}, outputs {out_specs}"
+      )
     if pad_mask:
       last = in_specs[-1] if in_specs else None
       if not batched or last.dtype != tf.bool or last.shape != [n]:
@@ -270,19 +316,21 @@ class Server:
       args_structure = tuple(args_structure)[:-1]
     if flush_timeout is not None and not batched:
       raise ValueError("flush_timeout only applies to batched functions")
-    signature = json.dumps({"inputs": _encode(tuple(args_structure)), "outputs": _encode(out_structure),
-                            "batch_size": n if batched else 0})
+    signature = json.dumps(
+      {"inputs": _encode(tuple(args_structure)), "outputs": _encode(out_structure), "batch_size": n if batched else 0}
+    )
     attrs = dict(
-        method=name,
-        input_dtypes=[s.dtype for s in in_specs],
-        input_shapes=[s.shape for s in in_specs],
-        input_names=_flat_names(tuple(args_structure)) + (["pad_mask"] if pad_mask else []),
-        output_dtypes=[s.dtype for s in out_specs],
-        output_shapes=[s.shape for s in out_specs],
-        batch_size=n if batched else 0,
-        flush_timeout_us=-1 if flush_timeout is None else int(flush_timeout * 1e6),
-        pad_mask=pad_mask,
-        signature=signature)
+      method=name,
+      input_dtypes=[s.dtype for s in in_specs],
+      input_shapes=[s.shape for s in in_specs],
+      input_names=_flat_names(tuple(args_structure)) + (["pad_mask"] if pad_mask else []),
+      output_dtypes=[s.dtype for s in out_specs],
+      output_shapes=[s.shape for s in out_specs],
+      batch_size=n if batched else 0,
+      flush_timeout_us=-1 if flush_timeout is None else int(flush_timeout * 1e6),
+      pad_mask=pad_mask,
+      signature=signature,
+    )
     with self._lock:
       if name in self._bindings:
         raise ValueError(f"a function named {name!r} is already bound")
@@ -326,7 +374,7 @@ class Server:
     """Per-method counters: calls, errors, batches, slots, mean_batch_fill."""
     return json.loads(_ops().seed_rpc_server_stats(self._id[0]).numpy())
 
-  def __enter__(self) -> "Server":
+  def __enter__(self) -> Server:
     if self._state != "started":
       self.start()
     return self
@@ -344,10 +392,11 @@ def _shutdown_ids(holder: list[int]) -> None:
 
 # ---------------------------------------------------------------- client ---
 
+
 class Method:
   """A remote function. Calling it runs a TF op (eagerly or in a graph)."""
 
-  def __init__(self, client: "Client", name: str, signature: dict):
+  def __init__(self, client: Client, name: str, signature: dict):
     self.name = name
     self._client = client
     self._in_structure = _decode(signature["inputs"])
@@ -356,8 +405,9 @@ class Method:
     self._out_specs = [s for s in tf.nest.flatten(self._out_structure) if s is not None]
     self.batch_size = signature["batch_size"]
     self._path = f"/seed/{name}".encode()
-    self._out_np_dtypes = [np.dtype(object) if s.dtype == tf.string else np.dtype(s.dtype.as_numpy_dtype)
-                           for s in self._out_specs]
+    self._out_np_dtypes = [
+      np.dtype(object) if s.dtype == tf.string else np.dtype(s.dtype.as_numpy_dtype) for s in self._out_specs
+    ]
 
   def __repr__(self) -> str:
     return f"<remote {self.name}{self._in_structure} -> {self._out_structure}>"
@@ -381,19 +431,27 @@ class Method:
       if x.shape.rank == spec.shape.rank - 1:
         out_shapes = [s[1:] for s in out_shapes]
       else:
-        out_shapes = [tf.TensorShape([x.shape[0] if x.shape.rank else None]).concatenate(s[1:])
-                      for s in out_shapes]
-    return flat, dict(Tout=[s.dtype for s in self._out_specs], output_shapes=out_shapes,
-                      address=self._client.address, method=self.name, timeout_ms=self._timeout_ms(timeout),
-                      max_message_size=self._client.max_message_size)
+        out_shapes = [tf.TensorShape([x.shape[0] if x.shape.rank else None]).concatenate(s[1:]) for s in out_shapes]
+    return flat, dict(
+      Tout=[s.dtype for s in self._out_specs],
+      output_shapes=out_shapes,
+      address=self._client.address,
+      method=self.name,
+      timeout_ms=self._timeout_ms(timeout),
+      max_message_size=self._client.max_message_size,
+    )
 
   def _call_eagerly(self, args, timeout) -> tuple[int, str, list[np.ndarray] | None]:
     """The eager path: numpy framing + a direct call, no TF op dispatch."""
     arrays = [wire.as_array(v, s.dtype) for v, s in zip(self._flat_args(args), self._in_specs)]
     timeout_ms = self._timeout_ms(timeout)
-    code, message, body = _call_direct(self._client.address.encode(), self._path, wire.serialize(arrays),
-                                       timeout_ms * 1000 if timeout_ms >= 0 else -1,
-                                       self._client.max_message_size)
+    code, message, body = _call_direct(
+      self._client.address.encode(),
+      self._path,
+      wire.serialize(arrays),
+      timeout_ms * 1000 if timeout_ms >= 0 else -1,
+      self._client.max_message_size,
+    )
     if code != 0:
       return code, f"{message} [method '{self.name}' at {self._client.address}]", None
     outputs = wire.parse(body)
@@ -430,10 +488,14 @@ class Method:
     if tf.executing_eagerly():
       code, message, outputs = self._call_eagerly(args, timeout)
       if code != 0:
-        outputs = [tf.zeros([d or 0 for d in s.shape] if s.shape.rank is not None else [], s.dtype)
-                   for s in self._out_specs]
-      return (tf.constant(code, tf.int32), tf.constant(message),
-              self._pack([o if isinstance(o, tf.Tensor) else tf.constant(o) for o in outputs]))
+        outputs = [
+          tf.zeros([d or 0 for d in s.shape] if s.shape.rank is not None else [], s.dtype) for s in self._out_specs
+        ]
+      return (
+        tf.constant(code, tf.int32),
+        tf.constant(message),
+        self._pack([o if isinstance(o, tf.Tensor) else tf.constant(o) for o in outputs]),
+      )
     flat, attrs = self._prepare(args, timeout)
     code, message, outputs = _ops().seed_rpc_call_with_status(flat, **attrs)
     return code, message, self._pack(outputs)
@@ -449,20 +511,29 @@ def _flatten_like(structure, value, where: str) -> list:
     return [value]
   if isinstance(structure, dict):
     if not isinstance(value, dict) or set(value) != set(structure):
-      raise TypeError(f"{where}: expected a dict with keys {sorted(structure)}, got {value!r}; "
-                      "arguments do not match the signature")
+      raise TypeError(
+        f"{where}: expected a dict with keys {sorted(structure)}, got {value!r}; arguments do not match the signature"
+      )
     return [x for k in sorted(structure) for x in _flatten_like(structure[k], value[k], f"{where}[{k!r}]")]
   if not isinstance(value, (tuple, list)) or len(value) != len(structure):
-    raise TypeError(f"{where}: expected a sequence of {len(structure)}, got {value!r}; "
-                    "arguments do not match the signature")
+    raise TypeError(
+      f"{where}: expected a sequence of {len(structure)}, got {value!r}; arguments do not match the signature"
+    )
   return [x for i, (s, v) in enumerate(zip(structure, value)) for x in _flatten_like(s, v, f"{where}[{i}]")]
 
 
 class Client:
   """Connects to a `Server` and exposes one `Method` per bound function."""
 
-  def __init__(self, address: str, *, timeout: float | None = None, connect_timeout: float = 60.0,
-               max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE, numpy_outputs: bool = False):
+  def __init__(
+    self,
+    address: str,
+    *,
+    timeout: float | None = None,
+    connect_timeout: float = 60.0,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    numpy_outputs: bool = False,
+  ):
     """Waits (up to connect_timeout seconds) for the server and reads its methods.
 
     Args:
@@ -481,12 +552,19 @@ class Client:
     self.max_message_size = max_message_size
     try:
       names, signatures = _ops().seed_rpc_call(
-          [], Tout=[tf.string, tf.string], output_shapes=[[None], [None]], address=address,
-          method=_METHOD_LIST, timeout_ms=int(connect_timeout * 1000), wait_for_ready=True,
-          max_message_size=max_message_size)
+        [],
+        Tout=[tf.string, tf.string],
+        output_shapes=[[None], [None]],
+        address=address,
+        method=_METHOD_LIST,
+        timeout_ms=int(connect_timeout * 1000),
+        wait_for_ready=True,
+        max_message_size=max_message_size,
+      )
     except tf.errors.DeadlineExceededError as e:
       raise tf.errors.DeadlineExceededError(
-          None, None, f"no tensor-RPC server answered at {address} within {connect_timeout}s") from e
+        None, None, f"no tensor-RPC server answered at {address} within {connect_timeout}s"
+      ) from e
     self._methods = {}
     for name, sig in zip(names.numpy(), signatures.numpy()):
       name = name.decode()
@@ -500,8 +578,9 @@ class Client:
     methods = self.__dict__.get("_methods", {})
     if name in methods:
       return methods[name]
-    raise AttributeError(f"server at {self.__dict__.get('address')} has no method {name!r}; "
-                         f"it serves {sorted(methods)}")
+    raise AttributeError(
+      f"server at {self.__dict__.get('address')} has no method {name!r}; it serves {sorted(methods)}"
+    )
 
   def __dir__(self):
     return list(super().__dir__()) + list(self._methods)

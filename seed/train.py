@@ -14,9 +14,7 @@ import os
 import sys
 import time
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from seed.runtime import config as seed_config
@@ -25,8 +23,10 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file
 _MODE = flags.DEFINE_enum("mode", "local", ["local", "learner", "actor"], "What this process runs.")
 _LOGDIR = flags.DEFINE_string("logdir", None, "Run directory (default runs/<config>-<time>); reusing one resumes.")
 _SERVER_ADDRESS = flags.DEFINE_string(
-    "server_address", "localhost:8686",
-    "Learner address: 'host:port' (TCP, loopback by default) or 'unix:/path'. Learner and actor modes.")
+  "server_address",
+  "localhost:8686",
+  "Learner address: 'host:port' (TCP, loopback by default) or 'unix:/path'. Learner and actor modes.",
+)
 _TASK = flags.DEFINE_integer("task", 0, "Actor index in [0, num_actors). Actor mode.")
 
 _OWN_FLAGS = ("--mode", "--logdir", "--server_address", "--task")
@@ -62,13 +62,16 @@ def main(argv: list[str]) -> int:
   logdir = _LOGDIR.value or _default_logdir(config_flags.get_config_filename(flags.FLAGS["config"]))
   if _MODE.value == "local":
     from seed.runtime import launcher  # pylint: disable=g-import-not-at-top
+
     logging.info("local run: learner + %d actors, logdir %s", config.num_actors, logdir)
     return launcher.run(config, _config_args(sys.argv[1:]), os.path.abspath(logdir))
   if _MODE.value == "learner":
     from seed.runtime import learner  # pylint: disable=g-import-not-at-top
+
     learner.run(config, logdir, _SERVER_ADDRESS.value)
     return 0
   from seed.runtime import actor  # pylint: disable=g-import-not-at-top
+
   actor.run(config, _TASK.value, _SERVER_ADDRESS.value)
   return 0
 

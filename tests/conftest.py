@@ -6,8 +6,8 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import portpicker  # noqa: E402
-import pytest  # noqa: E402
+import portpicker
+import pytest
 
 
 @pytest.fixture
@@ -32,6 +32,7 @@ def tcp_address():
 def serve(address):
   """serve(*fns, **bind_kwargs) -> Client; servers are shut down after the test."""
   from seed import grpc  # pylint: disable=g-import-not-at-top
+
   servers = []
 
   def _serve(*fns, **kwargs):

@@ -37,8 +37,9 @@ def run_python(code: str, timeout=120, env=None) -> subprocess.CompletedProcess:
   """Runs code in a fresh interpreter (own import order); returns the result."""
   full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
   full_env.update(env or {})
-  return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                        env=full_env, cwd=REPO)
+  return subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO
+  )
 
 
 def catch(fn, *args, **kwargs):
@@ -53,6 +54,7 @@ def make_policy_run(logdir: str, steps, lstm_size: int = 0, env=None, seed: int 
   """A tiny V-trace CartPole run directory: config.json, and a checkpoint plus an export at each
   train step in `steps`, each with fresh random weights (so actions depend on the observation)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   from configs import cartpole_vtrace  # pylint: disable=g-import-not-at-top
   from seed.runtime import learner as learner_lib  # pylint: disable=g-import-not-at-top
 
@@ -74,3 +76,19 @@ def make_policy_run(logdir: str, steps, lstm_size: int = 0, env=None, seed: int 
     learner.train_steps.assign(step)
     learner.save()
   return logdir
+
+
+def spec(shape, dtype=None, name=None):
+  """A tf.TensorSpec, int32 by default (the tensor-RPC tests' usual element)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (most users of this module need no TF)
+
+  return tf.TensorSpec(shape, dtype or tf.int32, name)
+
+
+def call_many(method, values, timeout=60):
+  """Calls method(v) for every v concurrently; returns numpy results."""
+  out = run_parallel(lambda v: method(v), [(v,) for v in values], timeout=timeout)
+  for o in out:
+    if isinstance(o, BaseException):
+      raise o
+  return [o.numpy() for o in out]

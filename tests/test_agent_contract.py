@@ -67,8 +67,16 @@ class PoolSource(Source):
     steps = []
     for _ in range(length + 1):
       out, state = agent.step(tf.constant(obs), tf.constant(first), state, env_ids)
-      steps.append(Step(tf.constant(obs), tf.constant(reward), tf.constant(terminated), tf.constant(truncated),
-                        tf.constant(first), out))
+      steps.append(
+        Step(
+          tf.constant(obs),
+          tf.constant(reward),
+          tf.constant(terminated),
+          tf.constant(truncated),
+          tf.constant(first),
+          out,
+        )
+      )
       first = terminated | truncated
       obs, reward, terminated, truncated, _ = vec.step(np.asarray(out["action"]))
       reward = reward.astype(np.float32)

@@ -22,8 +22,14 @@ def step(store, env_ids, run_ids, obs, reward=None, terminated=None, truncated=N
   obs = tf.constant(obs, tf.float32)
   z = lambda v, dtype: tf.cast(np.zeros(n) if v is None else np.asarray(v), dtype)
   state = store.begin(env_ids, tf.constant(run_ids, tf.int64))
-  s = Step(obs, z(reward, tf.float32), z(terminated, tf.bool), z(truncated, tf.bool), z(first, tf.bool),
-           {"action": tf.cast(obs * 10, tf.int32)})
+  s = Step(
+    obs,
+    z(reward, tf.float32),
+    z(terminated, tf.bool),
+    z(truncated, tf.bool),
+    z(first, tf.bool),
+    {"action": tf.cast(obs * 10, tf.int32)},
+  )
   store.record(env_ids, s, state, state + 1)
   return state.numpy()
 
@@ -62,8 +68,7 @@ def test_bad_overlap_is_rejected():
 
 def test_unrolls_run_across_episode_ends_with_flags():
   store = make_store()
-  flags = dict(reward=[[0], [1], [1], [0], [1]], terminated=[[0], [0], [1], [0], [0]],
-               first=[[1], [0], [0], [1], [0]])
+  flags = dict(reward=[[0], [1], [1], [0], [1]], terminated=[[0], [0], [1], [0], [0]], first=[[1], [0], [0], [1], [0]])
   for t in range(5):
     step(store, [0], [3], [float(t)], **{k: v[t] for k, v in flags.items()})
   u = drain(store)
@@ -108,8 +113,16 @@ def test_new_run_id_resets_episode_counters():
 def test_episode_statistics_for_termination_and_truncation():
   store = make_store()
   # episode A: rewards 1+2+3, terminated; episode B: 4+4, truncated (time limit)
-  seq = [dict(first=[True]), dict(reward=[1.0]), dict(reward=[2.0]), dict(reward=[3.0], terminated=[True]),
-         dict(first=[True]), dict(reward=[4.0]), dict(reward=[4.0], truncated=[True]), dict(first=[True])]
+  seq = [
+    dict(first=[True]),
+    dict(reward=[1.0]),
+    dict(reward=[2.0]),
+    dict(reward=[3.0], terminated=[True]),
+    dict(first=[True]),
+    dict(reward=[4.0]),
+    dict(reward=[4.0], truncated=[True]),
+    dict(first=[True]),
+  ]
   for kw in seq:
     step(store, [3], [9], [0.0], **kw)
   assert store.episodes_done.numpy()[3] == 2
@@ -129,6 +142,7 @@ def test_full_queue_blocks_until_training_dequeues():
   for t in range(4 + T):  # two unrolls complete; the second blocks on the full queue
     if t == 2 * T:
       import threading
+
       done = threading.Event()
       th = threading.Thread(target=lambda: (step(store, [0], [1], [float(t)]), done.set()), daemon=True)
       th.start()
@@ -146,8 +160,14 @@ def test_works_inside_tf_function():
   @tf.function
   def f(env_ids, obs):
     state = store.begin(env_ids, tf.ones_like(env_ids, tf.int64))
-    s = Step(obs, tf.zeros_like(obs), tf.zeros_like(obs, tf.bool), tf.zeros_like(obs, tf.bool),
-             tf.zeros_like(obs, tf.bool), {"action": tf.cast(obs, tf.int32)})
+    s = Step(
+      obs,
+      tf.zeros_like(obs),
+      tf.zeros_like(obs, tf.bool),
+      tf.zeros_like(obs, tf.bool),
+      tf.zeros_like(obs, tf.bool),
+      {"action": tf.cast(obs, tf.int32)},
+    )
     store.record(env_ids, s, state, state + 1)
 
   for t in range(T + 1):

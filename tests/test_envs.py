@@ -70,8 +70,7 @@ def test_env_config_defaults_and_overrides():
   with pytest.raises(TypeError):
     config.max_episode_steps = "seven"
   a = config.atari
-  assert (a.repeat_action_probability, a.full_action_space, a.max_episode_frames) == (
-      0.0, False, 108_000)
+  assert (a.repeat_action_probability, a.full_action_space, a.max_episode_frames) == (0.0, False, 108_000)
   assert (a.noop_max, a.frame_skip, a.screen_size, a.grayscale) == (30, 4, 84, True)
   assert (a.terminal_on_life_loss, a.frame_stack) == (False, 4)
   assert not envs.is_atari(config)
@@ -215,7 +214,7 @@ def test_atari_frame_stack_shifts():
 def test_atari_frame_limit_truncates():
   env = envs.make(atari(max_episode_frames=40, noop_max=0), seed=0)
   env.reset(seed=0)
-  for step in range(1, 11):
+  for step in range(1, 11):  # noqa: B007  (read after the loop)
     _, _, terminated, truncated, _ = env.step(0)
     if terminated or truncated:
       break
@@ -256,6 +255,7 @@ def test_atari_action_space_and_sticky_options():
 
 def test_atari_sticky_actions_change_dynamics():
   """Same seed and actions: identical games without sticky actions, not with."""
+
   def run(p: float) -> np.ndarray:
     env = envs.make(atari(noop_max=0, repeat_action_probability=p))
     env.reset(seed=0)

@@ -41,8 +41,9 @@ def lstm_run(tmp_path_factory):
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-  return subprocess.run([sys.executable, "-m", "seed.evaluate", *args], capture_output=True, text=True,
-                        timeout=120, env=env, cwd=REPO)
+  return subprocess.run(
+    [sys.executable, "-m", "seed.evaluate", *args], capture_output=True, text=True, timeout=120, env=env, cwd=REPO
+  )
 
 
 def check_cartpole(results, episodes):
@@ -67,8 +68,9 @@ def test_greedy_export_and_checkpoint_agree(run, capsys):
   assert restored == exported
   # An explicit older version, from either source, is that version.
   old = ev.evaluate(run, 4, 3, True, path=os.path.join(run, "export", "9"), verbose=False)
-  assert old == ev.evaluate(run, 4, 3, True, source="checkpoint", path=os.path.join(run, "checkpoints", "ckpt-9"),
-                            verbose=False)
+  assert old == ev.evaluate(
+    run, 4, 3, True, source="checkpoint", path=os.path.join(run, "checkpoints", "ckpt-9"), verbose=False
+  )
   assert old != exported  # different weights, different episodes
   # Greedy play of a deterministic env depends only on the reset seeds.
   assert ev.evaluate(run, 2, 3, True, verbose=False) == exported[:2]
@@ -106,8 +108,9 @@ def test_recurrent_policy_feeds_state_back(lstm_run):
 
 
 def test_cli_prints_episodes_and_summary(run):
-  proc = run_cli(f"--logdir={run}", "--checkpoint", os.path.join(run, "checkpoints"), "--episodes=3", "--greedy",
-                 "--seed=3")
+  proc = run_cli(
+    f"--logdir={run}", "--checkpoint", os.path.join(run, "checkpoints"), "--episodes=3", "--greedy", "--seed=3"
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.splitlines()
   assert lines[0].startswith("evaluating checkpoint") and "ckpt-10" in lines[0]
@@ -167,9 +170,11 @@ def test_video_gif_and_mp4(atari_run, tmp_path):
     return
   plain = ev.evaluate(atari_run, episodes=3, seed=0, greedy=True, verbose=False)
   assert [n for _, n in plain] == [12, 12, 12]
-  assert ev.evaluate(atari_run, episodes=3, seed=0, greedy=True, video=gif, video_episodes=2,
-                     verbose=False) == plain  # rendering does not change the episodes
+  assert (
+    ev.evaluate(atari_run, episodes=3, seed=0, greedy=True, video=gif, video_episodes=2, verbose=False) == plain
+  )  # rendering does not change the episodes
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   with Image.open(gif) as image:
     assert image.size == (160, 210)
     durations = []  # Pillow merges repeated frames into one longer frame: count time, not frames
@@ -181,6 +186,7 @@ def test_video_gif_and_mp4(atari_run, tmp_path):
   # .mp4: imageio (with ffmpeg) or OpenCV, a dependency of the Atari preprocessing.
   assert ev.evaluate(atari_run, episodes=1, seed=0, greedy=True, video=mp4, verbose=False) == plain[:1]
   import cv2  # pylint: disable=g-import-not-at-top
+
   capture = cv2.VideoCapture(mp4)
   assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 13
   capture.release()

@@ -53,8 +53,12 @@ def test_errors_in_graph(serve):
 def test_nested_structures_in_graph(serve):
   Pair = collections.namedtuple("Pair", ["a", "b"])
 
-  @tf.function(input_signature=[Pair(tf.TensorSpec([], tf.int32), [tf.TensorSpec([2], tf.float32)]),
-                                {"k": tf.TensorSpec([], tf.string)}])
+  @tf.function(
+    input_signature=[
+      Pair(tf.TensorSpec([], tf.int32), [tf.TensorSpec([2], tf.float32)]),
+      {"k": tf.TensorSpec([], tf.string)},
+    ]
+  )
   def f(p, d):
     return {"sum": tf.cast(p.a, tf.float32) + tf.reduce_sum(p.b[0]), "tag": d["k"]}, Pair(p.a * 2, p.b)
 
@@ -132,6 +136,7 @@ def test_batched_calls_from_concurrent_graphs(serve):
 def test_concurrent_first_use_in_fresh_process(sock_dir):
   """Many threads making their first call at once (library load races)."""
   from tests.helpers import run_python
+
   code = f"""
 import threading, numpy as np, tensorflow as tf
 from seed import grpc

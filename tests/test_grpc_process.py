@@ -8,11 +8,11 @@ import sys
 import textwrap
 import time
 
-import grpc as grpcio
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import grpc as grpcio
 from seed import grpc
 from tests.helpers import REPO, run_parallel, run_python
 
@@ -93,12 +93,14 @@ def inc_server(address):
 def test_raw_grpcio_garbage_unknown_method_and_oversize(inc_server):
   server, address = inc_server
   channel = grpcio.insecure_channel(address, options=[("grpc.max_send_message_length", 512 << 20)])
-  cases = [("/seed/inc", b"garbage", grpcio.StatusCode.INVALID_ARGUMENT, "malformed"),
-           ("/seed/inc", b"SEDT\xff\xff\xff\xff", grpcio.StatusCode.INVALID_ARGUMENT, "malformed"),
-           ("/seed/inc", b"", grpcio.StatusCode.INVALID_ARGUMENT, "malformed"),
-           ("/seed/nope", b"x", grpcio.StatusCode.UNIMPLEMENTED, "unknown method"),
-           ("/other.Service/Method", b"x", grpcio.StatusCode.UNIMPLEMENTED, "unknown method"),
-           ("/seed/inc", b"\0" * ((256 << 20) + 10), grpcio.StatusCode.RESOURCE_EXHAUSTED, "")]
+  cases = [
+    ("/seed/inc", b"garbage", grpcio.StatusCode.INVALID_ARGUMENT, "malformed"),
+    ("/seed/inc", b"SEDT\xff\xff\xff\xff", grpcio.StatusCode.INVALID_ARGUMENT, "malformed"),
+    ("/seed/inc", b"", grpcio.StatusCode.INVALID_ARGUMENT, "malformed"),
+    ("/seed/nope", b"x", grpcio.StatusCode.UNIMPLEMENTED, "unknown method"),
+    ("/other.Service/Method", b"x", grpcio.StatusCode.UNIMPLEMENTED, "unknown method"),
+    ("/seed/inc", b"\0" * ((256 << 20) + 10), grpcio.StatusCode.RESOURCE_EXHAUSTED, ""),
+  ]
   for method, payload, code, text in cases:
     with pytest.raises(grpcio.RpcError) as info:
       channel.unary_unary(method)(payload, timeout=30)
@@ -124,8 +126,12 @@ def test_dead_client_mid_batch(inc_server, tmp_path):
       client.batched(1)
       print('RETURNED', flush=True)
       """)
-  proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                          env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"))
+  proc = subprocess.Popen(
+    [sys.executable, "-c", script],
+    stdout=subprocess.PIPE,
+    text=True,
+    env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"),
+  )
   try:
     assert proc.stdout.readline().strip() == "CALLING"
     deadline = time.time() + 30
@@ -145,9 +151,15 @@ def test_dead_client_mid_batch(inc_server, tmp_path):
 
 def test_server_gone_is_unavailable_within_deadline(sock_dir):
   address = f"unix:{sock_dir}/c.sock"
-  script = SERVE_AND_CALL.format(sock=f"{sock_dir}/c.sock") + "print('READY', flush=True)\nimport time\ntime.sleep(600)\n"
-  proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                          env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"))
+  script = (
+    SERVE_AND_CALL.format(sock=f"{sock_dir}/c.sock") + "print('READY', flush=True)\nimport time\ntime.sleep(600)\n"
+  )
+  proc = subprocess.Popen(
+    [sys.executable, "-c", script],
+    stdout=subprocess.PIPE,
+    text=True,
+    env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"),
+  )
   try:
     assert proc.stdout.readline().strip() == "READY"
     client = grpc.Client(address)

@@ -6,14 +6,13 @@ import gymnasium
 import numpy as np
 import pytest
 import tensorflow as tf
+import test_train
+from test_train import runs  # noqa: F401  (fixture)
 
 from agents.ppo import config as ppo_config
 from agents.ppo import networks
 from agents.ppo.agent import PPOAgent
 from seed.runtime.env_store import Step, Unroll
-
-import test_train
-from test_train import runs  # noqa: F401  (fixture)
 
 T = 4
 
@@ -35,12 +34,19 @@ def make_unroll(agent, b, version=0, first=None, terminated=None, reward=1.0, se
   rng = np.random.default_rng(seed)
   obs = rng.normal(size=(b, T + 1, 4)).astype(np.float32)
   first = np.zeros((b, T + 1), bool) if first is None else first
-  out, _ = agent.step(tf.constant(obs.reshape(-1, 4)), tf.zeros([b * (T + 1)], tf.bool), (), tf.zeros([b * (T + 1)], tf.int32))
+  out, _ = agent.step(
+    tf.constant(obs.reshape(-1, 4)), tf.zeros([b * (T + 1)], tf.bool), (), tf.zeros([b * (T + 1)], tf.int32)
+  )
   out = {k: tf.reshape(v, [b, T + 1, *v.shape[1:]]) for k, v in out.items()}
   out["policy_version"] = tf.fill([b, T + 1], tf.constant(version, tf.int64))
-  steps = Step(tf.constant(obs), tf.fill([b, T + 1], reward),
-               tf.constant(np.zeros((b, T + 1), bool) if terminated is None else terminated),
-               tf.zeros([b, T + 1], tf.bool), tf.constant(first), out)
+  steps = Step(
+    tf.constant(obs),
+    tf.fill([b, T + 1], reward),
+    tf.constant(np.zeros((b, T + 1), bool) if terminated is None else terminated),
+    tf.zeros([b, T + 1], tf.bool),
+    tf.constant(first),
+    out,
+  )
   return Unroll((), steps)
 
 
@@ -133,17 +139,33 @@ def test_continuous_actions_respect_the_bounds():
 def test_ppo_config_errors_come_before_anything_starts(tmp_path):
   import subprocess
   import sys
-  r = subprocess.run([sys.executable, "-m", "seed.train", f"--config={test_train.REPO}/configs/cartpole_ppo.py",
-                      "--config.agent.minibatch_size=5", f"--logdir={tmp_path}/run"], cwd=test_train.REPO,
-                     capture_output=True, text=True, timeout=120,
-                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=test_train.REPO))
+
+  r = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "seed.train",
+      f"--config={test_train.REPO}/configs/cartpole_ppo.py",
+      "--config.agent.minibatch_size=5",
+      f"--logdir={tmp_path}/run",
+    ],
+    cwd=test_train.REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=test_train.REPO),
+  )
   assert r.returncode != 0 and "must be a multiple of config.agent.minibatch_size" in r.stderr
   assert not os.path.exists(tmp_path / "run")
 
 
 def test_cartpole_ppo_learns(tmp_path, runs):  # noqa: F811
-  run = runs(tmp_path / "run", "--config.stop_mean_return=475", "--config.total_environment_frames=2000000",
-             config=os.path.join(test_train.REPO, "configs", "cartpole_ppo.py"))
+  run = runs(
+    tmp_path / "run",
+    "--config.stop_mean_return=475",
+    "--config.total_environment_frames=2000000",
+    config=os.path.join(test_train.REPO, "configs", "cartpole_ppo.py"),
+  )
   assert run.wait(280) == 0, run.output()
   returns = test_train._episodes(run.logdir)
   assert len(returns) >= 50 and np.mean(returns[-50:]) >= 400, np.mean(returns[-50:])
@@ -151,9 +173,13 @@ def test_cartpole_ppo_learns(tmp_path, runs):  # noqa: F811
 
 
 def test_mujoco_ppo_smoke(tmp_path, runs):  # noqa: F811
-  run = runs(tmp_path / "run", "--config.total_environment_frames=8192", "--config.batch_size=8",
-             "--config.unroll_queue_capacity=8",
-             config=os.path.join(test_train.REPO, "configs", "mujoco_ppo.py"))
+  run = runs(
+    tmp_path / "run",
+    "--config.total_environment_frames=8192",
+    "--config.batch_size=8",
+    "--config.unroll_queue_capacity=8",
+    config=os.path.join(test_train.REPO, "configs", "mujoco_ppo.py"),
+  )
   assert run.wait(240) == 0, run.output()
   assert "learner stopped at 8192 frames" in run.output()
   assert os.listdir(os.path.join(run.logdir, "export"))

@@ -20,8 +20,7 @@ def assert_close(actual, expected, tol=1e-5):
 
 
 def reference_gae(rewards, discounts, values, bootstrap, lambda_):
-  rewards, discounts, values, bootstrap = (
-      np.asarray(a, np.float64) for a in (rewards, discounts, values, bootstrap))
+  rewards, discounts, values, bootstrap = (np.asarray(a, np.float64) for a in (rewards, discounts, values, bootstrap))
   T, B = values.shape
   values_ext = np.concatenate([values, bootstrap[None]], axis=0)  # V(x_0..x_T)
   adv = np.zeros((T, B))
@@ -80,8 +79,7 @@ def test_gae_lambda_one_is_discounted_return_minus_value():
 def test_gae_lambda_zero_is_td_error():
   rewards, discounts, values, bootstrap = random_inputs(5, 4, seed=3)
   next_values = np.concatenate([values[1:], bootstrap[None]], axis=0)
-  assert_close(ppo.gae(rewards, discounts, values, bootstrap, lambda_=0.0),
-               rewards + discounts * next_values - values)
+  assert_close(ppo.gae(rewards, discounts, values, bootstrap, lambda_=0.0), rewards + discounts * next_values - values)
 
 
 def test_gae_hand_fixture():
@@ -123,13 +121,16 @@ def test_gae_carries_no_gradient():
   assert all(g is None for g in tape.gradient(total, inputs))
 
 
-@pytest.mark.parametrize("which,shape,match", [
+@pytest.mark.parametrize(
+  "which,shape,match",
+  [
     (0, (5,), "rewards_t must have rank 2"),
     (1, (6, 3), "discounts_t has shape"),
     (2, (5, 3, 1), "values_t must have rank 2"),
     (3, (4,), "bootstrap_value has shape"),
     (3, (3, 1), "bootstrap_value must have rank 1"),
-])
+  ],
+)
 def test_gae_shape_errors(which, shape, match):
   inputs = list(random_inputs(5, 3, seed=6))
   inputs[which] = np.zeros(shape, np.float32)
@@ -153,8 +154,7 @@ SURR_TERMS = np.array([[-2.2, -1.2, 1.5], [0.8, -0.5, 2.7]])
 
 
 def test_clipped_surrogate_hand_fixture():
-  loss = ppo.clipped_surrogate_loss(SURR_LOG_PROB, np.zeros((2, 3), np.float32),
-                                    SURR_ADV, epsilon=0.2)
+  loss = ppo.clipped_surrogate_loss(SURR_LOG_PROB, np.zeros((2, 3), np.float32), SURR_ADV, epsilon=0.2)
   assert loss.shape == ()
   assert float(loss) == pytest.approx(SURR_TERMS.mean(), abs=1e-6)
   assert float(loss) == pytest.approx(1.1 / 6, abs=1e-6)
@@ -162,8 +162,7 @@ def test_clipped_surrogate_hand_fixture():
 
 def test_clipped_surrogate_only_ratio_matters():
   # Shifting both log-probs by the same constant leaves the ratio unchanged.
-  loss = ppo.clipped_surrogate_loss(SURR_LOG_PROB - 3.0,
-                                    np.full((2, 3), -3.0, np.float32), SURR_ADV)
+  loss = ppo.clipped_surrogate_loss(SURR_LOG_PROB - 3.0, np.full((2, 3), -3.0, np.float32), SURR_ADV)
   assert float(loss) == pytest.approx(1.1 / 6, abs=1e-5)
 
 
@@ -171,11 +170,11 @@ def test_clipped_surrogate_mask():
   mask = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], np.float32)
   log_prob = SURR_LOG_PROB.copy()
   log_prob[1, 0] = np.nan  # masked out, must not poison the loss
-  loss = ppo.clipped_surrogate_loss(log_prob, np.zeros((2, 3), np.float32), SURR_ADV,
-                                    mask_t=mask)
+  loss = ppo.clipped_surrogate_loss(log_prob, np.zeros((2, 3), np.float32), SURR_ADV, mask_t=mask)
   assert float(loss) == pytest.approx((-2.2 + 1.5 + 2.7) / 3, abs=1e-6)
-  loss = ppo.clipped_surrogate_loss(SURR_LOG_PROB, np.zeros((2, 3), np.float32),
-                                    SURR_ADV, mask_t=np.zeros((2, 3), np.float32))
+  loss = ppo.clipped_surrogate_loss(
+    SURR_LOG_PROB, np.zeros((2, 3), np.float32), SURR_ADV, mask_t=np.zeros((2, 3), np.float32)
+  )
   assert float(loss) == 0.0
 
 
@@ -195,8 +194,7 @@ def test_clipped_surrogate_gradients():
 def test_clipped_surrogate_epsilon():
   # epsilon = 0.6 unclips step (0, 1): ratio 1.5 < 1.6 -> -1.5 instead of -1.2;
   # and step (1, 0): ratio 0.5 > 0.4 -> +0.5 instead of +0.8.
-  loss = ppo.clipped_surrogate_loss(SURR_LOG_PROB, np.zeros((2, 3), np.float32),
-                                    SURR_ADV, epsilon=0.6)
+  loss = ppo.clipped_surrogate_loss(SURR_LOG_PROB, np.zeros((2, 3), np.float32), SURR_ADV, epsilon=0.6)
   assert float(loss) == pytest.approx((1.1 - 0.3 - 0.3) / 6, abs=1e-6)
 
 
@@ -250,9 +248,11 @@ def test_value_loss_clipped_matches_loop():
 
 
 def test_value_loss_gradients():
-  for clip, expected in [(None, [[-0.25, 0.5], [0.0, 0.2]]),
-                         # The clipped branch wins at (0,0) and (1,0): no gradient.
-                         (0.5, [[0.0, 0.5], [0.0, 0.2]])]:
+  for clip, expected in [
+    (None, [[-0.25, 0.5], [0.0, 0.2]]),
+    # The clipped branch wins at (0,0) and (1,0): no gradient.
+    (0.5, [[0.0, 0.5], [0.0, 0.2]]),
+  ]:
     v, old, ret = tf.Variable(V), tf.Variable(V_OLD), tf.Variable(V_RET)
     with tf.GradientTape() as tape:
       loss = ppo.value_loss(v, old, ret, clip_epsilon=clip)

@@ -15,14 +15,14 @@ import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import REPO
+from test_train import _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
 
 from agents.r2d2 import agent as r2d2_agent
 from agents.r2d2 import config as r2d2_config
 from agents.r2d2 import losses
-from helpers import REPO
 from seed.runtime.env_store import EnvStore, Step, Unroll, step_specs
 from seed.tf_utils import time_major
-from test_train import _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
 
 CARTPOLE_R2D2 = os.path.join(REPO, "configs", "cartpole_r2d2.py")
 ATARI_R2D2 = os.path.join(REPO, "configs", "atari_r2d2.py")
@@ -53,8 +53,9 @@ def agent_config(**overrides) -> ml_collections.ConfigDict:
 
 def make_agent(num_envs=4, **overrides) -> r2d2_agent.R2D2Agent:
   tf.random.set_seed(0)
-  return r2d2_agent.R2D2Agent(agent_config(**overrides), OBS, ACTIONS, num_envs=num_envs, unroll_length=L,
-                              batch_size=B, seed=0)
+  return r2d2_agent.R2D2Agent(
+    agent_config(**overrides), OBS, ACTIONS, num_envs=num_envs, unroll_length=L, batch_size=B, seed=0
+  )
 
 
 def random_batch(seed=0, first_prob=0.0, batch=B) -> Unroll:
@@ -63,10 +64,14 @@ def random_batch(seed=0, first_prob=0.0, batch=B) -> Unroll:
   t = L + 1
   first = rng.random((batch, t)) < first_prob
   first[:, 0] = True
-  steps = Step(observation=rng.normal(size=(batch, t, 3)).astype(np.float32),
-               reward=rng.normal(size=(batch, t)).astype(np.float32),
-               terminated=np.zeros((batch, t), bool), truncated=np.zeros((batch, t), bool), first=first,
-               agent_output={"action": rng.integers(0, 3, (batch, t)).astype(np.int32)})
+  steps = Step(
+    observation=rng.normal(size=(batch, t, 3)).astype(np.float32),
+    reward=rng.normal(size=(batch, t)).astype(np.float32),
+    terminated=np.zeros((batch, t), bool),
+    truncated=np.zeros((batch, t), bool),
+    first=first,
+    agent_output={"action": rng.integers(0, 3, (batch, t)).astype(np.int32)},
+  )
   state = tuple(rng.normal(size=(batch, 8)).astype(np.float32) for _ in range(2))
   return Unroll(state, steps)
 
@@ -91,14 +96,14 @@ def test_ape_x_epsilons_per_env_id():
   eps = r2d2_agent.ape_x_epsilons(32, 0.4, 7.0)
   i = np.arange(32)
   np.testing.assert_allclose(eps, 0.4 ** (1 + 7 * i / 31), rtol=1e-6)
-  assert eps[0] == pytest.approx(0.4) and eps[-1] == pytest.approx(0.4 ** 8)
+  assert eps[0] == pytest.approx(0.4) and eps[-1] == pytest.approx(0.4**8)
   assert np.all(np.diff(eps) < 0)
   np.testing.assert_allclose(r2d2_agent.ape_x_epsilons(1), [0.4])
 
 
 def test_step_explores_with_its_env_ids_epsilon():
   agent = make_agent(num_envs=3)  # epsilons 0.4, 0.4^4.5, 0.4^8
-  np.testing.assert_allclose(agent.epsilons, [0.4, 0.4 ** 4.5, 0.4 ** 8], rtol=1e-6)
+  np.testing.assert_allclose(agent.epsilons, [0.4, 0.4**4.5, 0.4**8], rtol=1e-6)
   n = 20000
   obs = tf.zeros([n, 3])
   state = agent.initial_state(n)
@@ -123,8 +128,9 @@ def test_loss_shapes_cover_only_the_trained_transitions():
   assert out["priorities"].shape == (B,)
   assert np.isfinite(out["loss/total"]) and out["loss/total"] > 0
   assert np.all(out["priorities"] >= 0)
-  np.testing.assert_allclose(out["priorities"], losses.r2d2_priorities(out["_td"], 0.9, out["_mask"]).numpy(),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    out["priorities"], losses.r2d2_priorities(out["_td"], 0.9, out["_mask"]).numpy(), rtol=1e-6
+  )
 
 
 def test_burn_in_steps_are_excluded_from_the_loss():
@@ -134,11 +140,11 @@ def test_burn_in_steps_are_excluded_from_the_loss():
   rng = np.random.default_rng(5)
   # Rewards/terminations into steps 0..BURN_IN and actions at steps < BURN_IN belong to burn-in transitions.
   reward = u.steps.reward.copy()
-  reward[:, :BURN_IN + 1] = rng.normal(size=(B, BURN_IN + 1)) * 100
+  reward[:, : BURN_IN + 1] = rng.normal(size=(B, BURN_IN + 1)) * 100
   action = u.steps.agent_output["action"].copy()
   action[:, :BURN_IN] = (action[:, :BURN_IN] + 1) % 3
   terminated = u.steps.terminated.copy()
-  terminated[:, 1:BURN_IN + 1] = True
+  terminated[:, 1 : BURN_IN + 1] = True
   changed = loss_of(agent, with_steps(u, reward=reward, terminated=terminated, agent_output={"action": action}))
   np.testing.assert_allclose(changed["loss/total"], base["loss/total"], rtol=1e-6)
   np.testing.assert_allclose(changed["priorities"], base["priorities"], rtol=1e-6)
@@ -221,8 +227,14 @@ def test_targets_bootstrap_at_truncation_and_stop_at_termination(n_step):
   q = out["q_online"].numpy()  # the target network is a copy of the online one
   for b in range(2):
     trained = slice(burn_in, None)  # the reference indexes rewards/flags by the trained part's steps
-    ref = _reference_targets(q[:, b], u.steps.reward[b, trained], u.steps.terminated[b, trained].astype(np.float32),
-                             u.steps.first[b, trained], n_step, 0.9)
+    ref = _reference_targets(
+      q[:, b],
+      u.steps.reward[b, trained],
+      u.steps.terminated[b, trained].astype(np.float32),
+      u.steps.first[b, trained],
+      n_step,
+      0.9,
+    )
     real = ~np.isnan(ref)
     np.testing.assert_allclose(out["targets"].numpy()[real, b], ref[real], rtol=1e-5, atol=1e-5)
 
@@ -233,15 +245,23 @@ def test_targets_bootstrap_at_truncation_and_stop_at_termination(n_step):
 def test_target_network_is_copied_exactly_every_period():
   agent = make_agent(target_update_period=3)
   u, w = random_batch(5), np.ones(B, np.float32)
-  same = lambda: all(np.array_equal(t.numpy(), o.numpy()) for t, o in zip(agent.target.variables,
-                                                                           agent.online.variables))
+  same = lambda: all(
+    np.array_equal(t.numpy(), o.numpy()) for t, o in zip(agent.target.variables, agent.online.variables)
+  )
   assert same() and int(agent.target_updates) == 1  # copied at construction
   history = []
   for _ in range(7):
     logs = agent.train(u, w)
     history.append((int(logs["updates"]), same(), int(agent.target_updates)))
-  assert history == [(1, False, 1), (2, False, 1), (3, True, 2), (4, False, 2), (5, False, 2), (6, True, 3),
-                     (7, False, 3)]
+  assert history == [
+    (1, False, 1),
+    (2, False, 1),
+    (3, True, 2),
+    (4, False, 2),
+    (5, False, 2),
+    (6, True, 3),
+    (7, False, 3),
+  ]
 
 
 class StoreSource:
@@ -261,8 +281,15 @@ class StoreSource:
 def fill_store(agent, num_envs, steps, episode_length=5, seed=0):
   """Runs inference as the learner does (begin, agent.step, record) on a toy env."""
   obs_spec = tf.TensorSpec([3], tf.float32)
-  store = EnvStore(num_envs, L, step_specs(obs_spec, agent.output_spec), agent.state_spec, agent.initial_state,
-                   queue_capacity=1000, overlap=agent.sequence_overlap)
+  store = EnvStore(
+    num_envs,
+    L,
+    step_specs(obs_spec, agent.output_spec),
+    agent.state_spec,
+    agent.initial_state,
+    queue_capacity=1000,
+    overlap=agent.sequence_overlap,
+  )
   rng = np.random.default_rng(seed)
   env_ids = tf.range(num_envs)
   run_ids = tf.fill([num_envs], tf.constant(7, tf.int64))
@@ -296,12 +323,12 @@ def test_learn_samples_replay_updates_priorities_and_reports_memory():
   assert np.isfinite(float(logs["loss/total"])) and int(logs["updates"]) == 1
   batch, indices, weights = sampled[0]
   assert batch.steps.observation.shape == (B, L + 1, 3) and weights.shape == (B,)
-  (got_indices, priorities), = updated
+  ((got_indices, priorities),) = updated
   np.testing.assert_array_equal(got_indices, indices)
   assert priorities.shape == (B,) and np.all(priorities >= 0) and not np.allclose(priorities, 1.0)
   # The sum tree now holds p^alpha for the sampled sequences; the others keep the initial max priority (1).
   tree = agent.replay._tree  # pylint: disable=protected-access
-  np.testing.assert_allclose(tree.get(indices), priorities ** 0.9, rtol=1e-6)
+  np.testing.assert_allclose(tree.get(indices), priorities**0.9, rtol=1e-6)
   others = np.setdiff1d(np.arange(ready), indices)
   np.testing.assert_allclose(tree.get(others), 1.0)
 
@@ -317,7 +344,7 @@ class ListSource:
 
   def dequeue(self, n):
     assert self.taken + n <= self.available, "would block"
-    out = tf.nest.map_structure(lambda x: x[self.taken:self.taken + n], self.unroll)
+    out = tf.nest.map_structure(lambda x: x[self.taken : self.taken + n], self.unroll)
     self.taken += n
     return out
 
@@ -350,8 +377,7 @@ def test_sequences_from_the_store_carry_the_actors_state():
   u = store.dequeue(int(store.queue.size()))
   steps = tf.nest.map_structure(time_major, u.steps)
   q, _ = agent.online.unroll(steps.observation, steps.first, u.initial_state)
-  np.testing.assert_array_equal(tf.argmax(q, -1, output_type=tf.int32).numpy(),
-                                steps.agent_output["action"].numpy())
+  np.testing.assert_array_equal(tf.argmax(q, -1, output_type=tf.int32).numpy(), steps.agent_output["action"].numpy())
 
 
 def test_checkpoint_restores_networks_optimizer_and_counters(tmp_path):
@@ -427,8 +453,12 @@ def test_frame_stack_compression_round_trips_and_saves_memory():
 def test_cartpole_r2d2_learns(tmp_path, runs):  # noqa: F811
   """The learning bar: mean return >= 300 over the last 50 episodes within 5 minutes, 2 cores."""
   start = time.monotonic()
-  run = runs(tmp_path / "run", "--config.stop_mean_return=350", "--config.total_environment_frames=10000000",
-             config=CARTPOLE_R2D2)
+  run = runs(
+    tmp_path / "run",
+    "--config.stop_mean_return=350",
+    "--config.total_environment_frames=10000000",
+    config=CARTPOLE_R2D2,
+  )
   assert run.wait(290) == 0, run.output()
   elapsed = time.monotonic() - start
   returns = _episodes(run.logdir)
@@ -436,24 +466,39 @@ def test_cartpole_r2d2_learns(tmp_path, runs):  # noqa: F811
   assert np.mean(returns[-50:]) >= 300, f"last 50 mean {np.mean(returns[-50:]):.1f}; {run.metrics()[-1]}"
   assert elapsed < 300
   metrics = run.metrics()[-1]
-  print(f"CartPole R2D2: {len(returns)} episodes, {run.frames()} frames, {metrics.get('updates')} updates, "
-        f"replay {metrics.get('replay/bytes', 0) / 1e6:.1f} MB, {elapsed:.0f}s")
+  print(
+    f"CartPole R2D2: {len(returns)} episodes, {run.frames()} frames, {metrics.get('updates')} updates, "
+    f"replay {metrics.get('replay/bytes', 0) / 1e6:.1f} MB, {elapsed:.0f}s"
+  )
   assert metrics["replay/bytes"] > 0
   _no_process_left(run)
   # The export plays with seed.evaluate (greedy, from its `logits`).
   from seed import evaluate  # pylint: disable=g-import-not-at-top
+
   played = evaluate.evaluate(run.logdir, episodes=2, greedy=True, verbose=False)
   assert len(played) == 2
 
 
 def test_atari_r2d2_smoke(tmp_path, runs):  # noqa: F811
   """Pong, 2 actors, conv torso + LSTM with tiny sizes, frame-stack compression, a few thousand frames."""
-  run = runs(tmp_path / "run", "--config.total_environment_frames=3000", "--config.env_batch_size=2",
-             "--config.inference_batch_size=4", "--config.batch_size=2", "--config.unroll_length=10",
-             "--config.unroll_queue_capacity=8", "--config.agent.burn_in=2", "--config.agent.lstm_size=16",
-             "--config.agent.cnn_hidden=32", "--config.agent.head_hidden=16", "--config.agent.min_replay_size=4",
-             "--config.agent.replay_capacity=64", "--config.agent.samples_per_insert=2.0",
-             "--config.agent.target_update_period=5", config=ATARI_R2D2)
+  run = runs(
+    tmp_path / "run",
+    "--config.total_environment_frames=3000",
+    "--config.env_batch_size=2",
+    "--config.inference_batch_size=4",
+    "--config.batch_size=2",
+    "--config.unroll_length=10",
+    "--config.unroll_queue_capacity=8",
+    "--config.agent.burn_in=2",
+    "--config.agent.lstm_size=16",
+    "--config.agent.cnn_hidden=32",
+    "--config.agent.head_hidden=16",
+    "--config.agent.min_replay_size=4",
+    "--config.agent.replay_capacity=64",
+    "--config.agent.samples_per_insert=2.0",
+    "--config.agent.target_update_period=5",
+    config=ATARI_R2D2,
+  )
   assert run.wait(240) == 0, run.output()
   assert "learner stopped at" in run.output()
   assert os.listdir(os.path.join(run.logdir, "export"))

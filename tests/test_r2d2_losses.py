@@ -11,7 +11,6 @@ import tensorflow as tf
 
 from agents.r2d2 import losses as r2d2
 
-
 # ---------------------------------------------------------------- reference ---
 
 
@@ -82,26 +81,21 @@ def test_h_hand_values():
 
 @pytest.mark.parametrize("eps", [1e-3, 1e-2, 0.0])
 def test_h_inverse_round_trip_float64(eps):
-  x = tf.constant([0.0, 1e-6, -1e-3, 0.5, -1.0, 7.0, -123.4, 1e4, -1e5, 1e6, 1e8],
-                  tf.float64)
+  x = tf.constant([0.0, 1e-6, -1e-3, 0.5, -1.0, 7.0, -123.4, 1e4, -1e5, 1e6, 1e8], tf.float64)
   y = r2d2.signed_hyperbolic(x, eps)
   assert y.dtype == tf.float64
   assert_close(y, np_h(x, eps), tol=1e-12)
   np.testing.assert_allclose(r2d2.signed_parabolic(y, eps), x, rtol=1e-10, atol=1e-12)
-  np.testing.assert_allclose(r2d2.signed_hyperbolic(r2d2.signed_parabolic(x, eps), eps),
-                             x, rtol=1e-10, atol=1e-12)
+  np.testing.assert_allclose(r2d2.signed_hyperbolic(r2d2.signed_parabolic(x, eps), eps), x, rtol=1e-10, atol=1e-12)
   # The implementation agrees with bisection on h.
-  np.testing.assert_allclose(r2d2.signed_parabolic(x, eps), np_h_inv_bisect(x, eps),
-                             rtol=1e-9, atol=1e-12)
+  np.testing.assert_allclose(r2d2.signed_parabolic(x, eps), np_h_inv_bisect(x, eps), rtol=1e-9, atol=1e-12)
 
 
 def test_h_inverse_matches_paper_closed_form():
   eps = 1e-3
   x = np.array([0.0, 0.3, -2.0, 55.0, -4e3, 2e6])
-  paper = np.sign(x) * (((np.sqrt(1 + 4 * eps * (np.abs(x) + 1 + eps)) - 1)
-                         / (2 * eps)) ** 2 - 1)
-  np.testing.assert_allclose(r2d2.signed_parabolic(tf.constant(x, tf.float64), eps),
-                             paper, rtol=1e-9, atol=1e-9)
+  paper = np.sign(x) * (((np.sqrt(1 + 4 * eps * (np.abs(x) + 1 + eps)) - 1) / (2 * eps)) ** 2 - 1)
+  np.testing.assert_allclose(r2d2.signed_parabolic(tf.constant(x, tf.float64), eps), paper, rtol=1e-9, atol=1e-9)
 
 
 def test_h_inverse_round_trip_float32():
@@ -130,17 +124,14 @@ def test_h_inverse_rejects_negative_eps():
 
 # T=3, B=1, A=2. The online net picks a* = (., 0, 1, 0) at s_0..s_3, so the
 # bootstrap values at s_1..s_3 are 2, 30, 4 (not the target argmax 20, 30, 40).
-HAND_Q_TARGET = np.array([[[0.0, 0.0]], [[2.0, 20.0]], [[3.0, 30.0]], [[4.0, 40.0]]],
-                         np.float32)
-HAND_Q_ONLINE = np.array([[[0.0, 0.0]], [[1.0, 0.0]], [[0.0, 1.0]], [[1.0, 0.0]]],
-                         np.float32)
+HAND_Q_TARGET = np.array([[[0.0, 0.0]], [[2.0, 20.0]], [[3.0, 30.0]], [[4.0, 40.0]]], np.float32)
+HAND_Q_ONLINE = np.array([[[0.0, 0.0]], [[1.0, 0.0]], [[0.0, 1.0]], [[1.0, 0.0]]], np.float32)
 HAND_REWARDS = np.array([[1.0], [2.0], [3.0]], np.float32)
 
 
 def test_hand_fixture_two_step():
   discounts = np.full((3, 1), 0.5, np.float32)
-  out = r2d2.n_step_double_q_targets(HAND_Q_TARGET, HAND_Q_ONLINE, HAND_REWARDS,
-                                     discounts, n=2, rescale=False)
+  out = r2d2.n_step_double_q_targets(HAND_Q_TARGET, HAND_Q_ONLINE, HAND_REWARDS, discounts, n=2, rescale=False)
   # t=0: 1 + .5*2 + .25*30 = 9.5;  t=1: 2 + .5*3 + .25*4 = 4.5;
   # t=2 (truncated to one step): 3 + .5*4 = 5.
   assert out.shape == (3, 1)
@@ -149,8 +140,7 @@ def test_hand_fixture_two_step():
 
 def test_hand_fixture_terminal():
   discounts = np.array([[0.5], [0.0], [0.5]], np.float32)
-  out = r2d2.n_step_double_q_targets(HAND_Q_TARGET, HAND_Q_ONLINE, HAND_REWARDS,
-                                     discounts, n=2, rescale=False)
+  out = r2d2.n_step_double_q_targets(HAND_Q_TARGET, HAND_Q_ONLINE, HAND_REWARDS, discounts, n=2, rescale=False)
   # t=0: 1 + .5*2 + 0;  t=1: 2 + 0;  t=2: 3 + .5*4.
   assert_close(out, [[2.0], [2.0], [5.0]], tol=1e-6)
 
@@ -158,8 +148,7 @@ def test_hand_fixture_terminal():
 def test_hand_fixture_one_step_rescaled():
   discounts = np.full((3, 1), 0.5, np.float32)
   q_target = np_h(HAND_Q_TARGET).astype(np.float32)  # networks output h(Q)
-  out = r2d2.n_step_double_q_targets(q_target, HAND_Q_ONLINE, HAND_REWARDS,
-                                     discounts, n=1, rescale=True)
+  out = r2d2.n_step_double_q_targets(q_target, HAND_Q_ONLINE, HAND_REWARDS, discounts, n=1, rescale=True)
   # h(r_t + 0.5 * Q(s_{t+1}, a*)) with Q = 2, 30, 4.
   assert_close(out, np_h([[1.0 + 1.0], [2.0 + 15.0], [3.0 + 2.0]]), tol=1e-5)
 
@@ -176,21 +165,16 @@ def test_matches_reference(n, rescale, T, B, A):
 
 def test_n_longer_than_sequence_is_full_truncated_return():
   T, B, A = 4, 2, 3
-  q_target, q_online, rewards, discounts = random_inputs(T, B, A, seed=7,
-                                                         terminal_prob=0.0)
-  long = r2d2.n_step_double_q_targets(q_target, q_online, rewards, discounts,
-                                      n=50, rescale=False)
-  exact = r2d2.n_step_double_q_targets(q_target, q_online, rewards, discounts,
-                                       n=T, rescale=False)
+  q_target, q_online, rewards, discounts = random_inputs(T, B, A, seed=7, terminal_prob=0.0)
+  long = r2d2.n_step_double_q_targets(q_target, q_online, rewards, discounts, n=50, rescale=False)
+  exact = r2d2.n_step_double_q_targets(q_target, q_online, rewards, discounts, n=T, rescale=False)
   # Every window reaches s_T when n >= T, so n = T and n = 50 agree.
   assert_close(long, np.asarray(exact), tol=1e-6)
-  assert_close(long, reference_targets(q_target, q_online, rewards, discounts,
-                                       n=50, rescale=False))
+  assert_close(long, reference_targets(q_target, q_online, rewards, discounts, n=50, rescale=False))
 
 
 def test_terminal_cuts_later_rewards_and_bootstrap():
-  q_target, q_online, rewards, discounts = random_inputs(6, 3, 2, seed=8,
-                                                         terminal_prob=0.0)
+  q_target, q_online, rewards, discounts = random_inputs(6, 3, 2, seed=8, terminal_prob=0.0)
   discounts[2] = 0.0  # episode ends at s_3
   out_a = r2d2.n_step_double_q_targets(q_target, q_online, rewards, discounts, n=5)
   rewards2, q_target2 = rewards.copy(), q_target.copy()
@@ -221,13 +205,16 @@ def test_targets_carry_no_gradient():
   assert all(g is None for g in tape.gradient(total, inputs))
 
 
-@pytest.mark.parametrize("which,shape,match", [
+@pytest.mark.parametrize(
+  "which,shape,match",
+  [
     (0, (5, 3), "q_target_t must have rank 3"),
     (1, (6, 3, 2), "q_online_t has shape"),
     (2, (5, 3, 1), "rewards_t must have rank 2"),
     (3, (5, 2), "discounts_t has shape"),
     (2, (6, 3), "discounts_t has shape"),
-])
+  ],
+)
 def test_shape_errors(which, shape, match):
   inputs = list(random_inputs(5, 3, 4, seed=10))
   inputs[which] = np.zeros(shape, np.float32)
@@ -240,8 +227,7 @@ def test_time_mismatch_and_bad_n():
   with pytest.raises(ValueError, match="rewards_t has shape"):
     r2d2.n_step_double_q_targets(q_target[:-1], q_online[:-1], rewards, discounts, n=2)
   with pytest.raises(ValueError, match="rewards_t has shape"):
-    r2d2.n_step_double_q_targets(q_target[:, :2], q_online[:, :2], rewards, discounts,
-                                 n=2)
+    r2d2.n_step_double_q_targets(q_target[:, :2], q_online[:, :2], rewards, discounts, n=2)
   for bad in (0, -1, 2.0):
     with pytest.raises(ValueError, match="n must be an int"):
       r2d2.n_step_double_q_targets(q_target, q_online, rewards, discounts, n=bad)
@@ -286,8 +272,7 @@ def test_priorities_match_reference(eta):
   assert_close(out, reference_priorities(td, eta))
   td_nan = td.copy()
   td_nan[mask == 0] = np.nan  # masked-out steps never leak into the result
-  assert_close(r2d2.r2d2_priorities(td_nan, eta=eta, mask_t=mask),
-               reference_priorities(td, eta, mask))
+  assert_close(r2d2.r2d2_priorities(td_nan, eta=eta, mask_t=mask), reference_priorities(td, eta, mask))
 
 
 def test_priority_shape_errors():

@@ -78,9 +78,7 @@ def test_sum_tree_find_boundaries_skip_zero_leaves():
   tree.update(np.arange(5), np.array([1.0, 0.0, 2.0, 0.0, 0.0]))
   # Leaf 0 owns [0, 1), leaf 2 owns [1, 3); out-of-range masses are clipped and
   # never land on the zero leaves at the end.
-  np.testing.assert_array_equal(tree.find(np.array([0.0, 0.999, 1.0, 2.999, 3.0, 7.0,
-                                                    -1.0])),
-                                [0, 0, 2, 2, 2, 2, 0])
+  np.testing.assert_array_equal(tree.find(np.array([0.0, 0.999, 1.0, 2.999, 3.0, 7.0, -1.0])), [0, 0, 2, 2, 2, 2, 0])
 
 
 def test_sum_tree_stratified_sampling_covers_every_stratum():
@@ -148,9 +146,9 @@ def test_sum_tree_errors():
 def make_items(ids, obs_shape=(2, 3)):
   ids = np.asarray(ids)
   return {
-      "obs": np.broadcast_to(ids[:, None, None], (len(ids),) + obs_shape).astype(np.uint8),
-      "id": ids.astype(np.int64),
-      "extra": (ids.astype(np.float32) * 0.5, np.stack([ids, -ids], axis=1)),
+    "obs": np.broadcast_to(ids[:, None, None], (len(ids),) + obs_shape).astype(np.uint8),
+    "id": ids.astype(np.int64),
+    "extra": (ids.astype(np.float32) * 0.5, np.stack([ids, -ids], axis=1)),
   }
 
 
@@ -187,7 +185,7 @@ def test_prioritized_proportions_follow_alpha():
     buf.add(make_items(range(5)), priorities)
     counts = draw_counts(lambda n: buf.sample(n, rng, beta=0.5)[1], 5, 40_000)
     assert counts[3] == 0  # zero priority is never sampled, even with alpha = 0
-    target = np.where(priorities > 0, priorities ** alpha, 0.0)
+    target = np.where(priorities > 0, priorities**alpha, 0.0)
     assert chi_square_ok(counts, target / target.sum()), alpha
 
 
@@ -228,7 +226,7 @@ def test_prioritized_importance_weights_formula():
   buf = replay.PrioritizedReplay(10, alpha=alpha)  # only 7 of 10 slots used
   buf.add(make_items(range(7)), priorities)
   _, indices, weights = buf.sample(64, np.random.default_rng(7), beta=beta)
-  probs = priorities ** alpha / np.sum(priorities ** alpha)
+  probs = priorities**alpha / np.sum(priorities**alpha)
   direct = np.array([(7 * probs[i]) ** -beta for i in indices])
   direct /= direct.max()
   np.testing.assert_allclose(weights, direct, rtol=1e-6)
@@ -288,8 +286,13 @@ def test_prioritized_errors():
   with pytest.raises(ValueError, match="per-item shape"):
     buf.add(make_items([2], obs_shape=(3, 3)))
   with pytest.raises(ValueError, match="leading dimensions"):
-    buf.add({"obs": np.zeros((2, 2, 3), np.uint8), "id": np.zeros(1, np.int64),
-             "extra": (np.zeros(2, np.float32), np.zeros((2, 2), np.int64))})
+    buf.add(
+      {
+        "obs": np.zeros((2, 2, 3), np.uint8),
+        "id": np.zeros(1, np.int64),
+        "extra": (np.zeros(2, np.float32), np.zeros((2, 2), np.int64)),
+      }
+    )
   assert len(buf) == 2  # rejected adds changed nothing
   with pytest.raises(ValueError, match="alpha"):
     replay.PrioritizedReplay(4, alpha=-1.0)

@@ -3,9 +3,9 @@
 import numpy as np
 import tensorflow as tf
 
-from seed.runtime.env_store import Step, Unroll
 from seed.replay.buffers import UniformReplay
 from seed.replay.feeder import ReplayFeeder, valid_transitions
+from seed.runtime.env_store import Step
 
 
 class CountingSource:
@@ -58,11 +58,17 @@ def test_valid_transitions_drop_the_step_into_a_first_observation():
   b, t1 = 1, 4
   first = np.array([[True, False, True, False]])
   terminated = np.array([[False, True, False, False]])
-  steps = Step(np.arange(t1, dtype=np.float32).reshape(b, t1), np.array([[0, 1, 0, 2]], np.float32), terminated,
-               np.zeros((b, t1), bool), first, {"action": np.array([[10, 11, 12, 13]])})
+  steps = Step(
+    np.arange(t1, dtype=np.float32).reshape(b, t1),
+    np.array([[0, 1, 0, 2]], np.float32),
+    terminated,
+    np.zeros((b, t1), bool),
+    first,
+    {"action": np.array([[10, 11, 12, 13]])},
+  )
   tr = valid_transitions(steps, gamma=0.9)
-  np.testing.assert_array_equal(tr["observation"], [0, 2])       # 1 -> 2 is the reset, dropped
+  np.testing.assert_array_equal(tr["observation"], [0, 2])  # 1 -> 2 is the reset, dropped
   np.testing.assert_array_equal(tr["next_observation"], [1, 3])
   np.testing.assert_array_equal(tr["action"], [10, 12])
   np.testing.assert_array_equal(tr["reward"], [1, 2])
-  np.testing.assert_allclose(tr["discount"], [0.0, 0.9])          # termination -> 0
+  np.testing.assert_allclose(tr["discount"], [0.0, 0.9])  # termination -> 0

@@ -13,14 +13,14 @@ import gymnasium
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import REPO
+from test_train import Run, _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
 
 from agents.sac import agent as sac_agent
 from agents.sac import config as sac_config
 from seed.runtime import config as seed_config
 from seed.runtime.agent import Source
 from seed.runtime.env_store import Step, Unroll
-from helpers import REPO
-from test_train import Run, _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
 
 PENDULUM = os.path.join(REPO, "configs", "pendulum_sac.py")
 MUJOCO = os.path.join(REPO, "configs", "mujoco_sac.py")
@@ -66,10 +66,14 @@ class FakeSource(Source):
     first[3] = rng.uniform() < 0.5  # sometimes an episode boundary inside: one non-transition
     terminated = np.zeros(T + 1, bool)
     terminated[2] = first[3] and rng.uniform() < 0.5
-    steps = Step(observation=rng.normal(size=(T + 1, OBS_DIM)).astype(np.float32),
-                 reward=rng.normal(size=T + 1).astype(np.float32), terminated=terminated,
-                 truncated=np.zeros(T + 1, bool), first=first,
-                 agent_output={"action": rng.uniform(LOW, HIGH, size=(T + 1, 2)).astype(np.float32)})
+    steps = Step(
+      observation=rng.normal(size=(T + 1, OBS_DIM)).astype(np.float32),
+      reward=rng.normal(size=T + 1).astype(np.float32),
+      terminated=terminated,
+      truncated=np.zeros(T + 1, bool),
+      first=first,
+      agent_output={"action": rng.uniform(LOW, HIGH, size=(T + 1, 2)).astype(np.float32)},
+    )
     return Unroll((), steps)
 
   def size(self):
@@ -77,7 +81,7 @@ class FakeSource(Source):
 
   def dequeue(self, n):
     assert self.dequeued + n <= len(self.unrolls), "the test source ran dry (a real one would block)"
-    batch = self.unrolls[self.dequeued:self.dequeued + n]
+    batch = self.unrolls[self.dequeued : self.dequeued + n]
     self.dequeued += n
     return tf.nest.map_structure(lambda *xs: tf.constant(np.stack(xs)), *batch)
 
@@ -88,11 +92,13 @@ class FakeSource(Source):
 
 def fixed_batch(agent, rng):
   b = agent.config.batch_size
-  return {"observation": rng.normal(size=(b, OBS_DIM)).astype(np.float32),
-          "action": rng.uniform(-1, 1, size=(b, 2)).astype(np.float32),
-          "reward": rng.normal(size=b).astype(np.float32),
-          "discount": np.full(b, 0.99, np.float32),
-          "next_observation": rng.normal(size=(b, OBS_DIM)).astype(np.float32)}
+  return {
+    "observation": rng.normal(size=(b, OBS_DIM)).astype(np.float32),
+    "action": rng.uniform(-1, 1, size=(b, 2)).astype(np.float32),
+    "reward": rng.normal(size=b).astype(np.float32),
+    "discount": np.full(b, 0.99, np.float32),
+    "next_observation": rng.normal(size=(b, OBS_DIM)).astype(np.float32),
+  }
 
 
 @pytest.fixture(autouse=True)
@@ -166,9 +172,14 @@ def test_unrolls_become_single_step_transitions():
   # One unroll: x0 -> x1 (terminal) | x2 starts an episode (x1 -> x2 is not a transition) -> x3 -> x4.
   obs = np.arange(5 * OBS_DIM, dtype=np.float32).reshape(1, 5, OBS_DIM)
   actions = np.array([[[-2.0, 0.0], [2.0, 1.0], [0.0, 0.5], [1.0, 0.25], [0.0, 0.0]]], np.float32)
-  steps = Step(observation=obs, reward=np.array([[9.0, 1.0, 9.0, 3.0, 4.0]], np.float32),
-               terminated=np.array([[0, 1, 0, 0, 0]], bool), truncated=np.zeros((1, 5), bool),
-               first=np.array([[1, 0, 1, 0, 0]], bool), agent_output={"action": actions})
+  steps = Step(
+    observation=obs,
+    reward=np.array([[9.0, 1.0, 9.0, 3.0, 4.0]], np.float32),
+    terminated=np.array([[0, 1, 0, 0, 0]], bool),
+    truncated=np.zeros((1, 5), bool),
+    first=np.array([[1, 0, 1, 0, 0]], bool),
+    agent_output={"action": actions},
+  )
   items, count = agent._to_items(Unroll((), steps))
   assert count == 3
   np.testing.assert_array_equal(items["observation"], obs[0, [0, 2, 3]])
@@ -236,10 +247,13 @@ def test_target_critics_move_by_tau_and_the_online_networks_train():
   assert moved > 0
 
 
-@pytest.mark.parametrize("target_entropy,direction", [
+@pytest.mark.parametrize(
+  "target_entropy,direction",
+  [
     (5.0, +1),  # above what a policy on [-1, 1]^2 can have (2 log 2): alpha must grow
     (-20.0, -1),  # far below the policy's entropy: alpha must shrink
-])
+  ],
+)
 def test_alpha_moves_toward_the_target_entropy(target_entropy, direction):
   agent = make_agent(target_entropy=target_entropy, initial_alpha=0.5, alpha_learning_rate=1e-2)
   batch = fixed_batch(agent, np.random.default_rng(8))
@@ -295,8 +309,10 @@ def test_pendulum_sac_learns(tmp_path, runs):
   last = run.metrics()[-1]
   assert np.mean(returns[-20:]) >= -400, f"last 20 mean {np.mean(returns[-20:]):.1f}; {last}"
   assert last["replay/ratio"] == pytest.approx(128.0, rel=0.1)  # one gradient step per env step
-  print(f"Pendulum: {len(returns)} episodes, {run.frames()} frames, last 20 mean "
-        f"{np.mean(returns[-20:]):.1f}, {time.monotonic() - start:.0f}s")
+  print(
+    f"Pendulum: {len(returns)} episodes, {run.frames()} frames, last 20 mean "
+    f"{np.mean(returns[-20:]):.1f}, {time.monotonic() - start:.0f}s"
+  )
   exports = os.listdir(os.path.join(run.logdir, "export"))
   assert exports and all(e.isdigit() for e in exports), exports
   _no_process_left(run)
@@ -305,8 +321,14 @@ def test_pendulum_sac_learns(tmp_path, runs):
 def test_halfcheetah_sac_smoke(tmp_path, runs):
   """The whole path on MuJoCo: HalfCheetah-v5, 2 actors, 3000 frames (smaller batch to keep it
   quick), then the export plays a step."""
-  run = runs(tmp_path / "run", "--config.total_environment_frames=3000", "--config.agent.min_replay_size=1000",
-             "--config.agent.random_steps=1000", "--config.agent.replay_capacity=10000", config=MUJOCO)
+  run = runs(
+    tmp_path / "run",
+    "--config.total_environment_frames=3000",
+    "--config.agent.min_replay_size=1000",
+    "--config.agent.random_steps=1000",
+    "--config.agent.replay_capacity=10000",
+    config=MUJOCO,
+  )
   assert run.wait(150) == 0, run.output()
   stopped = re.search(r"learner stopped at (\d+) frames", run.output())
   assert stopped and int(stopped.group(1)) >= 3000, run.output()

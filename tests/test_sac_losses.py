@@ -25,10 +25,16 @@ f32 = lambda x: np.asarray(x, np.float32)
 # B=2, alpha=0.5.
 #   y_0 = 1 + 0.5 * (min(4, 2) - 0.5 * -1) = 2.25;  y_1 = 0 + 0 * (...) = 0.
 #   terms: 0.5 (1 - 2.25)^2 + 0.5 (3 - 2.25)^2 = 1.0625;  0.5 * 2^2 + 0 = 2.
-CRITIC = dict(q1=f32([1.0, 2.0]), q2=f32([3.0, 0.0]), rewards=f32([1.0, 0.0]),
-              discounts=f32([0.5, 0.0]), next_q1_target=f32([4.0, 5.0]),
-              next_q2_target=f32([2.0, 6.0]), next_log_prob=f32([-1.0, 3.0]),
-              alpha=np.float32(0.5))
+CRITIC = dict(
+  q1=f32([1.0, 2.0]),
+  q2=f32([3.0, 0.0]),
+  rewards=f32([1.0, 0.0]),
+  discounts=f32([0.5, 0.0]),
+  next_q1_target=f32([4.0, 5.0]),
+  next_q2_target=f32([2.0, 6.0]),
+  next_log_prob=f32([-1.0, 3.0]),
+  alpha=np.float32(0.5),
+)
 
 
 def test_critic_loss_hand_fixture():
@@ -40,14 +46,14 @@ def test_critic_loss_hand_fixture():
 def test_critic_loss_matches_loop():
   rng = np.random.default_rng(0)
   B = 16
-  args = {k: f32(rng.normal(size=B)) for k in
-          ("q1", "q2", "rewards", "next_q1_target", "next_q2_target", "next_log_prob")}
+  args = {
+    k: f32(rng.normal(size=B)) for k in ("q1", "q2", "rewards", "next_q1_target", "next_q2_target", "next_log_prob")
+  }
   args["discounts"] = f32(0.99 * (rng.uniform(size=B) > 0.3))
   alpha = 0.3
   total = 0.0
   for i in range(B):
-    soft_v = (min(args["next_q1_target"][i], args["next_q2_target"][i])
-              - alpha * args["next_log_prob"][i])
+    soft_v = min(args["next_q1_target"][i], args["next_q2_target"][i]) - alpha * args["next_log_prob"][i]
     y = args["rewards"][i] + args["discounts"][i] * soft_v
     total += 0.5 * (args["q1"][i] - y) ** 2 + 0.5 * (args["q2"][i] - y) ** 2
   assert float(sac.critic_loss(alpha=alpha, **args)) == pytest.approx(total / B, abs=1e-5)
@@ -61,8 +67,7 @@ def test_critic_loss_gradients_only_reach_q1_q2():
   # d/dq = (q - y) / B.
   assert_close(grads["q1"], [-0.625, 1.0])
   assert_close(grads["q2"], [0.375, 0.0])
-  for name in ("rewards", "discounts", "next_q1_target", "next_q2_target",
-               "next_log_prob", "alpha"):
+  for name in ("rewards", "discounts", "next_q1_target", "next_q2_target", "next_log_prob", "alpha"):
     assert grads[name] is None, name
 
 
@@ -79,8 +84,7 @@ def test_critic_loss_shape_errors():
 # ------------------------------------------------------------------- actor ---
 
 # B=2, alpha=0.2: 0.2 * -1 - min(1, 2) = -1.2;  0.2 * 0.5 - min(5, 3) = -2.9.
-ACTOR = dict(q1_pi=f32([1.0, 5.0]), q2_pi=f32([2.0, 3.0]),
-             log_prob_pi=f32([-1.0, 0.5]), alpha=np.float32(0.2))
+ACTOR = dict(q1_pi=f32([1.0, 5.0]), q2_pi=f32([2.0, 3.0]), log_prob_pi=f32([-1.0, 0.5]), alpha=np.float32(0.2))
 
 
 def test_actor_loss_hand_fixture():
@@ -104,8 +108,7 @@ def test_actor_loss_alpha_from_log_alpha_variable():
   # Typical use: alpha = exp(log_alpha); the actor loss must not move log_alpha.
   log_alpha = tf.Variable(math.log(0.2))
   with tf.GradientTape() as tape:
-    loss = sac.actor_loss(ACTOR["q1_pi"], ACTOR["q2_pi"], ACTOR["log_prob_pi"],
-                          tf.exp(log_alpha))
+    loss = sac.actor_loss(ACTOR["q1_pi"], ACTOR["q2_pi"], ACTOR["log_prob_pi"], tf.exp(log_alpha))
   assert tape.gradient(loss, log_alpha) is None
   assert float(loss) == pytest.approx(-2.05, abs=1e-6)
 
@@ -130,10 +133,13 @@ def test_temperature_loss_hand_fixture_and_gradient():
   assert float(g_log_alpha) == pytest.approx(4.0, abs=1e-6)
 
 
-@pytest.mark.parametrize("log_prob,direction", [
+@pytest.mark.parametrize(
+  "log_prob,direction",
+  [
     ([-1.0, -3.0], -1),  # entropy 2 above the target -2: alpha shrinks
     ([3.0, 3.0], +1),  # entropy -3 below the target -2: alpha grows
-])
+  ],
+)
 def test_temperature_step_direction(log_prob, direction):
   log_alpha = tf.Variable(0.0)
   with tf.GradientTape() as tape:
@@ -185,8 +191,7 @@ def test_tanh_gaussian_log_prob_matches_manual(dtype, tol):
   # A fresh tensor (not the output of dist.sample) goes through the inverse.
   log_prob = dist.log_prob(tf.constant(np.tanh(U), dtype))
   assert log_prob.shape == (2,) and log_prob.dtype == dtype
-  np.testing.assert_allclose(log_prob, manual_log_prob(U, MEAN, LOG_STD),
-                             rtol=tol, atol=tol)
+  np.testing.assert_allclose(log_prob, manual_log_prob(U, MEAN, LOG_STD), rtol=tol, atol=tol)
 
 
 def test_tanh_gaussian_samples_and_their_log_prob():
@@ -201,8 +206,7 @@ def test_tanh_gaussian_samples_and_their_log_prob():
   fresh = dist.log_prob(tf.constant(np.asarray(samples)))
   ok = np.all(np.abs(np.asarray(samples)) < 0.999, axis=-1)
   assert ok.mean() > 0.5
-  np.testing.assert_allclose(np.asarray(fresh)[ok], np.asarray(log_prob)[ok],
-                             rtol=1e-3, atol=1e-3)
+  np.testing.assert_allclose(np.asarray(fresh)[ok], np.asarray(log_prob)[ok], rtol=1e-3, atol=1e-3)
   # The squashed mean is close to tanh(mean) for the narrow dimension.
   assert float(np.mean(samples[:, 1, 2])) == pytest.approx(np.tanh(-1.5), abs=0.02)
 

@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import pytest
-
 from helpers import REPO
 
 CARTPOLE = os.path.join(REPO, "configs", "cartpole_vtrace.py")
@@ -60,9 +59,21 @@ class Run:
     self.log_path = os.path.join(self.logdir + ".log")
     self.log = open(self.log_path, "ab")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-    self.proc = subprocess.Popen([sys.executable, "-m", "seed.train", f"--config={config}",
-                                  f"--logdir={self.logdir}", "--config.log_interval=1", *args],
-                                 cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+    self.proc = subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "seed.train",
+        f"--config={config}",
+        f"--logdir={self.logdir}",
+        "--config.log_interval=1",
+        *args,
+      ],
+      cwd=REPO,
+      env=env,
+      stdout=self.log,
+      stderr=subprocess.STDOUT,
+    )
     self.seen: set[int] = set()
 
   def processes(self, mode: str) -> list[int]:
@@ -138,37 +149,55 @@ def _no_process_left(run):
   assert not [p for p in run.seen if _alive(p)], f"orphans: {[_cmdline(p) for p in run.seen if _alive(p)]}"
 
 
-@pytest.mark.parametrize("override,message", [
+@pytest.mark.parametrize(
+  "override,message",
+  [
     ("--config.num_actorz=3", "num_actorz"),
     ("--config.num_actors=0", "num_actors must be a positive integer"),
     ("--config.env_batch_size=abc", "env_batch_size"),
     ("--config.inference_batch_size=4", "inference_batch_size (4) must be >= config.env_batch_size"),
     ("--config.agent_name=nope", "no package agents/nope/"),
     ("--config.learner_intra_op_threads=-1", "learner_intra_op_threads must be an integer >= 0"),
-])
+  ],
+)
 def test_bad_config_is_a_clear_error_before_anything_starts(tmp_path, override, message):
-  r = subprocess.run([sys.executable, "-m", "seed.train", f"--config={CARTPOLE}", f"--logdir={tmp_path}/run",
-                      override], cwd=REPO, capture_output=True, text=True, timeout=120,
-                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO))
+  r = subprocess.run(
+    [sys.executable, "-m", "seed.train", f"--config={CARTPOLE}", f"--logdir={tmp_path}/run", override],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO),
+  )
   assert r.returncode != 0
   assert message in r.stderr + r.stdout
   assert not os.path.exists(tmp_path / "run"), "nothing may start on a bad config"
 
 
-@pytest.mark.parametrize("line,message", [
+@pytest.mark.parametrize(
+  "line,message",
+  [
     ("c.unrol_length = 40", "config.unrol_length is not a config field; did you mean config.unroll_length?"),
-    ("c.agent.entropy_cots = 0.1", "config.agent.entropy_cots is not a config field; did you mean "
-                                   "config.agent.entropy_cost?"),
+    (
+      "c.agent.entropy_cots = 0.1",
+      "config.agent.entropy_cots is not a config field; did you mean config.agent.entropy_cost?",
+    ),
     ("c.env.max_episode_step = 9", "config.env.max_episode_step is not a config field"),
-])
+  ],
+)
 def test_typo_in_a_config_file_is_an_error_naming_the_field(tmp_path, line, message):
   with open(CARTPOLE, encoding="utf-8") as f:
     text = f.read()
   path = tmp_path / "typo.py"
   path.write_text(text.replace("  return c\n", f"  {line}\n  return c\n"))
-  r = subprocess.run([sys.executable, "-m", "seed.train", f"--config={path}", f"--logdir={tmp_path}/run"],
-                     cwd=REPO, capture_output=True, text=True, timeout=120,
-                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO))
+  r = subprocess.run(
+    [sys.executable, "-m", "seed.train", f"--config={path}", f"--logdir={tmp_path}/run"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO),
+  )
   assert r.returncode != 0
   assert message in r.stderr + r.stdout
   assert not os.path.exists(tmp_path / "run"), "nothing may start on a bad config"
@@ -176,6 +205,7 @@ def test_typo_in_a_config_file_is_an_error_naming_the_field(tmp_path, line, mess
 
 def test_env_kwargs_stay_free_form():
   from seed.runtime import config as seed_config  # pylint: disable=g-import-not-at-top
+
   spec = importlib.util.spec_from_file_location("cartpole_config", CARTPOLE)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -200,11 +230,13 @@ def test_cartpole_vtrace_learns(tmp_path, runs):
 
 def test_killed_actor_is_restarted_and_the_run_finishes(tmp_path, runs):
   run = runs(tmp_path / "run", "--config.total_environment_frames=300000")
-  actors = run.wait_for(lambda: len(run.processes("actor")) == 2 and run.frames() > 0 and run.processes("actor"),
-                        120, "training to start")
+  actors = run.wait_for(
+    lambda: len(run.processes("actor")) == 2 and run.frames() > 0 and run.processes("actor"), 120, "training to start"
+  )
   os.kill(actors[0], signal.SIGKILL)
-  run.wait_for(lambda: actors[0] not in run.processes("actor") and len(run.processes("actor")) == 2, 30,
-               "a replacement actor")
+  run.wait_for(
+    lambda: actors[0] not in run.processes("actor") and len(run.processes("actor")) == 2, 30, "a replacement actor"
+  )
   assert run.wait(180) == 0, run.output()
   assert "restarting it" in run.output()
   assert run.frames() >= 300000 or "learner stopped at" in run.output()
@@ -222,14 +254,18 @@ def test_killed_learner_resumes_from_checkpoint(tmp_path, runs):
   assert first.wait(60) != 0  # the launcher reports the dead learner and stops the actors
   _no_process_left(first)
   import tensorflow as tf
+
   saved_frames = int(tf.train.load_variable(os.path.join(logdir, "checkpoints"), "frames/.ATTRIBUTES/VARIABLE_VALUE"))
   assert saved_frames > 0
   lines_before = len(first.metrics())  # metrics.jsonl is appended to by both runs
 
   second = runs(logdir, *args)
   second.wait_for(lambda: "resumed from" in second.output(), 120, "the resume message")
-  second.wait_for(lambda: any(m["frames"] > saved_frames + 10000 for m in second.metrics()[lines_before:]), 120,
-                  "training after the resume")
+  second.wait_for(
+    lambda: any(m["frames"] > saved_frames + 10000 for m in second.metrics()[lines_before:]),
+    120,
+    "training after the resume",
+  )
   frames = [m["frames"] for m in second.metrics()[lines_before:]]
   assert frames and min(frames) >= saved_frames, "the frame counter must continue"
   second.proc.send_signal(signal.SIGTERM)
@@ -250,9 +286,15 @@ def test_sigterm_stops_everything_cleanly_with_a_final_checkpoint(tmp_path, runs
 
 def test_atari_smoke(tmp_path, runs):
   """The whole path with frames: Pong, 2 actors, IMPALA CNN, a few thousand frames."""
-  run = runs(tmp_path / "run", "--config.total_environment_frames=4000", "--config.env_batch_size=2",
-             "--config.inference_batch_size=4", "--config.batch_size=2", "--config.unroll_length=10",
-             config=ATARI)
+  run = runs(
+    tmp_path / "run",
+    "--config.total_environment_frames=4000",
+    "--config.env_batch_size=2",
+    "--config.inference_batch_size=4",
+    "--config.batch_size=2",
+    "--config.unroll_length=10",
+    config=ATARI,
+  )
   assert run.wait(240) == 0, run.output()
   assert "learner stopped at 4000 frames" in run.output()
   assert os.listdir(os.path.join(run.logdir, "export"))
@@ -262,17 +304,27 @@ def test_atari_smoke(tmp_path, runs):
 def test_learner_and_actor_modes_over_tcp_actor_survives_a_learner_restart(tmp_path):
   """Multi-host style: separate learner and actor processes; the learner restarts, the actor reconnects."""
   import portpicker
+
   address = f"localhost:{portpicker.pick_unused_port()}"
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-  common = [sys.executable, "-m", "seed.train", f"--config={CARTPOLE}", f"--logdir={tmp_path}/run",
-            f"--server_address={address}", "--config.num_actors=1", "--config.log_interval=1",
-            "--config.total_environment_frames=100000000"]
+  common = [
+    sys.executable,
+    "-m",
+    "seed.train",
+    f"--config={CARTPOLE}",
+    f"--logdir={tmp_path}/run",
+    f"--server_address={address}",
+    "--config.num_actors=1",
+    "--config.log_interval=1",
+    "--config.total_environment_frames=100000000",
+  ]
   procs = []
 
   def start(mode, *extra):
     log = open(tmp_path / f"{mode}{len(procs)}.log", "wb")
-    procs.append(subprocess.Popen([*common, f"--mode={mode}", *extra], cwd=REPO, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT))
+    procs.append(
+      subprocess.Popen([*common, f"--mode={mode}", *extra], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    )
     return procs[-1]
 
   def frames():
@@ -299,8 +351,11 @@ def test_learner_and_actor_modes_over_tcp_actor_survives_a_learner_restart(tmp_p
     assert learner.wait(60) == 0
     seen = len(frames())
     learner = start("learner")
-    wait_until(lambda: any(f > 0 for f in frames()[seen:]) and len(frames()) > seen + 2, 120,
-               "training with the same actor after the learner restarted")
+    wait_until(
+      lambda: any(f > 0 for f in frames()[seen:]) and len(frames()) > seen + 2,
+      120,
+      "training with the same actor after the learner restarted",
+    )
     assert actor.poll() is None, "the actor must survive a learner restart"
     log = (tmp_path / "actor1.log").read_text()
     assert "reconnecting" in log

@@ -13,15 +13,14 @@ import tensorflow as tf
 
 from agents.vtrace import losses as vt
 
-
 # ---------------------------------------------------------------- reference ---
 
 
-def reference_vtrace(log_rhos, discounts, rewards, values, bootstrap, *,
-                     clip_rho=1.0, clip_pg_rho=1.0, lambda_=1.0):
+def reference_vtrace(log_rhos, discounts, rewards, values, bootstrap, *, clip_rho=1.0, clip_pg_rho=1.0, lambda_=1.0):
   """Plain loops over the paper's definition, in float64."""
   log_rhos, discounts, rewards, values, bootstrap = (
-      np.asarray(a, np.float64) for a in (log_rhos, discounts, rewards, values, bootstrap))
+    np.asarray(a, np.float64) for a in (log_rhos, discounts, rewards, values, bootstrap)
+  )
   T, B = values.shape
   rhos = np.exp(log_rhos)
   clipped = rhos if clip_rho is None else np.minimum(clip_rho, rhos)
@@ -37,8 +36,7 @@ def reference_vtrace(log_rhos, discounts, rewards, values, bootstrap, *,
         weight = 1.0
         for i in range(s, t):
           weight *= discounts[i, b] * cs[i, b]
-        delta = clipped[t, b] * (rewards[t, b] + discounts[t, b] * values_ext[t + 1, b]
-                                 - values[t, b])
+        delta = clipped[t, b] * (rewards[t, b] + discounts[t, b] * values_ext[t + 1, b] - values[t, b])
         total += weight * delta
       vs[s, b] = total
 
@@ -46,8 +44,7 @@ def reference_vtrace(log_rhos, discounts, rewards, values, bootstrap, *,
   pg = np.zeros((T, B))
   for t in range(T):
     for b in range(B):
-      pg[t, b] = clipped_pg[t, b] * (rewards[t, b] + discounts[t, b] * vs_ext[t + 1, b]
-                                     - values[t, b])
+      pg[t, b] = clipped_pg[t, b] * (rewards[t, b] + discounts[t, b] * vs_ext[t + 1, b] - values[t, b])
   return vs, pg
 
 
@@ -71,15 +68,14 @@ def assert_close(actual, expected, tol=1e-4):
 
 
 @pytest.mark.parametrize("T,B", [(1, 1), (1, 7), (5, 7), (20, 1), (20, 7)])
-@pytest.mark.parametrize("clip_rho,clip_pg_rho", [
-    (1.0, 1.0), (0.5, 0.5), (3.0, 3.0), (None, None), (0.5, 3.0), (None, 1.0)])
+@pytest.mark.parametrize(
+  "clip_rho,clip_pg_rho", [(1.0, 1.0), (0.5, 0.5), (3.0, 3.0), (None, None), (0.5, 3.0), (None, 1.0)]
+)
 @pytest.mark.parametrize("lambda_", [1.0, 0.9])
 def test_matches_reference(T, B, clip_rho, clip_pg_rho, lambda_):
   inputs = random_inputs(T, B, seed=T * 100 + B)
-  out = vt.vtrace(*inputs, clip_rho_threshold=clip_rho,
-                  clip_pg_rho_threshold=clip_pg_rho, lambda_=lambda_)
-  vs, pg = reference_vtrace(*inputs, clip_rho=clip_rho, clip_pg_rho=clip_pg_rho,
-                            lambda_=lambda_)
+  out = vt.vtrace(*inputs, clip_rho_threshold=clip_rho, clip_pg_rho_threshold=clip_pg_rho, lambda_=lambda_)
+  vs, pg = reference_vtrace(*inputs, clip_rho=clip_rho, clip_pg_rho=clip_pg_rho, lambda_=lambda_)
   assert isinstance(out, vt.VTraceReturns)
   assert out.vs.shape == (T, B) and out.pg_advantages.shape == (T, B)
   assert out.vs.dtype == tf.float32
@@ -113,8 +109,7 @@ def test_on_policy_gives_n_step_return():
   #                              + (prod_{i=s}^{T-1} gamma_i) V(x_T), independent of V(x_t).
   T, B = 7, 3
   _, discounts, rewards, values, bootstrap = random_inputs(T, B, seed=3)
-  out = vt.vtrace(np.zeros((T, B), np.float32), discounts, rewards, values, bootstrap,
-                  lambda_=1.0)
+  out = vt.vtrace(np.zeros((T, B), np.float32), discounts, rewards, values, bootstrap, lambda_=1.0)
   expected = np.zeros((T, B))
   for b in range(B):
     for s in range(T):
@@ -132,14 +127,12 @@ def test_masked_step_is_finite_and_cuts_trace():
   T, B, masked = 6, 4, 2
   log_rhos, discounts, rewards, values, bootstrap = random_inputs(T, B, seed=4)
   log_rhos[masked] = -1e9
-  out = vt.vtrace(log_rhos, discounts, rewards, values, bootstrap,
-                  clip_rho_threshold=None, clip_pg_rho_threshold=None)
+  out = vt.vtrace(log_rhos, discounts, rewards, values, bootstrap, clip_rho_threshold=None, clip_pg_rho_threshold=None)
   assert np.all(np.isfinite(out.vs)) and np.all(np.isfinite(out.pg_advantages))
   # rho = 0: delta = 0 and c = 0, so v_s = V(x_s) and the pg advantage is 0.
   assert_close(out.vs[masked], values[masked], tol=1e-6)
   assert_close(out.pg_advantages[masked], np.zeros(B), tol=1e-6)
-  vs, pg = reference_vtrace(log_rhos, discounts, rewards, values, bootstrap,
-                            clip_rho=None, clip_pg_rho=None)
+  vs, pg = reference_vtrace(log_rhos, discounts, rewards, values, bootstrap, clip_rho=None, clip_pg_rho=None)
   assert_close(out.vs, vs)
   assert_close(out.pg_advantages, pg)
 
@@ -149,8 +142,7 @@ def test_works_in_tf_function_with_unknown_time():
 
   @tf.function(input_signature=[spec] * 4 + [tf.TensorSpec([None], tf.float32)])
   def fn(log_rhos, discounts, rewards, values, bootstrap):
-    return vt.vtrace(log_rhos, discounts, rewards, values, bootstrap,
-                     clip_rho_threshold=2.0, lambda_=0.9)
+    return vt.vtrace(log_rhos, discounts, rewards, values, bootstrap, clip_rho_threshold=2.0, lambda_=0.9)
 
   for T, B in [(3, 2), (11, 5), (1, 1)]:
     inputs = random_inputs(T, B, seed=T)
@@ -169,7 +161,9 @@ def test_outputs_carry_no_gradient():
   assert all(g is None for g in tape.gradient(total, inputs))
 
 
-@pytest.mark.parametrize("which,shape,match", [
+@pytest.mark.parametrize(
+  "which,shape,match",
+  [
     (0, (5,), "log_rhos_t must have rank 2"),
     (1, (5, 3, 1), "discounts_t must have rank 2"),
     (2, (6, 3), "rewards_t has shape"),
@@ -177,7 +171,8 @@ def test_outputs_carry_no_gradient():
     (3, (5,), "values_t must have rank 2"),
     (4, (4,), "bootstrap_value has shape"),
     (4, (3, 1), "bootstrap_value must have rank 1"),
-])
+  ],
+)
 def test_shape_errors(which, shape, match):
   inputs = list(random_inputs(5, 3, seed=6))
   inputs[which] = np.zeros(shape, np.float32)
@@ -207,12 +202,10 @@ def test_policy_gradient_loss_value():
 
 def test_policy_gradient_loss_mask():
   # Only step (0,0) counts: log 2 / 1.
-  loss = vt.policy_gradient_loss(PG_LOGITS, PG_ACTIONS, PG_ADVANTAGES,
-                                 mask_t=np.array([[1.0, 0.0]], np.float32))
+  loss = vt.policy_gradient_loss(PG_LOGITS, PG_ACTIONS, PG_ADVANTAGES, mask_t=np.array([[1.0, 0.0]], np.float32))
   assert float(loss) == pytest.approx(LOG2, rel=1e-6)
   # Nothing counts: 0 / max(0, 1) = 0.
-  loss = vt.policy_gradient_loss(PG_LOGITS, PG_ACTIONS, PG_ADVANTAGES,
-                                 mask_t=np.zeros((1, 2), np.float32))
+  loss = vt.policy_gradient_loss(PG_LOGITS, PG_ACTIONS, PG_ADVANTAGES, mask_t=np.zeros((1, 2), np.float32))
   assert float(loss) == 0.0
 
 
@@ -291,7 +284,6 @@ def test_loss_shape_errors():
   with pytest.raises(ValueError, match="targets_t has shape"):
     vt.baseline_loss(np.zeros((2, 2), np.float32), np.zeros((2, 3), np.float32))
   with pytest.raises(ValueError, match="mask_t has shape"):
-    vt.baseline_loss(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32),
-                     np.ones((2, 1), np.float32))
+    vt.baseline_loss(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), np.ones((2, 1), np.float32))
   with pytest.raises(ValueError, match="mask_t must have rank 2"):
     vt.entropy_loss(PG_LOGITS, np.ones((2,), np.float32))

@@ -24,28 +24,36 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from agents.ppo import losses
-from agents.ppo import networks
+from agents.ppo import losses, networks
 from seed.runtime.agent import Agent, Source
-from seed.tf_utils import masked_mean as _masked_mean, time_major
+from seed.tf_utils import masked_mean as _masked_mean
+from seed.tf_utils import time_major
 
 
 class PPOAgent(Agent):
-
-  def __init__(self, config: ml_collections.ConfigDict, observation_space: gymnasium.spaces.Box,
-               action_space: gymnasium.Space, *, batch_size: int, seed: int = 0):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    observation_space: gymnasium.spaces.Box,
+    action_space: gymnasium.Space,
+    *,
+    batch_size: int,
+    seed: int = 0,
+  ):
     super().__init__(name="ppo_agent")
     if batch_size % config.minibatch_size:
-      raise ValueError(f"batch_size ({batch_size}) must be a multiple of agent.minibatch_size "
-                       f"({config.minibatch_size})")
+      raise ValueError(
+        f"batch_size ({batch_size}) must be a multiple of agent.minibatch_size ({config.minibatch_size})"
+      )
     self.config = config
     self.batch_size = batch_size
     self.observation_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
     self.normalizer = networks.RunningNormalizer(observation_space.shape) if config.normalize_observations else None
     self.policy_net = networks.Policy(action_space, config.hidden_sizes, config.initial_log_std)
     self.value_net = networks.Value(config.hidden_sizes, config.popart, config.popart_step)
-    self.optimizer = keras.optimizers.Adam(config.learning_rate, epsilon=config.adam_epsilon,
-                                           global_clipnorm=config.max_grad_norm)
+    self.optimizer = keras.optimizers.Adam(
+      config.learning_rate, epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm
+    )
     self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
     self._rng = np.random.default_rng(seed)
     if self.policy_net.discrete:
@@ -63,8 +71,11 @@ class PPOAgent(Agent):
 
   @property
   def output_spec(self):
-    return {**self._action_spec, "log_prob": tf.TensorSpec([], tf.float32),
-            "policy_version": tf.TensorSpec([], tf.int64)}
+    return {
+      **self._action_spec,
+      "log_prob": tf.TensorSpec([], tf.float32),
+      "policy_version": tf.TensorSpec([], tf.int64),
+    }
 
   def initial_state(self, batch_size):
     return ()
@@ -75,8 +86,11 @@ class PPOAgent(Agent):
   def step(self, observation, first, state, env_ids):
     dist = self.policy_net.distribution(self._normalize(observation))
     raw = dist.sample()
-    out = {"action": self.policy_net.to_env(raw), "log_prob": dist.log_prob(raw),
-           "policy_version": tf.fill(tf.shape(first), self.updates)}
+    out = {
+      "action": self.policy_net.to_env(raw),
+      "log_prob": dist.log_prob(raw),
+      "policy_version": tf.fill(tf.shape(first), self.updates),
+    }
     if not self.policy_net.discrete:
       out["raw_action"] = raw
     return out, state
@@ -118,15 +132,22 @@ class PPOAgent(Agent):
       pg = losses.clipped_surrogate_loss(log_prob, old_log_prob, advantages, c.clip_epsilon, mask)
       entropy = _masked_mean(unflat(self.policy_net.entropy(dist)), mask)
       norm = self.value_net.normalize_targets
-      value = losses.value_loss(unflat(self.value_net.normalized(x)), norm(old_values), norm(returns),
-                                c.value_clip_epsilon or None, mask)
+      value = losses.value_loss(
+        unflat(self.value_net.normalized(x)), norm(old_values), norm(returns), c.value_clip_epsilon or None, mask
+      )
       total = pg + c.value_cost * value - c.entropy_cost * entropy
     grads = tape.gradient(total, variables)
     self.optimizer.apply_gradients(zip(grads, variables))
     ratio = tf.exp(log_prob - old_log_prob)
     clipped = tf.cast(tf.abs(ratio - 1.0) > c.clip_epsilon, tf.float32)
-    return {"loss/total": total, "loss/policy": pg, "loss/value": value, "entropy": entropy,
-            "clip_fraction": _masked_mean(clipped, mask), "grad_norm": tf.linalg.global_norm(grads)}
+    return {
+      "loss/total": total,
+      "loss/policy": pg,
+      "loss/value": value,
+      "entropy": entropy,
+      "clip_fraction": _masked_mean(clipped, mask),
+      "grad_norm": tf.linalg.global_norm(grads),
+    }
 
   def learn(self, source: Source) -> dict:
     c = self.config
@@ -134,19 +155,29 @@ class PPOAgent(Agent):
     steps = unroll.steps
     lag = (self.updates - tf.reduce_min(steps.agent_output["policy_version"][:, :-1], axis=1)).numpy()
     fresh = lag <= c.max_policy_lag
-    logs = {"policy_lag/mean": float(lag.mean()), "policy_lag/max": float(lag.max()),
-            "stale_fraction": float(1.0 - fresh.mean())}
+    logs = {
+      "policy_lag/mean": float(lag.mean()),
+      "policy_lag/max": float(lag.max()),
+      "stale_fraction": float(1.0 - fresh.mean()),
+    }
     if not fresh.any():
       return logs
     if self.normalizer is not None:
       self.normalizer.update(tf.boolean_mask(steps.observation, fresh))
     adv, returns, old_values, mask = self._prepare(steps, tf.constant(fresh))
-    data = (steps.observation[:, :-1], self._policy_action(steps)[:, :-1], steps.agent_output["log_prob"][:, :-1],
-            adv, returns, old_values, mask)
+    data = (
+      steps.observation[:, :-1],
+      self._policy_action(steps)[:, :-1],
+      steps.agent_output["log_prob"][:, :-1],
+      adv,
+      returns,
+      old_values,
+      mask,
+    )
     for _ in range(c.num_epochs):
       order = self._rng.permutation(self.batch_size)
       for start in range(0, self.batch_size, c.minibatch_size):
-        idx = tf.constant(order[start:start + c.minibatch_size])
+        idx = tf.constant(order[start : start + c.minibatch_size])
         out = self._update(*(tf.gather(x, idx) for x in data))
     self.updates.assign_add(1)
     logs.update({k: float(v) for k, v in out.items()})
@@ -168,13 +199,17 @@ class Policy(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None, *spec.shape], spec.dtype, name="observation")])
     def serve(observation):
       x = normalize(observation)
-      return {"action": self.policy_net.to_env(self.policy_net.distribution(x).sample()),
-              "greedy_action": self.policy_net.to_env(self.policy_net.mode(x)), "value": self.value_net(x)}
+      return {
+        "action": self.policy_net.to_env(self.policy_net.distribution(x).sample()),
+        "greedy_action": self.policy_net.to_env(self.policy_net.mode(x)),
+        "value": self.value_net(x),
+      }
 
     self.serving_default = serve
 
 
-def make_agent(config: ml_collections.ConfigDict, observation_space: gymnasium.Space,
-               action_space: gymnasium.Space) -> PPOAgent:
+def make_agent(
+  config: ml_collections.ConfigDict, observation_space: gymnasium.Space, action_space: gymnasium.Space
+) -> PPOAgent:
   """Builds the agent from a full run config (config.agent and the runtime fields)."""
   return PPOAgent(config.agent, observation_space, action_space, batch_size=config.batch_size, seed=config.seed)

@@ -44,8 +44,12 @@ def get_config() -> ml_collections.ConfigDict:
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks that need the runtime fields too (called before any process starts)."""
   if config.batch_size % config.agent.minibatch_size:
-    raise ValueError(f"config.batch_size ({config.batch_size}) must be a multiple of "
-                     f"config.agent.minibatch_size ({config.agent.minibatch_size})")
+    raise ValueError(
+      f"config.batch_size ({config.batch_size}) must be a multiple of "
+      f"config.agent.minibatch_size ({config.agent.minibatch_size})"
+    )
   if config.unroll_queue_capacity > 2 * config.batch_size:
-    raise ValueError("PPO is on-policy: keep config.unroll_queue_capacity <= 2 * batch_size "
-                     f"(got {config.unroll_queue_capacity} vs batch_size {config.batch_size}) to bound policy lag")
+    raise ValueError(
+      "PPO is on-policy: keep config.unroll_queue_capacity <= 2 * batch_size "
+      f"(got {config.unroll_queue_capacity} vs batch_size {config.batch_size}) to bound policy lag"
+    )

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from seed.tf_utils import (check_rank as _check_rank, check_same_shape as _check_same_shape,
-                                float_tensor as _float_tensor, masked_mean as _masked_mean)
+from seed.tf_utils import check_rank as _check_rank
+from seed.tf_utils import check_same_shape as _check_same_shape
+from seed.tf_utils import float_tensor as _float_tensor
+from seed.tf_utils import masked_mean as _masked_mean
 
 TensorLike = tf.types.experimental.TensorLike
 
@@ -26,11 +28,13 @@ TensorLike = tf.types.experimental.TensorLike
 # --------------------------------------------------------------------- GAE ---
 
 
-def gae(rewards_t: TensorLike,
-        discounts_t: TensorLike,
-        values_t: TensorLike,
-        bootstrap_value: TensorLike,
-        lambda_: float = 0.95) -> tf.Tensor:
+def gae(
+  rewards_t: TensorLike,
+  discounts_t: TensorLike,
+  values_t: TensorLike,
+  bootstrap_value: TensorLike,
+  lambda_: float = 0.95,
+) -> tf.Tensor:
   """Generalized advantage estimates (Schulman et al. 2016, arXiv:1506.02438, eq. 16).
 
   With delta_t = r_t + discount_t * V(x_{t+1}) - V(x_t) and V(x_T) = bootstrap_value,
@@ -61,15 +65,14 @@ def gae(rewards_t: TensorLike,
   discounts_t = _float_tensor(discounts_t, dtype)
   bootstrap_value = _float_tensor(bootstrap_value, dtype)
 
-  for name, x in [("rewards_t", rewards_t), ("discounts_t", discounts_t),
-                  ("values_t", values_t)]:
+  for name, x in [("rewards_t", rewards_t), ("discounts_t", discounts_t), ("values_t", values_t)]:
     _check_rank(name, x, 2)
   _check_rank("bootstrap_value", bootstrap_value, 1)
-  _check_same_shape("values_t", values_t.shape,
-                    [("rewards_t", rewards_t), ("discounts_t", discounts_t)])
+  _check_same_shape("values_t", values_t.shape, [("rewards_t", rewards_t), ("discounts_t", discounts_t)])
   if not bootstrap_value.shape.is_compatible_with(values_t.shape[1:]):
-    raise ValueError(f"bootstrap_value has shape {bootstrap_value.shape}, "
-                     f"expected [B] = {values_t.shape[1:]} from values_t")
+    raise ValueError(
+      f"bootstrap_value has shape {bootstrap_value.shape}, expected [B] = {values_t.shape[1:]} from values_t"
+    )
 
   with tf.name_scope("gae"):
     values_tp1 = tf.concat([values_t[1:], bootstrap_value[None]], axis=0)
@@ -79,20 +82,22 @@ def gae(rewards_t: TensorLike,
       discount_lambda, delta = elems
       return delta + discount_lambda * acc
 
-    advantages_t = tf.scan(step, (lambda_ * discounts_t, deltas_t),
-                           initializer=tf.zeros_like(bootstrap_value),
-                           reverse=True)
+    advantages_t = tf.scan(
+      step, (lambda_ * discounts_t, deltas_t), initializer=tf.zeros_like(bootstrap_value), reverse=True
+    )
     return tf.stop_gradient(advantages_t)
 
 
 # -------------------------------------------------------------- loss terms ---
 
 
-def clipped_surrogate_loss(log_prob_t: TensorLike,
-                           old_log_prob_t: TensorLike,
-                           advantages_t: TensorLike,
-                           epsilon: float = 0.2,
-                           mask_t: TensorLike | None = None) -> tf.Tensor:
+def clipped_surrogate_loss(
+  log_prob_t: TensorLike,
+  old_log_prob_t: TensorLike,
+  advantages_t: TensorLike,
+  epsilon: float = 0.2,
+  mask_t: TensorLike | None = None,
+) -> tf.Tensor:
   """PPO clipped surrogate loss (Schulman et al. 2017, arXiv:1707.06347, eq. 7).
 
   With ratio_t = exp(log_prob_t - old_log_prob_t),
@@ -119,12 +124,11 @@ def clipped_surrogate_loss(log_prob_t: TensorLike,
   dtype = log_prob_t.dtype
   old_log_prob_t = _float_tensor(old_log_prob_t, dtype)
   advantages_t = _float_tensor(advantages_t, dtype)
-  for name, x in [("log_prob_t", log_prob_t), ("old_log_prob_t", old_log_prob_t),
-                  ("advantages_t", advantages_t)]:
+  for name, x in [("log_prob_t", log_prob_t), ("old_log_prob_t", old_log_prob_t), ("advantages_t", advantages_t)]:
     _check_rank(name, x, 2)
-  _check_same_shape("log_prob_t", log_prob_t.shape,
-                    [("old_log_prob_t", old_log_prob_t),
-                     ("advantages_t", advantages_t)])
+  _check_same_shape(
+    "log_prob_t", log_prob_t.shape, [("old_log_prob_t", old_log_prob_t), ("advantages_t", advantages_t)]
+  )
 
   advantages_t = tf.stop_gradient(advantages_t)
   ratio_t = tf.exp(log_prob_t - tf.stop_gradient(old_log_prob_t))
@@ -133,11 +137,13 @@ def clipped_surrogate_loss(log_prob_t: TensorLike,
   return _masked_mean(-surrogate_t, mask_t)
 
 
-def value_loss(values_t: TensorLike,
-               old_values_t: TensorLike,
-               returns_t: TensorLike,
-               clip_epsilon: float | None = None,
-               mask_t: TensorLike | None = None) -> tf.Tensor:
+def value_loss(
+  values_t: TensorLike,
+  old_values_t: TensorLike,
+  returns_t: TensorLike,
+  clip_epsilon: float | None = None,
+  mask_t: TensorLike | None = None,
+) -> tf.Tensor:
   """PPO value loss, optionally clipped around the old values.
 
   Unclipped: 0.5 * (V_t - R_t)^2 (Schulman et al. 2017, arXiv:1707.06347, sec. 5).
@@ -164,15 +170,12 @@ def value_loss(values_t: TensorLike,
   dtype = values_t.dtype
   old_values_t = tf.stop_gradient(_float_tensor(old_values_t, dtype))
   returns_t = tf.stop_gradient(_float_tensor(returns_t, dtype))
-  for name, x in [("values_t", values_t), ("old_values_t", old_values_t),
-                  ("returns_t", returns_t)]:
+  for name, x in [("values_t", values_t), ("old_values_t", old_values_t), ("returns_t", returns_t)]:
     _check_rank(name, x, 2)
-  _check_same_shape("values_t", values_t.shape,
-                    [("old_values_t", old_values_t), ("returns_t", returns_t)])
+  _check_same_shape("values_t", values_t.shape, [("old_values_t", old_values_t), ("returns_t", returns_t)])
 
   squared_t = tf.square(values_t - returns_t)
   if clip_epsilon is not None:
-    clipped_values_t = old_values_t + tf.clip_by_value(
-        values_t - old_values_t, -clip_epsilon, clip_epsilon)
+    clipped_values_t = old_values_t + tf.clip_by_value(values_t - old_values_t, -clip_epsilon, clip_epsilon)
     squared_t = tf.maximum(squared_t, tf.square(clipped_values_t - returns_t))
   return _masked_mean(0.5 * squared_t, mask_t)

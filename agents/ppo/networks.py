@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import gymnasium
 import tensorflow as tf
@@ -38,8 +38,9 @@ class RunningNormalizer(tf.Module):
 
 
 def _mlp(sizes: Sequence[int], out: int, out_scale: float) -> keras.Sequential:
-  layers = [keras.layers.Dense(n, activation="tanh", kernel_initializer=keras.initializers.Orthogonal(2 ** 0.5))
-            for n in sizes]
+  layers = [
+    keras.layers.Dense(n, activation="tanh", kernel_initializer=keras.initializers.Orthogonal(2**0.5)) for n in sizes
+  ]
   layers.append(keras.layers.Dense(out, kernel_initializer=keras.initializers.Orthogonal(out_scale)))
   return keras.Sequential(layers)
 
@@ -87,9 +88,12 @@ class Value(tf.Module):
 
   def __init__(self, hidden: Sequence[int], popart: bool, popart_step: float):
     super().__init__(name="value")
-    self.torso = keras.Sequential([keras.layers.Dense(n, activation="tanh",
-                                                      kernel_initializer=keras.initializers.Orthogonal(2 ** 0.5))
-                                   for n in hidden])
+    self.torso = keras.Sequential(
+      [
+        keras.layers.Dense(n, activation="tanh", kernel_initializer=keras.initializers.Orthogonal(2**0.5))
+        for n in hidden
+      ]
+    )
     self.head = keras.layers.Dense(1, kernel_initializer=keras.initializers.Orthogonal(1.0))
     self.popart = popart
     self.step_size = popart_step

@@ -11,7 +11,8 @@ state" strategy of R2D2, section 3); consecutive sequences of an env overlap
 by `sequence_overlap` steps (see agents/r2d2/config.py). `learn` moves new
 sequences into a PrioritizedReplay through a ReplayFeeder (which holds
 samples_per_insert sampled per inserted sequence both ways: training waits for
-actors, a full unroll queue makes actors wait for training), samples a batch, trains, and writes the new priorities back. With
+actors, a full unroll queue makes actors wait for training), samples a batch,
+trains, and writes the new priorities back. With
 agent.frame_stack set, stacked-frame observations are stored once per frame
 (FrameStackCompressor). The replay lives in the learner's memory, its size is
 logged as replay/bytes.
@@ -54,12 +55,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from agents.r2d2 import losses
-from agents.r2d2 import networks
-from seed.runtime.agent import Agent, Source, serving_function
-from seed.runtime.env_store import Step, Unroll
+from agents.r2d2 import losses, networks
 from seed.replay.buffers import PrioritizedReplay
 from seed.replay.feeder import ReplayFeeder
+from seed.runtime.agent import Agent, Source, serving_function
+from seed.runtime.env_store import Step, Unroll
 from seed.tf_utils import time_major
 
 
@@ -83,9 +83,17 @@ class R2D2Agent(Agent):
   (min_replay_size sequences) before it trains again.
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, observation_space: gymnasium.spaces.Box,
-               action_space: gymnasium.spaces.Discrete, *, batch_size: int, num_envs: int, unroll_length: int,
-               seed: int = 0):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    observation_space: gymnasium.spaces.Box,
+    action_space: gymnasium.spaces.Discrete,
+    *,
+    batch_size: int,
+    num_envs: int,
+    unroll_length: int,
+    seed: int = 0,
+  ):
     super().__init__(name="r2d2_agent")
     if not isinstance(action_space, gymnasium.spaces.Discrete):
       raise ValueError(f"R2D2 needs a discrete action space, got {action_space}")
@@ -94,27 +102,31 @@ class R2D2Agent(Agent):
       raise ValueError(f"agent.burn_in must be in [0, unroll_length={unroll_length}), got {c.burn_in}")
     overlap = c.sequence_overlap if c.sequence_overlap is not None else default_overlap(unroll_length, c.burn_in)
     if not c.burn_in + 1 <= overlap <= unroll_length:
-      raise ValueError(f"agent.sequence_overlap must be in [burn_in + 1 = {c.burn_in + 1}, unroll_length = "
-                       f"{unroll_length}] so that every transition is trained, got {overlap}")
+      raise ValueError(
+        f"agent.sequence_overlap must be in [burn_in + 1 = {c.burn_in + 1}, unroll_length = "
+        f"{unroll_length}] so that every transition is trained, got {overlap}"
+      )
     if c.n_step < 1:
       raise ValueError(f"agent.n_step must be >= 1, got {c.n_step}")
     if c.target_update_period < 1:
       raise ValueError(f"agent.target_update_period must be >= 1, got {c.target_update_period}")
     if not batch_size <= c.replay_capacity or not c.min_replay_size <= c.replay_capacity:
-      raise ValueError(f"agent.replay_capacity ({c.replay_capacity}) must hold at least batch_size ({batch_size}) "
-                       f"and agent.min_replay_size ({c.min_replay_size}) sequences")
+      raise ValueError(
+        f"agent.replay_capacity ({c.replay_capacity}) must hold at least batch_size ({batch_size}) "
+        f"and agent.min_replay_size ({c.min_replay_size}) sequences"
+      )
     self.config = config
     self.num_actions = int(action_space.n)
     self.unroll_length = unroll_length
     self.batch_size = batch_size
     self._overlap = int(overlap)
     self.observation_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
-    make_net = lambda: networks.RecurrentQNetwork(self.num_actions, c.torso, tuple(c.mlp_sizes), c.cnn_hidden,
-                                                  c.lstm_size, c.head_hidden, c.dueling)
+    make_net = lambda: networks.RecurrentQNetwork(
+      self.num_actions, c.torso, tuple(c.mlp_sizes), c.cnn_hidden, c.lstm_size, c.head_hidden, c.dueling
+    )
     self.online = make_net()
     self.target = make_net()
-    self.optimizer = keras.optimizers.Adam(c.learning_rate, epsilon=c.adam_epsilon,
-                                           global_clipnorm=c.max_grad_norm)
+    self.optimizer = keras.optimizers.Adam(c.learning_rate, epsilon=c.adam_epsilon, global_clipnorm=c.max_grad_norm)
     self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")  # gradient steps
     self.target_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="target_updates")
     self.epsilons = ape_x_epsilons(num_envs, c.epsilon_base, c.epsilon_alpha)  # numpy: not checkpointed
@@ -164,16 +176,27 @@ class R2D2Agent(Agent):
     t = self.unroll_length + 1
     with_dims = lambda s, *d: tf.TensorSpec([*d, *s.shape], s.dtype)
     scalar = lambda dtype: tf.TensorSpec([batch_size, t], dtype)
-    steps = Step(with_dims(self.observation_spec, batch_size, t), scalar(tf.float32), scalar(tf.bool),
-                 scalar(tf.bool), scalar(tf.bool),
-                 tf.nest.map_structure(lambda s: with_dims(s, batch_size, t), self.output_spec))
+    steps = Step(
+      with_dims(self.observation_spec, batch_size, t),
+      scalar(tf.float32),
+      scalar(tf.bool),
+      scalar(tf.bool),
+      scalar(tf.bool),
+      tf.nest.map_structure(lambda s: with_dims(s, batch_size, t), self.output_spec),
+    )
     return Unroll(tf.nest.map_structure(lambda s: with_dims(s, batch_size), self.state_spec), steps)
 
   def learn(self, source: Source) -> dict[str, float]:
     c = self.config
     if self._feeder is None or self._feeder.source is not source:
-      self._feeder = ReplayFeeder(source, self.replay, self._to_items, min_size=c.min_replay_size,
-                                  samples_per_insert=c.samples_per_insert, batch_size=self.batch_size)
+      self._feeder = ReplayFeeder(
+        source,
+        self.replay,
+        self._to_items,
+        min_size=c.min_replay_size,
+        samples_per_insert=c.samples_per_insert,
+        batch_size=self.batch_size,
+      )
     self._feeder.pull()
     batch, indices, weights = self.replay.sample(self.batch_size, self._rng, c.importance_sampling_exponent)
     batch = self._from_items(batch)
@@ -181,21 +204,29 @@ class R2D2Agent(Agent):
     priorities = logs.pop("priorities").numpy()
     self.replay.update_priorities(indices, priorities)
     self._feeder.count_sampled(self.batch_size)
-    logs.update({"replay/bytes": self.replay.nbytes, "replay/size": len(self.replay),
-                 "replay/ratio": self._feeder.replay_ratio, "replay/max_priority": self.replay.max_priority})
+    logs.update(
+      {
+        "replay/bytes": self.replay.nbytes,
+        "replay/size": len(self.replay),
+        "replay/ratio": self._feeder.replay_ratio,
+        "replay/max_priority": self.replay.max_priority,
+      }
+    )
     return logs
 
   def _to_items(self, unroll: Unroll) -> tuple[Unroll, int]:
     """Sequences as stored in the replay: observations as single frames when frame_stack is set."""
     if self._frames is not None:
-      unroll = unroll._replace(steps=unroll.steps._replace(
-          observation=self._frames.compress(unroll.steps.observation, unroll.steps.first)))
+      unroll = unroll._replace(
+        steps=unroll.steps._replace(observation=self._frames.compress(unroll.steps.observation, unroll.steps.first))
+      )
     return unroll, unroll.steps.first.shape[0]
 
   def _from_items(self, unroll: Unroll) -> Unroll:
     if self._frames is not None:
-      unroll = unroll._replace(steps=unroll.steps._replace(
-          observation=self._frames.decompress(unroll.steps.observation, unroll.steps.first)))
+      unroll = unroll._replace(
+        steps=unroll.steps._replace(observation=self._frames.decompress(unroll.steps.observation, unroll.steps.first))
+      )
     return unroll
 
   # -- training ----------------------------------------------------------------------------------------
@@ -203,8 +234,7 @@ class R2D2Agent(Agent):
   def train(self, unroll: Unroll, weights) -> dict[str, tf.Tensor]:
     """One gradient step on a batch of sequences (numpy or tensors); logs include the new `priorities`."""
     if self._train_fn is None:
-      self._train_fn = tf.function(self._train, input_signature=[self.unroll_spec(),
-                                                                 tf.TensorSpec([None], tf.float32)])
+      self._train_fn = tf.function(self._train, input_signature=[self.unroll_spec(), tf.TensorSpec([None], tf.float32)])
     return self._train_fn(unroll, weights)
 
   def _train(self, unroll: Unroll, weights: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -250,10 +280,10 @@ class R2D2Agent(Agent):
     q_taken = tf.gather(q_online[:-1], actions, axis=-1, batch_dims=2)  # [T, B]
 
     real = tf.logical_not(first[1:])
-    rewards = steps.reward[b + 1:]
+    rewards = steps.reward[b + 1 :]
     if c.reward_clip is not None:
       rewards = tf.clip_by_value(rewards, -c.reward_clip, c.reward_clip)
-    discounts = c.discount * (1.0 - tf.cast(steps.terminated[b + 1:], tf.float32))
+    discounts = c.discount * (1.0 - tf.cast(steps.terminated[b + 1 :], tf.float32))
     # Into a `first` step: discount 0 and, as reward, the bootstrap value of the final observation
     # (see the module docstring): n-step windows stop there with gamma^k * Q(x_final).
     greedy = tf.argmax(tf.stop_gradient(q_online), -1, output_type=tf.int32)
@@ -262,8 +292,15 @@ class R2D2Agent(Agent):
       bootstrap = losses.signed_parabolic(bootstrap, c.rescaling_epsilon)
     rewards = tf.where(real, rewards, bootstrap[:-1])
     discounts = tf.where(real, discounts, 0.0)
-    targets = losses.n_step_double_q_targets(q_target, tf.stop_gradient(q_online), rewards, discounts,
-                                             c.n_step, rescale=c.value_rescaling, eps=c.rescaling_epsilon)
+    targets = losses.n_step_double_q_targets(
+      q_target,
+      tf.stop_gradient(q_online),
+      rewards,
+      discounts,
+      c.n_step,
+      rescale=c.value_rescaling,
+      eps=c.rescaling_epsilon,
+    )
     return {"q_taken": q_taken, "targets": targets, "mask": tf.cast(real, tf.float32), "q_online": q_online}
 
   def loss(self, unroll: Unroll, weights: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -275,8 +312,14 @@ class R2D2Agent(Agent):
     total = tf.reduce_mean(tf.cast(weights, tf.float32) * per_sequence)
     priorities = losses.r2d2_priorities(td, self.config.priority_eta, mask)
     count = tf.maximum(tf.reduce_sum(mask), 1.0)
-    return {"loss/total": total, "priorities": priorities, "td/abs_mean": tf.reduce_sum(tf.abs(td) * mask) / count,
-            "q/mean": tf.reduce_sum(out["q_taken"] * mask) / count, "_td": td, "_mask": mask}
+    return {
+      "loss/total": total,
+      "priorities": priorities,
+      "td/abs_mean": tf.reduce_sum(tf.abs(td) * mask) / count,
+      "q/mean": tf.reduce_sum(out["q_taken"] * mask) / count,
+      "_td": td,
+      "_mask": mask,
+    }
 
   def policy(self) -> tf.Module:
     return Policy(self.online, self.observation_spec, self.config.eval_epsilon)
@@ -296,8 +339,10 @@ class FrameStackCompressor:
 
   def __init__(self, observation_shape, frame_stack: int):
     if len(observation_shape) != 3 or frame_stack < 2 or observation_shape[-1] % frame_stack:
-      raise ValueError(f"agent.frame_stack={frame_stack} needs observations [H, W, frame_stack * C], "
-                       f"got shape {tuple(observation_shape)}")
+      raise ValueError(
+        f"agent.frame_stack={frame_stack} needs observations [H, W, frame_stack * C], "
+        f"got shape {tuple(observation_shape)}"
+      )
     self.k = frame_stack
     self.c = observation_shape[-1] // frame_stack
 
@@ -314,8 +359,10 @@ class FrameStackCompressor:
     frames = observation.reshape(b, t, h, w, self.k, self.c)
     out = np.concatenate([np.moveaxis(frames[:, 0, :, :, :-1], 3, 1), frames[:, :, :, :, -1]], axis=1)
     if not np.array_equal(self.decompress(out, first), observation):
-      raise ValueError("agent.frame_stack: these observations are not stacks of consecutive frames with "
-                       "reset padding; set agent.frame_stack = None")
+      raise ValueError(
+        "agent.frame_stack: these observations are not stacks of consecutive frames with "
+        "reset padding; set agent.frame_stack = None"
+      )
     return out  # [B, T + K - 1, H, W, C]
 
   def decompress(self, frames: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -343,15 +390,26 @@ class Policy(tf.Module):
       q, new_state = network(observation, first, state)
       greedy = tf.argmax(q, -1, output_type=tf.int32)
       probs = eval_epsilon / num_actions + (1.0 - eval_epsilon) * tf.one_hot(greedy, num_actions)
-      return {"action": greedy, "greedy_action": greedy, "q": q,
-              "logits": tf.math.log(tf.maximum(probs, 1e-30))}, new_state
+      return {
+        "action": greedy,
+        "greedy_action": greedy,
+        "q": q,
+        "logits": tf.math.log(tf.maximum(probs, 1e-30)),
+      }, new_state
 
     self.serving_default = serving_function(observation_spec, network.state_spec, step)
 
 
-def make_agent(config: ml_collections.ConfigDict, observation_space: gymnasium.Space,
-               action_space: gymnasium.Space) -> R2D2Agent:
+def make_agent(
+  config: ml_collections.ConfigDict, observation_space: gymnasium.Space, action_space: gymnasium.Space
+) -> R2D2Agent:
   """Builds the agent from a full run config (config.agent and the runtime fields)."""
-  return R2D2Agent(config.agent, observation_space, action_space, batch_size=config.batch_size,
-                   num_envs=config.num_actors * config.env_batch_size, unroll_length=config.unroll_length,
-                   seed=config.seed)
+  return R2D2Agent(
+    config.agent,
+    observation_space,
+    action_space,
+    batch_size=config.batch_size,
+    num_envs=config.num_actors * config.env_batch_size,
+    unroll_length=config.unroll_length,
+    seed=config.seed,
+  )

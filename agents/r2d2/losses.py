@@ -18,12 +18,12 @@ to the transition s_t -> s_{t+1}; Q-values cover s_0..s_T ([T + 1, B, A]).
 from __future__ import annotations
 
 import numbers
-from typing import Sequence
 
 import tensorflow as tf
 
-from seed.tf_utils import (check_rank as _check_rank, check_same_shape as _check_same_shape,
-                                float_tensor as _float_tensor)
+from seed.tf_utils import check_rank as _check_rank
+from seed.tf_utils import check_same_shape as _check_same_shape
+from seed.tf_utils import float_tensor as _float_tensor
 
 TensorLike = tf.types.experimental.TensorLike
 
@@ -84,13 +84,15 @@ def signed_parabolic(x: TensorLike, eps: float = 1e-3) -> tf.Tensor:
 # ---------------------------------------------------------- n-step targets ---
 
 
-def n_step_double_q_targets(q_target_t: TensorLike,
-                            q_online_t: TensorLike,
-                            rewards_t: TensorLike,
-                            discounts_t: TensorLike,
-                            n: int,
-                            rescale: bool = True,
-                            eps: float = 1e-3) -> tf.Tensor:
+def n_step_double_q_targets(
+  q_target_t: TensorLike,
+  q_online_t: TensorLike,
+  rewards_t: TensorLike,
+  discounts_t: TensorLike,
+  n: int,
+  rescale: bool = True,
+  eps: float = 1e-3,
+) -> tf.Tensor:
   """(Rescaled) n-step double-Q targets for Q(s_t, a_t), t = 0..T-1 (R2D2, sec. 2).
 
   With a*_s = argmax_a Q_online(s_s, a) (van Hasselt et al. 2016) and
@@ -140,10 +142,13 @@ def n_step_double_q_targets(q_target_t: TensorLike,
   t_plus_1, batch = q_target_t.shape[0], q_target_t.shape[1]
   t_len = rewards_t.shape[0]
   if (t_plus_1 is not None and t_len is not None and t_plus_1 != t_len + 1) or (
-      not tf.TensorShape([batch]).is_compatible_with(rewards_t.shape[1:])):
-    raise ValueError(f"rewards_t has shape {rewards_t.shape}, expected [T, B] = "
-                     f"[{None if t_plus_1 is None else t_plus_1 - 1}, {batch}] "
-                     f"from q_target_t shape {q_target_t.shape}")
+    not tf.TensorShape([batch]).is_compatible_with(rewards_t.shape[1:])
+  ):
+    raise ValueError(
+      f"rewards_t has shape {rewards_t.shape}, expected [T, B] = "
+      f"[{None if t_plus_1 is None else t_plus_1 - 1}, {batch}] "
+      f"from q_target_t shape {q_target_t.shape}"
+    )
 
   with tf.name_scope("n_step_double_q_targets"):
     # Double Q: the online net picks the action, the target net evaluates it.
@@ -162,8 +167,8 @@ def n_step_double_q_targets(q_target_t: TensorLike,
     returns = tf.zeros_like(rewards_t)
     discount_prod = tf.ones_like(discounts_t)
     for k in range(n):
-      returns += discount_prod * rewards_pad[k:k + T]
-      discount_prod *= discounts_pad[k:k + T]
+      returns += discount_prod * rewards_pad[k : k + T]
+      discount_prod *= discounts_pad[k : k + T]
     bootstrap_idx = tf.minimum(tf.range(T) + n, T)
     targets = returns + discount_prod * tf.gather(bootstrap_s, bootstrap_idx)
     if rescale:
@@ -174,9 +179,7 @@ def n_step_double_q_targets(q_target_t: TensorLike,
 # -------------------------------------------------------------- priorities ---
 
 
-def r2d2_priorities(td_errors_t: TensorLike,
-                    eta: float = 0.9,
-                    mask_t: TensorLike | None = None) -> tf.Tensor:
+def r2d2_priorities(td_errors_t: TensorLike, eta: float = 0.9, mask_t: TensorLike | None = None) -> tf.Tensor:
   """Sequence priorities eta * max_t |delta_t| + (1 - eta) * mean_t |delta_t|.
 
   (Kapturowski et al. 2019, R2D2, section 2.)
@@ -204,8 +207,8 @@ def r2d2_priorities(td_errors_t: TensorLike,
     mask_t = _float_tensor(mask_t, abs_td_t.dtype)
     _check_rank("mask_t", mask_t, 2)
     _check_same_shape("td_errors_t", td_errors_t.shape, [("mask_t", mask_t)])
-    max_td = tf.reduce_max(
-        tf.where(mask_t > 0, abs_td_t, tf.zeros_like(abs_td_t)), axis=0)
-    mean_td = (tf.reduce_sum(tf.math.multiply_no_nan(abs_td_t, mask_t), axis=0)
-               / tf.maximum(tf.reduce_sum(mask_t, axis=0), 1.0))
+    max_td = tf.reduce_max(tf.where(mask_t > 0, abs_td_t, tf.zeros_like(abs_td_t)), axis=0)
+    mean_td = tf.reduce_sum(tf.math.multiply_no_nan(abs_td_t, mask_t), axis=0) / tf.maximum(
+      tf.reduce_sum(mask_t, axis=0), 1.0
+    )
   return tf.stop_gradient(eta * max_td + (1.0 - eta) * mean_td)

@@ -12,7 +12,7 @@ sequence crossing an episode boundary replays exactly what the actor computed.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 import tf_keras as keras
@@ -25,9 +25,11 @@ class NatureCNN(tf.Module):
 
   def __init__(self, hidden: int = 512):
     super().__init__(name="nature_cnn")
-    self.convs = [keras.layers.Conv2D(32, 8, 4, activation="relu"),
-                  keras.layers.Conv2D(64, 4, 2, activation="relu"),
-                  keras.layers.Conv2D(64, 3, 1, activation="relu")]
+    self.convs = [
+      keras.layers.Conv2D(32, 8, 4, activation="relu"),
+      keras.layers.Conv2D(64, 4, 2, activation="relu"),
+      keras.layers.Conv2D(64, 3, 1, activation="relu"),
+    ]
     self.flatten = keras.layers.Flatten()
     self.dense = keras.layers.Dense(hidden, activation="relu")
 
@@ -73,8 +75,16 @@ class DuelingHead(tf.Module):
 class RecurrentQNetwork(tf.Module):
   """Torso -> LSTM -> dueling Q head. State: the LSTM's (h, c), each [B, lstm_size]."""
 
-  def __init__(self, num_actions: int, torso: str = "mlp", mlp_sizes: Sequence[int] = (64,),
-               cnn_hidden: int = 512, lstm_size: int = 64, head_hidden: int = 64, dueling: bool = True):
+  def __init__(
+    self,
+    num_actions: int,
+    torso: str = "mlp",
+    mlp_sizes: Sequence[int] = (64,),
+    cnn_hidden: int = 512,
+    lstm_size: int = 64,
+    head_hidden: int = 64,
+    dueling: bool = True,
+  ):
     super().__init__(name="recurrent_q_network")
     if lstm_size < 1:
       raise ValueError(f"R2D2 needs an LSTM: lstm_size must be >= 1, got {lstm_size}")

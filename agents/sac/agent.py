@@ -37,18 +37,23 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from agents.sac import losses
-from agents.sac import networks
-from seed.runtime.agent import Agent, Source
+from agents.sac import losses, networks
 from seed.replay.buffers import UniformReplay
 from seed.replay.feeder import ReplayFeeder, valid_transitions
+from seed.runtime.agent import Agent, Source
 
 
 class SACAgent(Agent):
   """SAC with automatic temperature, uniform replay and replay-ratio control."""
 
-  def __init__(self, config: ml_collections.ConfigDict, observation_space: gymnasium.spaces.Space,
-               action_space: gymnasium.spaces.Space, *, seed: int = 0):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    observation_space: gymnasium.spaces.Space,
+    action_space: gymnasium.spaces.Space,
+    *,
+    seed: int = 0,
+  ):
     super().__init__(name="sac_agent")
     if not isinstance(action_space, gymnasium.spaces.Box):
       raise ValueError(f"the SAC agent needs a continuous (gymnasium Box) action space, got {action_space}")
@@ -59,8 +64,9 @@ class SACAgent(Agent):
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
       raise ValueError(f"the SAC agent needs finite action bounds with low < high, got {action_space}")
     if config.batch_size < 1 or config.replay_capacity < config.batch_size:
-      raise ValueError(f"agent.batch_size ({config.batch_size}) must be >= 1 and <= agent.replay_capacity "
-                       f"({config.replay_capacity})")
+      raise ValueError(
+        f"agent.batch_size ({config.batch_size}) must be >= 1 and <= agent.replay_capacity ({config.replay_capacity})"
+      )
     if not 0.0 < config.tau <= 1.0:
       raise ValueError(f"agent.tau must be in (0, 1], got {config.tau}")
     if not config.initial_alpha > 0:
@@ -105,13 +111,18 @@ class SACAgent(Agent):
     self._rng = np.random.default_rng(seed)
     self._feeder: ReplayFeeder | None = None
     spec = lambda shape, dtype: tf.TensorSpec([config.batch_size, *shape], dtype)
-    self._train = tf.function(self._train_step, input_signature=[{
-        "observation": spec(self.observation_spec.shape, self._replay_obs_dtype),
-        "action": spec([self.action_dim], tf.float32),
-        "reward": spec([], tf.float32),
-        "discount": spec([], tf.float32),
-        "next_observation": spec(self.observation_spec.shape, self._replay_obs_dtype),
-    }])
+    self._train = tf.function(
+      self._train_step,
+      input_signature=[
+        {
+          "observation": spec(self.observation_spec.shape, self._replay_obs_dtype),
+          "action": spec([self.action_dim], tf.float32),
+          "reward": spec([], tf.float32),
+          "discount": spec([], tf.float32),
+          "next_observation": spec(self.observation_spec.shape, self._replay_obs_dtype),
+        }
+      ],
+    )
 
   # -- the Agent interface ------------------------------------------------------
 
@@ -146,8 +157,9 @@ class SACAgent(Agent):
     needed), then one gradient step on a uniform batch; returns scalar logs."""
     c = self.config
     if self._feeder is None or self._feeder.source is not source:
-      self._feeder = ReplayFeeder(source, self._replay, self._to_items, c.min_replay_size,
-                                       c.samples_per_insert, c.batch_size)
+      self._feeder = ReplayFeeder(
+        source, self._replay, self._to_items, c.min_replay_size, c.samples_per_insert, c.batch_size
+      )
     feeder = self._feeder
     feeder.pull()
     logs: dict[str, Any] = {}
@@ -155,8 +167,14 @@ class SACAgent(Agent):
       batch = self._replay.sample(c.batch_size, self._rng)
       feeder.count_sampled(c.batch_size)
       logs.update(self._train(batch))
-    logs.update({"replay/size": len(self._replay), "replay/bytes": self._replay.nbytes,
-                 "replay/ratio": feeder.replay_ratio, "replay/inserted": feeder.inserted})
+    logs.update(
+      {
+        "replay/size": len(self._replay),
+        "replay/bytes": self._replay.nbytes,
+        "replay/ratio": feeder.replay_ratio,
+        "replay/inserted": feeder.inserted,
+      }
+    )
     return logs
 
   def policy(self) -> tf.Module:
@@ -215,8 +233,9 @@ class SACAgent(Agent):
       both_actions = tf.concat([batch["action"], pi_action], 0)
       q1, q1_pi = tf.split(self.critic1(both_obs, both_actions), 2)
       q2, q2_pi = tf.split(self.critic2(both_obs, both_actions), 2)
-      critic_loss = losses.critic_loss(q1, q2, c.reward_scale * batch["reward"], batch["discount"],
-                                       next_q1, next_q2, next_log_prob, alpha)
+      critic_loss = losses.critic_loss(
+        q1, q2, c.reward_scale * batch["reward"], batch["discount"], next_q1, next_q2, next_log_prob, alpha
+      )
       actor_loss = losses.actor_loss(q1_pi, q2_pi, log_prob_pi, alpha)
       temperature_loss = losses.temperature_loss(self.log_alpha, log_prob_pi, self.target_entropy)
     critic_vars = self._critic_variables
@@ -232,11 +251,16 @@ class SACAgent(Agent):
       for s, t in zip(online.variables, target.variables):
         t.assign(t + c.tau * (s - t))
     self.gradient_steps.assign_add(1)
-    return {"loss/critic": critic_loss, "loss/policy": actor_loss, "loss/temperature": temperature_loss,
-            "alpha": tf.exp(self.log_alpha), "entropy": -tf.reduce_mean(log_prob_pi),
-            "q_mean": tf.reduce_mean(tf.minimum(q1, q2)),
-            "critic_grad_norm": tf.linalg.global_norm(critic_grads),
-            "actor_grad_norm": tf.linalg.global_norm(actor_grads)}
+    return {
+      "loss/critic": critic_loss,
+      "loss/policy": actor_loss,
+      "loss/temperature": temperature_loss,
+      "alpha": tf.exp(self.log_alpha),
+      "entropy": -tf.reduce_mean(log_prob_pi),
+      "q_mean": tf.reduce_mean(tf.minimum(q1, q2)),
+      "critic_grad_norm": tf.linalg.global_norm(critic_grads),
+      "actor_grad_norm": tf.linalg.global_norm(actor_grads),
+    }
 
 
 def _scale(action: tf.Tensor, low: tf.Tensor, high: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:
@@ -253,8 +277,14 @@ class Policy(tf.Module):
       can sample with its own generator: low + (tanh(mean + exp(log_std) * eps) + 1) / 2 * (high - low).
   Feed-forward: no recurrent state inputs or outputs."""
 
-  def __init__(self, actor: networks.Actor, observation_spec: tf.TensorSpec, low: np.ndarray, high: np.ndarray,
-               action_shape: tuple[int, ...]):
+  def __init__(
+    self,
+    actor: networks.Actor,
+    observation_spec: tf.TensorSpec,
+    low: np.ndarray,
+    high: np.ndarray,
+    action_shape: tuple[int, ...],
+  ):
     super().__init__(name="policy")
     self.actor = actor
     self.low = tf.constant(low)
@@ -264,14 +294,18 @@ class Policy(tf.Module):
     def serve(observation):
       mean, log_std = self.actor(observation)
       sample = losses.tanh_gaussian(mean, log_std).sample()
-      return {"action": _scale(sample, self.low, self.high, action_shape),
-              "greedy_action": _scale(tf.tanh(mean), self.low, self.high, action_shape),
-              "mean": mean, "log_std": log_std}
+      return {
+        "action": _scale(sample, self.low, self.high, action_shape),
+        "greedy_action": _scale(tf.tanh(mean), self.low, self.high, action_shape),
+        "mean": mean,
+        "log_std": log_std,
+      }
 
     self.serving_default = tf.function(serve, input_signature=[obs])
 
 
-def make_agent(config: ml_collections.ConfigDict, observation_space: gymnasium.Space,
-               action_space: gymnasium.Space) -> SACAgent:
+def make_agent(
+  config: ml_collections.ConfigDict, observation_space: gymnasium.Space, action_space: gymnasium.Space
+) -> SACAgent:
   """Builds the agent from a full run config (uses config.agent and config.seed)."""
   return SACAgent(config.agent, observation_space, action_space, seed=config.seed)

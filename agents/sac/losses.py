@@ -16,14 +16,15 @@ episode ends.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from seed.tf_utils import (check_rank as _check_rank, check_same_shape as _check_same_shape,
-                                float_tensor as _float_tensor)
+from seed.tf_utils import check_rank as _check_rank
+from seed.tf_utils import check_same_shape as _check_same_shape
+from seed.tf_utils import float_tensor as _float_tensor
 
 TensorLike = tf.types.experimental.TensorLike
 
@@ -40,8 +41,7 @@ def _batch_tensors(named: Sequence[tuple[str, TensorLike]]) -> list[tf.Tensor]:
   tensors = [first] + [_float_tensor(x, first.dtype) for _, x in named[1:]]
   for (name, _), x in zip(named, tensors):
     _check_rank(name, x, 1)
-  _check_same_shape(named[0][0], first.shape,
-                    [(name, x) for (name, _), x in zip(named[1:], tensors[1:])])
+  _check_same_shape(named[0][0], first.shape, [(name, x) for (name, _), x in zip(named[1:], tensors[1:])])
   return tensors
 
 
@@ -54,14 +54,16 @@ def _scalar(name: str, x: TensorLike, dtype: tf.DType) -> tf.Tensor:
 # ------------------------------------------------------------------ losses ---
 
 
-def critic_loss(q1: TensorLike,
-                q2: TensorLike,
-                rewards: TensorLike,
-                discounts: TensorLike,
-                next_q1_target: TensorLike,
-                next_q2_target: TensorLike,
-                next_log_prob: TensorLike,
-                alpha: TensorLike) -> tf.Tensor:
+def critic_loss(
+  q1: TensorLike,
+  q2: TensorLike,
+  rewards: TensorLike,
+  discounts: TensorLike,
+  next_q1_target: TensorLike,
+  next_q2_target: TensorLike,
+  next_log_prob: TensorLike,
+  alpha: TensorLike,
+) -> tf.Tensor:
   """Soft Q loss for twin critics (Haarnoja et al. 2018, arXiv:1801.01290, eq. 5-6).
 
   With a' ~ pi(.|s') and clipped double-Q (arXiv:1812.05905, section 6),
@@ -85,21 +87,24 @@ def critic_loss(q1: TensorLike,
   Raises:
     ValueError: on wrong ranks or mismatched shapes.
   """
-  (q1, q2, rewards, discounts, next_q1_target, next_q2_target,
-   next_log_prob) = _batch_tensors([
-       ("q1", q1), ("q2", q2), ("rewards", rewards), ("discounts", discounts),
-       ("next_q1_target", next_q1_target), ("next_q2_target", next_q2_target),
-       ("next_log_prob", next_log_prob)])
+  (q1, q2, rewards, discounts, next_q1_target, next_q2_target, next_log_prob) = _batch_tensors(
+    [
+      ("q1", q1),
+      ("q2", q2),
+      ("rewards", rewards),
+      ("discounts", discounts),
+      ("next_q1_target", next_q1_target),
+      ("next_q2_target", next_q2_target),
+      ("next_log_prob", next_log_prob),
+    ]
+  )
   alpha = _scalar("alpha", alpha, q1.dtype)
   next_soft_value = tf.minimum(next_q1_target, next_q2_target) - alpha * next_log_prob
   targets = tf.stop_gradient(rewards + discounts * next_soft_value)
   return tf.reduce_mean(0.5 * tf.square(q1 - targets) + 0.5 * tf.square(q2 - targets))
 
 
-def actor_loss(q1_pi: TensorLike,
-               q2_pi: TensorLike,
-               log_prob_pi: TensorLike,
-               alpha: TensorLike) -> tf.Tensor:
+def actor_loss(q1_pi: TensorLike, q2_pi: TensorLike, log_prob_pi: TensorLike, alpha: TensorLike) -> tf.Tensor:
   """Policy loss mean(alpha * log pi(a|s) - min(Q1(s, a), Q2(s, a))), a ~ pi.
 
   (Haarnoja et al. 2018, arXiv:1801.01290, eq. 7 with the reparameterised
@@ -118,15 +123,12 @@ def actor_loss(q1_pi: TensorLike,
   Raises:
     ValueError: on wrong ranks or mismatched shapes.
   """
-  q1_pi, q2_pi, log_prob_pi = _batch_tensors(
-      [("q1_pi", q1_pi), ("q2_pi", q2_pi), ("log_prob_pi", log_prob_pi)])
+  q1_pi, q2_pi, log_prob_pi = _batch_tensors([("q1_pi", q1_pi), ("q2_pi", q2_pi), ("log_prob_pi", log_prob_pi)])
   alpha = tf.stop_gradient(_scalar("alpha", alpha, q1_pi.dtype))
   return tf.reduce_mean(alpha * log_prob_pi - tf.minimum(q1_pi, q2_pi))
 
 
-def temperature_loss(log_alpha: TensorLike,
-                     log_prob: TensorLike,
-                     target_entropy: float | TensorLike) -> tf.Tensor:
+def temperature_loss(log_alpha: TensorLike, log_prob: TensorLike, target_entropy: float | TensorLike) -> tf.Tensor:
   """Temperature loss mean(-log_alpha * stop_gradient(log pi(a|s) + H_target)).
 
   (Haarnoja et al. 2018, arXiv:1812.05905, eq. 18, parameterised by log alpha
@@ -202,5 +204,4 @@ def tanh_gaussian(mean: TensorLike, log_std: TensorLike) -> tfd.Distribution:
   if mean.shape.rank is not None and mean.shape.rank < 1:
     raise ValueError(f"mean must have rank >= 1 ([..., A]), got shape {mean.shape}")
   base = tfd.MultivariateNormalDiag(loc=mean, scale_diag=tf.exp(log_std))
-  return tfd.TransformedDistribution(distribution=base, bijector=_ClippedTanh(),
-                                     name="TanhGaussian")
+  return tfd.TransformedDistribution(distribution=base, bijector=_ClippedTanh(), name="TanhGaussian")

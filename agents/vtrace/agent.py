@@ -22,8 +22,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 import envs
-from agents.vtrace import losses
-from agents.vtrace import networks
+from agents.vtrace import losses, networks
 from seed.runtime.agent import Agent, serving_function
 from seed.runtime.env_store import Unroll
 from seed.tf_utils import time_major
@@ -34,8 +33,15 @@ _MASKED_LOG_RHO = -1e9  # exp() of it is 0: a masked step has importance weight 
 class VTraceAgent(Agent):
   """IMPALA's agent on a discrete action space."""
 
-  def __init__(self, config: ml_collections.ConfigDict, observation_space: gymnasium.spaces.Box,
-               action_space: gymnasium.spaces.Discrete, *, batch_size: int, train_steps: int):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    observation_space: gymnasium.spaces.Box,
+    action_space: gymnasium.spaces.Discrete,
+    *,
+    batch_size: int,
+    train_steps: int,
+  ):
     super().__init__(name="vtrace_agent")
     if not isinstance(action_space, gymnasium.spaces.Discrete):
       raise ValueError(f"the V-trace agent needs a discrete action space, got {action_space}")
@@ -48,8 +54,12 @@ class VTraceAgent(Agent):
       lr = keras.optimizers.schedules.PolynomialDecay(lr, max(train_steps, 1), end_learning_rate=0.0)
     self.optimizer = keras.optimizers.Adam(lr, epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm)
     # Build variables now so checkpoints restore eagerly and inference can be traced.
-    self.step(tf.zeros([1, *self.observation_spec.shape], self.observation_spec.dtype), tf.ones([1], tf.bool),
-              self.initial_state(1), tf.zeros([1], tf.int32))
+    self.step(
+      tf.zeros([1, *self.observation_spec.shape], self.observation_spec.dtype),
+      tf.ones([1], tf.bool),
+      self.initial_state(1),
+      tf.zeros([1], tf.int32),
+    )
     self.batch_size = batch_size
     self._learn = None
 
@@ -77,7 +87,8 @@ class VTraceAgent(Agent):
     actions = steps.agent_output["action"][:-1]
     target_logp = -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=actions, logits=logits[:-1])
     behaviour_logp = -tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=actions, logits=steps.agent_output["logits"][:-1])
+      labels=actions, logits=steps.agent_output["logits"][:-1]
+    )
     real = tf.logical_not(steps.first[1:])
     mask = tf.cast(real, tf.float32)
     log_rhos = tf.where(real, target_logp - behaviour_logp, _MASKED_LOG_RHO)
@@ -85,15 +96,27 @@ class VTraceAgent(Agent):
     if c.reward_clip is not None:
       rewards = tf.clip_by_value(rewards, -c.reward_clip, c.reward_clip)
     discounts = c.discount * mask * (1.0 - tf.cast(steps.terminated[1:], tf.float32))
-    returns = losses.vtrace(log_rhos, discounts, rewards, values[:-1], values[-1],
-                            clip_rho_threshold=c.clip_rho_threshold,
-                            clip_pg_rho_threshold=c.clip_pg_rho_threshold, lambda_=c.lambda_)
+    returns = losses.vtrace(
+      log_rhos,
+      discounts,
+      rewards,
+      values[:-1],
+      values[-1],
+      clip_rho_threshold=c.clip_rho_threshold,
+      clip_pg_rho_threshold=c.clip_pg_rho_threshold,
+      lambda_=c.lambda_,
+    )
     pg = losses.policy_gradient_loss(logits[:-1], actions, returns.pg_advantages, mask)
     baseline = losses.baseline_loss(values[:-1], returns.vs, mask)
     entropy = losses.entropy_loss(logits[:-1], mask)
     total = pg + c.baseline_cost * baseline + c.entropy_cost * entropy
-    logs = {"loss/total": total, "loss/policy": pg, "loss/baseline": baseline, "entropy": -entropy,
-            "mean_rho": tf.reduce_sum(tf.exp(log_rhos) * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)}
+    logs = {
+      "loss/total": total,
+      "loss/policy": pg,
+      "loss/baseline": baseline,
+      "entropy": -entropy,
+      "mean_rho": tf.reduce_sum(tf.exp(log_rhos) * mask) / tf.maximum(tf.reduce_sum(mask), 1.0),
+    }
     return total, logs
 
   def learn(self, source) -> dict[str, tf.Tensor]:
@@ -109,8 +132,11 @@ class VTraceAgent(Agent):
     grads = tape.gradient(total, variables)
     logs["grad_norm"] = tf.linalg.global_norm(grads)
     self.optimizer.apply_gradients(zip(grads, variables))
-    logs["learning_rate"] = tf.convert_to_tensor(self.optimizer.learning_rate if not callable(
-        self.optimizer.learning_rate) else self.optimizer.learning_rate(self.optimizer.iterations))
+    logs["learning_rate"] = tf.convert_to_tensor(
+      self.optimizer.learning_rate
+      if not callable(self.optimizer.learning_rate)
+      else self.optimizer.learning_rate(self.optimizer.iterations)
+    )
     return logs
 
   def policy(self) -> tf.Module:
@@ -127,16 +153,25 @@ class Policy(tf.Module):
 
     def step(observation, first, state):
       (logits, value), new_state = network(observation, first, state)
-      return {"action": tf.random.categorical(logits, 1, dtype=tf.int32)[:, 0],
-              "greedy_action": tf.argmax(logits, -1, output_type=tf.int32), "logits": logits,
-              "value": value}, new_state
+      return {
+        "action": tf.random.categorical(logits, 1, dtype=tf.int32)[:, 0],
+        "greedy_action": tf.argmax(logits, -1, output_type=tf.int32),
+        "logits": logits,
+        "value": value,
+      }, new_state
 
     self.serving_default = serving_function(observation_spec, network.state_spec, step)
 
 
-def make_agent(config: ml_collections.ConfigDict, observation_space: gymnasium.Space,
-               action_space: gymnasium.Space) -> VTraceAgent:
+def make_agent(
+  config: ml_collections.ConfigDict, observation_space: gymnasium.Space, action_space: gymnasium.Space
+) -> VTraceAgent:
   """Builds the agent from a full run config (config.agent and the runtime fields)."""
   frames_per_step = config.batch_size * config.unroll_length * envs.frame_skip(config.env)
-  return VTraceAgent(config.agent, observation_space, action_space, batch_size=config.batch_size,
-                     train_steps=-(-config.total_environment_frames // frames_per_step))
+  return VTraceAgent(
+    config.agent,
+    observation_space,
+    action_space,
+    batch_size=config.batch_size,
+    train_steps=-(-config.total_environment_frames // frames_per_step),
+  )

@@ -16,14 +16,17 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from seed.tf_utils import (check_rank as _check_rank, check_same_shape as _check_same_shape,
-                                float_tensor as _float_tensor, masked_mean as _masked_mean)
+from seed.tf_utils import check_rank as _check_rank
+from seed.tf_utils import check_same_shape as _check_same_shape
+from seed.tf_utils import float_tensor as _float_tensor
+from seed.tf_utils import masked_mean as _masked_mean
 
 TensorLike = tf.types.experimental.TensorLike
 
 
 class VTraceReturns(NamedTuple):
   """Outputs of `vtrace`, both [T, B] and gradient-free."""
+
   vs: tf.Tensor  # V-trace value targets v_s, s = 0..T-1.
   pg_advantages: tf.Tensor  # clipped_pg_rho_t * (r_t + discount_t * v_{t+1} - V(x_t)).
 
@@ -31,15 +34,17 @@ class VTraceReturns(NamedTuple):
 # ------------------------------------------------------------------ V-trace ---
 
 
-def vtrace(log_rhos_t: TensorLike,
-           discounts_t: TensorLike,
-           rewards_t: TensorLike,
-           values_t: TensorLike,
-           bootstrap_value: TensorLike,
-           *,
-           clip_rho_threshold: float | None = 1.0,
-           clip_pg_rho_threshold: float | None = 1.0,
-           lambda_: float = 1.0) -> VTraceReturns:
+def vtrace(
+  log_rhos_t: TensorLike,
+  discounts_t: TensorLike,
+  rewards_t: TensorLike,
+  values_t: TensorLike,
+  bootstrap_value: TensorLike,
+  *,
+  clip_rho_threshold: float | None = 1.0,
+  clip_pg_rho_threshold: float | None = 1.0,
+  lambda_: float = 1.0,
+) -> VTraceReturns:
   """V-trace targets and policy-gradient advantages (IMPALA, eqs. 1 and 4).
 
   With rho_t = pi(a_t|x_t) / mu(a_t|x_t), clipped_rho_t = min(rho_bar, rho_t),
@@ -80,21 +85,25 @@ def vtrace(log_rhos_t: TensorLike,
   rewards_t = _float_tensor(rewards_t, dtype)
   bootstrap_value = _float_tensor(bootstrap_value, dtype)
 
-  for name, x in [("log_rhos_t", log_rhos_t), ("discounts_t", discounts_t),
-                  ("rewards_t", rewards_t), ("values_t", values_t)]:
+  for name, x in [
+    ("log_rhos_t", log_rhos_t),
+    ("discounts_t", discounts_t),
+    ("rewards_t", rewards_t),
+    ("values_t", values_t),
+  ]:
     _check_rank(name, x, 2)
   _check_rank("bootstrap_value", bootstrap_value, 1)
-  _check_same_shape("values_t", values_t.shape,
-                    [("log_rhos_t", log_rhos_t), ("discounts_t", discounts_t),
-                     ("rewards_t", rewards_t)])
+  _check_same_shape(
+    "values_t", values_t.shape, [("log_rhos_t", log_rhos_t), ("discounts_t", discounts_t), ("rewards_t", rewards_t)]
+  )
   if not bootstrap_value.shape.is_compatible_with(values_t.shape[1:]):
-    raise ValueError(f"bootstrap_value has shape {bootstrap_value.shape}, "
-                     f"expected [B] = {values_t.shape[1:]} from values_t")
+    raise ValueError(
+      f"bootstrap_value has shape {bootstrap_value.shape}, expected [B] = {values_t.shape[1:]} from values_t"
+    )
 
   with tf.name_scope("vtrace"):
     rhos_t = tf.exp(log_rhos_t)  # exp(-1e9) == 0 exactly, no NaN.
-    clipped_rhos_t = (rhos_t if clip_rho_threshold is None
-                      else tf.minimum(tf.cast(clip_rho_threshold, dtype), rhos_t))
+    clipped_rhos_t = rhos_t if clip_rho_threshold is None else tf.minimum(tf.cast(clip_rho_threshold, dtype), rhos_t)
     cs_t = lambda_ * tf.minimum(tf.ones([], dtype), rhos_t)
 
     # V(x_{t+1}) for t = 0..T-1, the last one being the bootstrap value.
@@ -106,19 +115,19 @@ def vtrace(log_rhos_t: TensorLike,
       discount_c, delta = elems
       return delta + discount_c * acc
 
-    vs_minus_v_t = tf.scan(step, (discounts_t * cs_t, deltas_t),
-                           initializer=tf.zeros_like(bootstrap_value),
-                           reverse=True)
+    vs_minus_v_t = tf.scan(
+      step, (discounts_t * cs_t, deltas_t), initializer=tf.zeros_like(bootstrap_value), reverse=True
+    )
     vs_t = values_t + vs_minus_v_t
 
     # Policy-gradient advantage uses v_{t+1} (IMPALA section 4.2).
     vs_tp1 = tf.concat([vs_t[1:], bootstrap_value[None]], axis=0)
-    clipped_pg_rhos_t = (rhos_t if clip_pg_rho_threshold is None else
-                         tf.minimum(tf.cast(clip_pg_rho_threshold, dtype), rhos_t))
+    clipped_pg_rhos_t = (
+      rhos_t if clip_pg_rho_threshold is None else tf.minimum(tf.cast(clip_pg_rho_threshold, dtype), rhos_t)
+    )
     pg_advantages_t = clipped_pg_rhos_t * (rewards_t + discounts_t * vs_tp1 - values_t)
 
-    return VTraceReturns(vs=tf.stop_gradient(vs_t),
-                         pg_advantages=tf.stop_gradient(pg_advantages_t))
+    return VTraceReturns(vs=tf.stop_gradient(vs_t), pg_advantages=tf.stop_gradient(pg_advantages_t))
 
 
 # -------------------------------------------------------------- loss terms ---
@@ -128,10 +137,9 @@ def _check_logits(logits_t: tf.Tensor) -> None:
   _check_rank("logits_t", logits_t, 3)
 
 
-def policy_gradient_loss(logits_t: TensorLike,
-                         actions_t: TensorLike,
-                         advantages_t: TensorLike,
-                         mask_t: TensorLike | None = None) -> tf.Tensor:
+def policy_gradient_loss(
+  logits_t: TensorLike, actions_t: TensorLike, advantages_t: TensorLike, mask_t: TensorLike | None = None
+) -> tf.Tensor:
   """Mean of -log pi(a_t|x_t) * stop_gradient(A_t) (IMPALA section 4.2).
 
   Args:
@@ -151,17 +159,13 @@ def policy_gradient_loss(logits_t: TensorLike,
   _check_rank("advantages_t", advantages_t, 2)
   if not actions_t.dtype.is_integer:
     raise ValueError(f"actions_t must be integer, got {actions_t.dtype}")
-  _check_same_shape("logits_t[:2]", logits_t.shape[:2],
-                    [("actions_t", actions_t), ("advantages_t", advantages_t)])
+  _check_same_shape("logits_t[:2]", logits_t.shape[:2], [("actions_t", actions_t), ("advantages_t", advantages_t)])
 
-  neg_log_pi_t = tf.nn.sparse_softmax_cross_entropy_with_logits(
-      labels=actions_t, logits=logits_t)
+  neg_log_pi_t = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=actions_t, logits=logits_t)
   return _masked_mean(neg_log_pi_t * tf.stop_gradient(advantages_t), mask_t)
 
 
-def baseline_loss(values_t: TensorLike,
-                  targets_t: TensorLike,
-                  mask_t: TensorLike | None = None) -> tf.Tensor:
+def baseline_loss(values_t: TensorLike, targets_t: TensorLike, mask_t: TensorLike | None = None) -> tf.Tensor:
   """Mean of 0.5 * (stop_gradient(targets_t) - values_t)^2 (IMPALA section 4.2).
 
   Args:
@@ -179,8 +183,7 @@ def baseline_loss(values_t: TensorLike,
   return _masked_mean(0.5 * tf.square(tf.stop_gradient(targets_t) - values_t), mask_t)
 
 
-def entropy_loss(logits_t: TensorLike,
-                 mask_t: TensorLike | None = None) -> tf.Tensor:
+def entropy_loss(logits_t: TensorLike, mask_t: TensorLike | None = None) -> tf.Tensor:
   """Mean negative entropy sum_a pi(a|x_t) log pi(a|x_t) (IMPALA section 4.2).
 
   Minimising it raises the policy's entropy.
@@ -196,6 +199,5 @@ def entropy_loss(logits_t: TensorLike,
   _check_logits(logits_t)
   log_pi_t = tf.nn.log_softmax(logits_t, axis=-1)
   # 0 * log 0 := 0, so -inf logits (impossible actions) stay finite.
-  neg_entropy_t = tf.reduce_sum(
-      tf.math.multiply_no_nan(log_pi_t, tf.exp(log_pi_t)), axis=-1)
+  neg_entropy_t = tf.reduce_sum(tf.math.multiply_no_nan(log_pi_t, tf.exp(log_pi_t)), axis=-1)
   return _masked_mean(neg_entropy_t, mask_t)

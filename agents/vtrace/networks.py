@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 import tf_keras as keras
@@ -51,6 +51,7 @@ def _heads_initializer(num_actions: int):
 
   def init(shape, dtype=None):
     return tf.concat([policy([shape[0], num_actions], dtype), value([shape[0], 1], dtype)], axis=-1)
+
   return init
 
 
@@ -102,7 +103,7 @@ class ActorCritic(tf.Module):
     if scale != 1.0:
       out = out * scale
     out = tf.nn.bias_add(out, self.heads.bias)
-    return out[:, :self.num_actions], out[:, self.num_actions]
+    return out[:, : self.num_actions], out[:, self.num_actions]
 
   def __call__(self, observation, first, state):
     """One step for a batch: returns (logits [B, A], value [B]), new state."""
@@ -137,6 +138,7 @@ class ActorCritic(tf.Module):
       xt, ft = inputs
       out, new = self.core(xt, list(self._reset(ft, state)))
       return out, tuple(new)
+
     x, _ = tf.scan(cell, (x, first), initializer=(tf.zeros([b, self.lstm_size]), tuple(state)))
     logits, values = self._heads(tf.reshape(x, [t * b, x.shape[-1]]), scale)
     return tf.reshape(logits, [t, b, self.num_actions]), tf.reshape(values, [t, b])

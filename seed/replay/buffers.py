@@ -16,13 +16,13 @@ priority).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from seed.replay.sum_tree import SumTree, check_indices
 from seed.tf_utils import Nest
-
 
 # -------------------------------------------------------------------- nests ---
 
@@ -38,9 +38,10 @@ def _flatten(nest: Nest) -> tuple[list[np.ndarray], Callable[[list], Nest]]:
     def unflatten(flat):
       out, i = {}, 0
       for k, (_, rebuild), size in zip(keys, parts, sizes):
-        out[k] = rebuild(flat[i:i + size])
+        out[k] = rebuild(flat[i : i + size])
         i += size
       return out
+
     return leaves, unflatten
 
   if isinstance(nest, (tuple, list)):
@@ -52,11 +53,12 @@ def _flatten(nest: Nest) -> tuple[list[np.ndarray], Callable[[list], Nest]]:
     def unflatten(flat):
       values, i = [], 0
       for (_, rebuild), size in zip(parts, sizes):
-        values.append(rebuild(flat[i:i + size]))
+        values.append(rebuild(flat[i : i + size]))
         i += size
       if is_namedtuple:
         return type(nest)(*values)
       return type(nest)(values)
+
     return leaves, unflatten
 
   return [nest], lambda flat: flat[0]
@@ -110,8 +112,7 @@ class _RingStorage:
       raise ValueError("every array in items needs a leading (item) dimension")
     count = leaves[0].shape[0]
     if any(x.shape[0] != count for x in leaves):
-      raise ValueError("arrays in items have different leading dimensions: "
-                       f"{[x.shape[0] for x in leaves]}")
+      raise ValueError(f"arrays in items have different leading dimensions: {[x.shape[0] for x in leaves]}")
 
     if self._arrays is None:
       self._arrays = [np.zeros((self._capacity,) + x.shape[1:], x.dtype) for x in leaves]
@@ -122,11 +123,9 @@ class _RingStorage:
         raise ValueError("items have a different nest structure than the first add")
       for i, (x, a) in enumerate(zip(leaves, self._arrays)):
         if x.shape[1:] != a.shape[1:]:
-          raise ValueError(f"item array {i} has per-item shape {x.shape[1:]}, "
-                           f"expected {a.shape[1:]}")
+          raise ValueError(f"item array {i} has per-item shape {x.shape[1:]}, expected {a.shape[1:]}")
         if not np.can_cast(x.dtype, a.dtype, "same_kind"):
-          raise ValueError(f"item array {i} has dtype {x.dtype}, cannot store it "
-                           f"as {a.dtype}")
+          raise ValueError(f"item array {i} has dtype {x.dtype}, cannot store it as {a.dtype}")
 
     # Only the newest `capacity` items can survive.
     kept = slice(max(0, count - self._capacity), count)
@@ -216,8 +215,7 @@ class PrioritizedReplay(_RingStorage):
       leaves = _flatten(items)[0]
       count = np.shape(leaves[0])[0] if leaves and np.ndim(leaves[0]) else None
       if count is not None and priorities.shape[0] != count:
-        raise ValueError(f"priorities has length {priorities.shape[0]}, expected "
-                         f"{count} (one per item)")
+        raise ValueError(f"priorities has length {priorities.shape[0]}, expected {count} (one per item)")
     slots, kept = self._write(items)
     if priorities is None:
       priorities = np.full(slots.shape, self._max_priority)
@@ -228,8 +226,7 @@ class PrioritizedReplay(_RingStorage):
     self._tree.update(slots, self._tree_values(priorities))
     return slots
 
-  def sample(self, batch_size: int, rng: np.random.Generator,
-             beta: float) -> tuple[Nest, np.ndarray, np.ndarray]:
+  def sample(self, batch_size: int, rng: np.random.Generator, beta: float) -> tuple[Nest, np.ndarray, np.ndarray]:
     """Stratified prioritized sample.
 
     Args:
@@ -258,8 +255,7 @@ class PrioritizedReplay(_RingStorage):
     indices = check_indices(indices, self._size, "stored items")
     priorities = self._check_priorities(priorities)
     if priorities.shape != indices.shape:
-      raise ValueError(f"priorities has shape {priorities.shape}, expected "
-                       f"{indices.shape} to match indices")
+      raise ValueError(f"priorities has shape {priorities.shape}, expected {indices.shape} to match indices")
     if priorities.size:
       self._max_priority = max(self._max_priority, float(priorities.max()))
     self._tree.update(indices, self._tree_values(priorities))

@@ -12,7 +12,8 @@ Otherwise unrolls stay in the queue; once it is full, inference waits
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -22,9 +23,15 @@ from seed.runtime.env_store import Unroll
 
 
 class ReplayFeeder:
-
-  def __init__(self, source: Source, replay: Any, to_items: Callable[[Unroll], tuple[Any, int]],
-               min_size: int, samples_per_insert: float, batch_size: int):
+  def __init__(
+    self,
+    source: Source,
+    replay: Any,
+    to_items: Callable[[Unroll], tuple[Any, int]],
+    min_size: int,
+    samples_per_insert: float,
+    batch_size: int,
+  ):
     """`to_items` turns a batch of numpy unrolls into (items for replay.add, item count)."""
     if samples_per_insert <= 0:
       raise ValueError(f"samples_per_insert must be > 0, got {samples_per_insert}")
@@ -74,9 +81,9 @@ def valid_transitions(steps, gamma: float) -> dict[str, np.ndarray]:
   real = ~steps.first[:, 1:]
   pick = lambda x: x[real]
   return {
-      "observation": pick(steps.observation[:, :-1]),
-      "action": pick(steps.agent_output["action"][:, :-1]),
-      "reward": pick(steps.reward[:, 1:]).astype(np.float32),
-      "discount": (gamma * (1.0 - pick(steps.terminated[:, 1:]))).astype(np.float32),
-      "next_observation": pick(steps.observation[:, 1:]),
+    "observation": pick(steps.observation[:, :-1]),
+    "action": pick(steps.agent_output["action"][:, :-1]),
+    "reward": pick(steps.reward[:, 1:]).astype(np.float32),
+    "discount": (gamma * (1.0 - pick(steps.terminated[:, 1:]))).astype(np.float32),
+    "next_observation": pick(steps.observation[:, 1:]),
   }

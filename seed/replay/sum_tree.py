@@ -17,8 +17,7 @@ def check_indices(indices: np.ndarray, size: int, what: str) -> np.ndarray:
     raise ValueError(f"indices must be integers, got dtype {indices.dtype}")
   indices = indices.astype(np.int64)
   if indices.size and (indices.min() < 0 or indices.max() >= size):
-    raise ValueError(f"indices must be in [0, {size}) ({what}), got range "
-                     f"[{indices.min()}, {indices.max()}]")
+    raise ValueError(f"indices must be in [0, {size}) ({what}), got range [{indices.min()}, {indices.max()}]")
   return indices
 
 
@@ -62,8 +61,7 @@ class SumTree:
     indices = check_indices(indices, self._capacity, "capacity")
     priorities = np.asarray(priorities, np.float64).reshape(-1)
     if priorities.shape != indices.shape:
-      raise ValueError(f"priorities has shape {priorities.shape}, expected "
-                       f"{indices.shape} to match indices")
+      raise ValueError(f"priorities has shape {priorities.shape}, expected {indices.shape} to match indices")
     if not np.all(np.isfinite(priorities) & (priorities >= 0)):
       raise ValueError("priorities must be finite and >= 0")
     if indices.size == 0:

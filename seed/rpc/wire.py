@@ -15,8 +15,23 @@ import tensorflow as tf
 
 MAGIC = b"SEDT"
 _STRING = tf.string.as_datatype_enum
-_DTYPES = [tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int8, tf.int16, tf.int32, tf.int64,
-           tf.uint8, tf.uint16, tf.uint32, tf.uint64, tf.complex64, tf.complex128, tf.bool]
+_DTYPES = [
+  tf.float16,
+  tf.bfloat16,
+  tf.float32,
+  tf.float64,
+  tf.int8,
+  tf.int16,
+  tf.int32,
+  tf.int64,
+  tf.uint8,
+  tf.uint16,
+  tf.uint32,
+  tf.uint64,
+  tf.complex64,
+  tf.complex128,
+  tf.bool,
+]
 _TO_ENUM = {np.dtype(d.as_numpy_dtype): d.as_datatype_enum for d in _DTYPES}
 _FROM_ENUM = {d.as_datatype_enum: np.dtype(d.as_numpy_dtype) for d in _DTYPES}
 
@@ -80,7 +95,7 @@ def parse(data: bytes) -> list[np.ndarray]:
       pos += 8 * n
       items = np.empty(n, object)
       for i, length in enumerate(lengths.tolist()):
-        items[i] = data[pos:pos + length]
+        items[i] = data[pos : pos + length]
         pos += length
       out.append(items.reshape(shape))
       continue

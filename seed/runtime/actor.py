@@ -26,14 +26,18 @@ import envs
 from seed import grpc
 from seed.runtime.request import InferenceRequest
 
-
 # A full training queue blocks inference (backpressure) for as long as a
 # training step takes; a call slower than this means the learner is stuck.
 _CALL_TIMEOUT = 60.0
 
 
-def run(config: ml_collections.ConfigDict, task: int, server_address: str,
-        stop: threading.Event | None = None, max_steps: int | None = None) -> int:
+def run(
+  config: ml_collections.ConfigDict,
+  task: int,
+  server_address: str,
+  stop: threading.Event | None = None,
+  max_steps: int | None = None,
+) -> int:
   """Runs actor `task` until `stop` is set, `max_steps` steps, or the learner is gone for good.
 
   Returns the number of steps taken.
@@ -62,11 +66,22 @@ def run(config: ml_collections.ConfigDict, task: int, server_address: str,
         truncated = np.zeros(n, bool)
         first = np.ones(n, bool)
       try:
-        req = InferenceRequest(env_id=env_ids, run_id=run_ids, reward=reward, terminated=terminated,
-                               truncated=truncated, first=first, observation=observation)
+        req = InferenceRequest(
+          env_id=env_ids,
+          run_id=run_ids,
+          reward=reward,
+          terminated=terminated,
+          truncated=truncated,
+          first=first,
+          observation=observation,
+        )
         action = client.inference(*req, timeout=_CALL_TIMEOUT)
-      except (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.DeadlineExceededError,
-              tf.errors.AbortedError) as e:
+      except (
+        tf.errors.UnavailableError,
+        tf.errors.CancelledError,
+        tf.errors.DeadlineExceededError,
+        tf.errors.AbortedError,
+      ) as e:
         logging.warning("actor %d: learner call failed (%s); reconnecting", task, type(e).__name__)
         client = None
         stop.wait(1.0)  # a learner that is going down answers fast: don't spin
@@ -85,8 +100,7 @@ def _connect(address: str, timeout: float, stop: threading.Event) -> grpc.Client
   deadline = time.monotonic() + timeout
   while not stop.is_set():
     try:
-      return grpc.Client(address, connect_timeout=min(5.0, max(0.1, deadline - time.monotonic())),
-                         numpy_outputs=True)
+      return grpc.Client(address, connect_timeout=min(5.0, max(0.1, deadline - time.monotonic())), numpy_outputs=True)
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.CancelledError):
       if time.monotonic() > deadline:
         logging.error("no learner at %s for %.0fs; giving up", address, timeout)

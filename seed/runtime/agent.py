@@ -13,7 +13,8 @@ SavedModel.
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import tensorflow as tf
 
@@ -70,8 +71,11 @@ class Agent(tf.Module, abc.ABC):
     """A module with a `serving_default` tf.function, exported as a SavedModel."""
 
 
-def serving_function(observation_spec: tf.TensorSpec, state_spec: Nest,
-                     step: Callable[[tf.Tensor, tf.Tensor, Nest], tuple[dict[str, tf.Tensor], Nest]]):
+def serving_function(
+  observation_spec: tf.TensorSpec,
+  state_spec: Nest,
+  step: Callable[[tf.Tensor, tf.Tensor, Nest], tuple[dict[str, tf.Tensor], Nest]],
+):
   """An exported policy's `serving_default` with the recurrent state passed explicitly.
 
   Inputs `observation` [, `state_0`, `state_1`, ...] (batched); outputs what
@@ -79,8 +83,9 @@ def serving_function(observation_spec: tf.TensorSpec, state_spec: Nest,
   an episode start here: a client starting an episode passes zero states.
   """
   obs = tf.TensorSpec([None, *observation_spec.shape], observation_spec.dtype, name="observation")
-  states = [tf.TensorSpec([None, *s.shape], s.dtype, name=f"state_{i}")
-            for i, s in enumerate(tf.nest.flatten(state_spec))]
+  states = [
+    tf.TensorSpec([None, *s.shape], s.dtype, name=f"state_{i}") for i, s in enumerate(tf.nest.flatten(state_spec))
+  ]
 
   def serve(observation, *state):
     first = tf.zeros([tf.shape(observation)[0]], tf.bool)

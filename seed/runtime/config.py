@@ -101,8 +101,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError("config.env.id must name a gymnasium environment")
   registry.module(config.agent_name, "config")  # names the known agents if there is no such agent
   check_fields(config)
-  positive = ["num_actors", "env_batch_size", "inference_batch_size", "unroll_length", "batch_size",
-              "unroll_queue_capacity", "total_environment_frames", "checkpoints_to_keep"]
+  positive = [
+    "num_actors",
+    "env_batch_size",
+    "inference_batch_size",
+    "unroll_length",
+    "batch_size",
+    "unroll_queue_capacity",
+    "total_environment_frames",
+    "checkpoints_to_keep",
+  ]
   for name in positive:
     value = config[name]
     if not isinstance(value, int) or value <= 0:
@@ -114,9 +122,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not isinstance(config[name], int) or config[name] < 0:
       raise ValueError(f"config.{name} must be an integer >= 0, got {config[name]!r}")
   if config.inference_batch_size < config.env_batch_size:
-    raise ValueError(f"config.inference_batch_size ({config.inference_batch_size}) must be >= "
-                     f"config.env_batch_size ({config.env_batch_size}): one actor call carries all its envs")
+    raise ValueError(
+      f"config.inference_batch_size ({config.inference_batch_size}) must be >= "
+      f"config.env_batch_size ({config.env_batch_size}): one actor call carries all its envs"
+    )
   if config.unroll_queue_capacity < config.batch_size:
-    raise ValueError(f"config.unroll_queue_capacity ({config.unroll_queue_capacity}) must be >= "
-                     f"config.batch_size ({config.batch_size})")
+    raise ValueError(
+      f"config.unroll_queue_capacity ({config.unroll_queue_capacity}) must be >= "
+      f"config.batch_size ({config.batch_size})"
+    )
   registry.validate(config)

@@ -25,7 +25,8 @@ Rows of different envs never race: an actor has one call in flight per env.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import tensorflow as tf
 
@@ -43,6 +44,7 @@ class Step(NamedTuple):
     never applied, so the transition into this step is not real.
   agent_output: what the agent emitted here (action, behaviour logits, ...).
   """
+
   observation: Nest
   reward: Any
   terminated: Any
@@ -53,14 +55,16 @@ class Step(NamedTuple):
 
 class Unroll(NamedTuple):
   """A training sequence: `steps` has a leading time dim of unroll_length + 1."""
+
   initial_state: Nest  # agent state before steps[0]
   steps: Step
 
 
 def step_specs(observation_spec: Nest, agent_output_spec: Nest) -> Step:
   scalar = lambda dtype: tf.TensorSpec([], dtype)
-  return Step(observation_spec, scalar(tf.float32), scalar(tf.bool), scalar(tf.bool), scalar(tf.bool),
-              agent_output_spec)
+  return Step(
+    observation_spec, scalar(tf.float32), scalar(tf.bool), scalar(tf.bool), scalar(tf.bool), agent_output_spec
+  )
 
 
 def _with_leading(spec: tf.TensorSpec, *dims: int) -> tf.TensorSpec:
@@ -74,9 +78,17 @@ def _zeros_var(spec: tf.TensorSpec, *dims: int, name: str) -> tf.Variable:
 class EnvStore(tf.Module):
   """Per-env state, unroll assembly and episode statistics for `num_envs` envs."""
 
-  def __init__(self, num_envs: int, unroll_length: int, step_spec: Step, state_spec: Nest,
-               initial_state: Callable[[int], Nest], queue_capacity: int, episode_ring: int = 64,
-               overlap: int = 1):
+  def __init__(
+    self,
+    num_envs: int,
+    unroll_length: int,
+    step_spec: Step,
+    state_spec: Nest,
+    initial_state: Callable[[int], Nest],
+    queue_capacity: int,
+    episode_ring: int = 64,
+    overlap: int = 1,
+  ):
     super().__init__(name="env_store")
     if not 1 <= overlap <= unroll_length:
       raise ValueError(f"overlap must be in [1, unroll_length={unroll_length}], got {overlap}")
@@ -115,8 +127,11 @@ class EnvStore(tf.Module):
 
   def begin(self, env_ids: tf.Tensor, run_ids: tf.Tensor) -> Nest:
     """Resets envs whose actor restarted; returns their agent state."""
-    tf.debugging.assert_less(env_ids, self.num_envs, message="env id out of range: the learner was "
-                             "configured for num_actors * env_batch_size envs")
+    tf.debugging.assert_less(
+      env_ids,
+      self.num_envs,
+      message="env id out of range: the learner was configured for num_actors * env_batch_size envs",
+    )
     tf.debugging.assert_non_negative(env_ids, message="negative env id")
     changed = tf.boolean_mask(env_ids, tf.not_equal(tf.gather(self.run_ids, env_ids), run_ids))
     idx = changed[:, None]
@@ -152,8 +167,9 @@ class EnvStore(tf.Module):
     with tf.control_dependencies([queued]):
       new_slots = self._free.dequeue_many(m)
     front_rows = tf.reshape(new_slots[:, None] * t + tf.range(k)[None, :], [-1])
-    tf.nest.map_structure(lambda v, x: v.scatter_update(tf.IndexedSlices(x, front_rows)),
-                          (self.buffer, self.state_buffer), tails)
+    tf.nest.map_structure(
+      lambda v, x: v.scatter_update(tf.IndexedSlices(x, front_rows)), (self.buffer, self.state_buffer), tails
+    )
     self.slot.scatter_nd_update(done_envs[:, None], new_slots)
     self.position.scatter_nd_update(env_ids[:, None], tf.where(full, k, pos + 1))
     tf.nest.map_structure(lambda v, s: v.scatter_nd_update(env_ids[:, None], s), self.agent_state, state_after)

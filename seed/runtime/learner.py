@@ -51,8 +51,7 @@ class EpisodeLog:
     done = self._store.episodes_done.numpy()
     if not np.any(done > self._seen):
       return []
-    rets, lens, times = (v.numpy() for v in (self._store.ring_return, self._store.ring_length,
-                                             self._store.ring_time))
+    rets, lens, times = (v.numpy() for v in (self._store.ring_return, self._store.ring_length, self._store.ring_time))
     ring = self._store.episode_ring
     new = []
     for env in np.nonzero(done > self._seen)[0]:
@@ -106,16 +105,24 @@ class Learner:
     self.num_envs = config.num_actors * config.env_batch_size
     obs_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
     overlap = self.agent.sequence_overlap
-    self.store = EnvStore(self.num_envs, config.unroll_length, step_specs(obs_spec, self.agent.output_spec),
-                          self.agent.state_spec, self.agent.initial_state, config.unroll_queue_capacity,
-                          overlap=overlap)
+    self.store = EnvStore(
+      self.num_envs,
+      config.unroll_length,
+      step_specs(obs_spec, self.agent.output_spec),
+      self.agent.state_spec,
+      self.agent.initial_state,
+      config.unroll_queue_capacity,
+      overlap=overlap,
+    )
     self.train_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_steps")
     self.frames_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="frames")
-    self.source = UnrollSource(self.store, self.frames_var,
-                               (config.unroll_length + 1 - overlap) * envs.frame_skip(config.env))
+    self.source = UnrollSource(
+      self.store, self.frames_var, (config.unroll_length + 1 - overlap) * envs.frame_skip(config.env)
+    )
     self.checkpoint = tf.train.Checkpoint(agent=self.agent, train_steps=self.train_steps, frames=self.frames_var)
-    self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(logdir, "checkpoints"),
-                                              max_to_keep=config.checkpoints_to_keep)
+    self.manager = tf.train.CheckpointManager(
+      self.checkpoint, os.path.join(logdir, "checkpoints"), max_to_keep=config.checkpoints_to_keep
+    )
     n = config.inference_batch_size
     # The server appends the padding mask to the actors' request (bind(..., pad_mask=True)).
     signature = [*request.specs(obs_spec, n), tf.TensorSpec([n], tf.bool, name="mask")]
@@ -131,7 +138,9 @@ class Learner:
     step = Step(req.observation, req.reward, req.terminated, req.truncated, req.first, output)
     self.store.record(req.env_id, step, state, new_state)
     action = output["action"]
-    return tf.scatter_nd(rows[:, None], action, tf.concat([tf.shape(mask, tf.int64), tf.shape(action, tf.int64)[1:]], 0))
+    return tf.scatter_nd(
+      rows[:, None], action, tf.concat([tf.shape(mask, tf.int64), tf.shape(action, tf.int64)[1:]], 0)
+    )
 
   def train_step(self) -> dict[str, Any]:
     logs = self.agent.learn(self.source)
@@ -182,7 +191,7 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
 
   def reached_goal() -> bool:
     goal = config.stop_mean_return
-    return (goal is not None and len(episodes.recent) == RECENT_EPISODES and episodes.mean_return() >= goal)
+    return goal is not None and len(episodes.recent) == RECENT_EPISODES and episodes.mean_return() >= goal
 
   def train_loop() -> None:
     last_save = time.monotonic()
@@ -217,9 +226,13 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
       slots = stats.get("slots", 0) - last_stats.get("slots", 0)
       fill = slots / (batches * config.inference_batch_size) if batches else float("nan")
       last_stats = stats
-      scalars = {"frames_per_second": fps, "episodes": episodes.total,
-                 "queue_size": float(learner.store.queue.size()),
-                 "inference_batch_fill": fill, **last_logs}
+      scalars = {
+        "frames_per_second": fps,
+        "episodes": episodes.total,
+        "queue_size": float(learner.store.queue.size()),
+        "inference_batch_fill": fill,
+        **last_logs,
+      }
       if episodes.recent:
         scalars["mean_episode_return"] = episodes.mean_return()
       with writer.as_default(step=frames):
@@ -227,9 +240,16 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
           tf.summary.scalar(k, v)
       with open(os.path.join(logdir, "metrics.jsonl"), "a", encoding="utf-8") as f:
         f.write(json.dumps({"time": time.time(), "frames": frames, **scalars}) + "\n")
-      logging.info("frames %s | %s f/s | return %.1f (%d ep) | %s | queue %d | %s elapsed", f"{frames:,}",
-                   f"{fps:,.0f}", episodes.mean_return(), episodes.total, _format_logs(last_logs),
-                   scalars["queue_size"], time.strftime("%H:%M:%S", time.gmtime(now - start)))
+      logging.info(
+        "frames %s | %s f/s | return %.1f (%d ep) | %s | queue %d | %s elapsed",
+        f"{frames:,}",
+        f"{fps:,.0f}",
+        episodes.mean_return(),
+        episodes.total,
+        _format_logs(last_logs),
+        scalars["queue_size"],
+        time.strftime("%H:%M:%S", time.gmtime(now - start)),
+      )
   finally:
     stop.set()
     learner.store.close()  # wakes training and inference blocked on the queue
@@ -241,7 +261,12 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
     writer.close()
     for s, h in previous.items():
       signal.signal(s, h)
-    logging.info("learner stopped at %d frames, %d episodes, mean return %.1f; checkpoint and export in %s",
-                 learner.frames, episodes.total, episodes.mean_return(), logdir)
+    logging.info(
+      "learner stopped at %d frames, %d episodes, mean return %.1f; checkpoint and export in %s",
+      learner.frames,
+      episodes.total,
+      episodes.mean_return(),
+      logdir,
+    )
   if errors:
     raise errors[0]

@@ -29,5 +29,9 @@ def specs(observation_spec: tf.TensorSpec, batch_size: int | None) -> InferenceR
   """TensorSpecs of a request carrying `batch_size` envs, named after the fields."""
   dtypes = InferenceRequest(tf.int32, tf.int64, tf.float32, tf.bool, tf.bool, tf.bool, observation_spec.dtype)
   shapes = InferenceRequest(*([[]] * 6), observation_spec.shape)
-  return InferenceRequest(*(tf.TensorSpec([batch_size, *shape], dtype, name=name)
-                            for name, shape, dtype in zip(InferenceRequest._fields, shapes, dtypes)))
+  return InferenceRequest(
+    *(
+      tf.TensorSpec([batch_size, *shape], dtype, name=name)
+      for name, shape, dtype in zip(InferenceRequest._fields, shapes, dtypes)
+    )
+  )

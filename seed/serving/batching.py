@@ -5,7 +5,8 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -99,11 +100,13 @@ class Batcher:
         outputs = fn(merged)
         for k, v in outputs.items():
           if v.ndim == 0 or v.shape[0] != total:
-            raise invalid(f"batching: output '{k}' has shape {list(v.shape)}, whose 0th dimension does not "
-                           f"equal the batch size {total}; serve this model without --enable_batching")
+            raise invalid(
+              f"batching: output '{k}' has shape {list(v.shape)}, whose 0th dimension does not "
+              f"equal the batch size {total}; serve this model without --enable_batching"
+            )
         parts, start = [], 0
         for t in batch:
-          parts.append({k: v[start:start + t.rows] for k, v in outputs.items()})
+          parts.append({k: v[start : start + t.rows] for k, v in outputs.items()})
           start += t.rows
       for t, p in zip(batch, parts):
         t.outputs = (p, total)

@@ -12,6 +12,7 @@ from tensorflow_serving.config import model_server_config_pb2
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """One served model: where its versions live and which of them to serve."""
+
   name: str
   base_path: str
   policy: str = "latest"  # "latest", "all" or "specific"
@@ -25,7 +26,7 @@ class ModelConfig:
       return set(available)
     if self.policy == "specific":
       return set(available) & set(self.versions)
-    return set(sorted(available)[-self.num_versions:])
+    return set(sorted(available)[-self.num_versions :])
 
 
 def model_configs(proto: model_server_config_pb2.ModelServerConfig) -> list[ModelConfig]:
@@ -48,9 +49,16 @@ def model_configs(proto: model_server_config_pb2.ModelServerConfig) -> list[Mode
     num = policy.latest.num_versions if kind == "latest" and policy.latest.num_versions > 0 else 1
     if kind == "specific" and not policy.specific.versions:
       raise ValueError(f"model {c.name!r}: the 'specific' version policy lists no versions")
-    configs.append(ModelConfig(
-        name=c.name, base_path=os.path.abspath(os.path.expanduser(c.base_path)), policy=kind, num_versions=num,
-        versions=frozenset(policy.specific.versions), labels=tuple(sorted(c.version_labels.items()))))
+    configs.append(
+      ModelConfig(
+        name=c.name,
+        base_path=os.path.abspath(os.path.expanduser(c.base_path)),
+        policy=kind,
+        num_versions=num,
+        versions=frozenset(policy.specific.versions),
+        labels=tuple(sorted(c.version_labels.items())),
+      )
+    )
   return configs
 
 

@@ -9,12 +9,11 @@ import collections
 import dataclasses
 import threading
 
-import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import get_model_metadata_pb2
-from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
+import grpc
 from seed.serving.batching import Batcher
 from seed.serving.errors import ServingError, braces, invalid
 from seed.serving.models import DEFAULT_SIGNATURE, ModelManager, Servable, Signature
@@ -55,22 +54,27 @@ class Core:
     self.batcher = batcher
     self.counters = Counters()
 
-  def resolve(self, name: str, version: int | None, label: str | None,
-              signature_name: str) -> tuple[Servable, Signature]:
+  def resolve(
+    self, name: str, version: int | None, label: str | None, signature_name: str
+  ) -> tuple[Servable, Signature]:
     servable = self.manager.get(name, version, label)
     signature_name = signature_name or DEFAULT_SIGNATURE
     sig = servable.signatures.get(signature_name)
     if sig is None:
-      raise invalid(f'Serving signature name: "{signature_name}" not found in signature def '
-                     f"(model {name} version {servable.version} has {braces(servable.signatures)})")
+      raise invalid(
+        f'Serving signature name: "{signature_name}" not found in signature def '
+        f"(model {name} version {servable.version} has {braces(servable.signatures)})"
+      )
     return servable, sig
 
   @staticmethod
   def validate(sig: Signature, inputs: dict[str, np.ndarray], output_filter) -> None:
     expected, given = set(sig.inputs), set(inputs)
     if expected != given:
-      raise invalid(f"Request inputs do not match required inputs for signature `{sig.name}`. "
-                     f"Send extra: {braces(given - expected)}. Missing but required: {braces(expected - given)}.")
+      raise invalid(
+        f"Request inputs do not match required inputs for signature `{sig.name}`. "
+        f"Send extra: {braces(given - expected)}. Missing but required: {braces(expected - given)}."
+      )
     for name, spec in sig.inputs.items():
       value = inputs[name]
       want = np.dtype(object) if spec.dtype == tf.string else np.dtype(spec.dtype.as_numpy_dtype)
@@ -78,16 +82,26 @@ class Core:
         got = "string" if value.dtype == object else value.dtype.name
         raise invalid(f"input '{name}' has dtype {got} but the signature expects {spec.dtype.name}")
       if not spec.shape.is_compatible_with(value.shape):
-        raise invalid(f"input '{name}' has shape {list(value.shape)} but the signature expects "
-                       f"{_shape_text(spec.shape)}")
+        raise invalid(
+          f"input '{name}' has shape {list(value.shape)} but the signature expects {_shape_text(spec.shape)}"
+        )
     for name in output_filter:
       if name not in sig.outputs:
-        raise invalid(f"output tensor alias not found in signature: {name}. Outputs expected to be in the "
-                       f"set {braces(sig.outputs)}.")
+        raise invalid(
+          f"output tensor alias not found in signature: {name}. Outputs expected to be in the "
+          f"set {braces(sig.outputs)}."
+        )
 
-  def predict(self, name: str, version: int | None, label: str | None, signature_name: str,
-              inputs: dict[str, np.ndarray], output_filter=(),
-              resolved: tuple[Servable, Signature] | None = None) -> Prediction:
+  def predict(
+    self,
+    name: str,
+    version: int | None,
+    label: str | None,
+    signature_name: str,
+    inputs: dict[str, np.ndarray],
+    output_filter=(),
+    resolved: tuple[Servable, Signature] | None = None,
+  ) -> Prediction:
     servable, sig = resolved or self.resolve(name, version, label, signature_name)
     self.validate(sig, inputs, output_filter)
     self.counters.add(**{f"requests/{servable.model}": 1})

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import grpc
 import numpy as np
 import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import tensor_shape_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2
-from tensorflow_serving.apis import model_management_pb2
-from tensorflow_serving.apis import model_service_pb2_grpc
-from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_service_pb2_grpc
+from tensorflow_serving.apis import (
+  get_model_metadata_pb2,
+  model_management_pb2,
+  model_service_pb2_grpc,
+  predict_pb2,
+  prediction_service_pb2_grpc,
+)
 
+import grpc
 from seed.serving.config import model_configs
 from seed.serving.core import Core, signature_def_map, status_response
 from seed.serving.errors import ServingError, invalid
@@ -64,8 +67,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         except Exception as e:  # pylint: disable=broad-except
           raise invalid(f"input '{name}': cannot read its TensorProto: {e}") from None
       spec = request.model_spec
-      result = self._core.predict(spec.name, _spec_version(spec), spec.version_label, spec.signature_name,
-                                  inputs, list(request.output_filter))
+      result = self._core.predict(
+        spec.name, _spec_version(spec), spec.version_label, spec.signature_name, inputs, list(request.output_filter)
+      )
       response = predict_pb2.PredictResponse()
       response.model_spec.name = spec.name
       response.model_spec.version.value = result.servable.version
@@ -73,6 +77,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
       for name, value in result.outputs.items():
         _fill_tensor_proto(response.outputs[name], value)
       return response
+
     return _grpc_call(context, run, "Predict")
 
   def GetModelMetadata(self, request, context):
@@ -90,11 +95,14 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
       response.model_spec.version.value = servable.version
       response.metadata["signature_def"].Pack(signature_def_map(servable))
       return response
+
     return _grpc_call(context, run, "GetModelMetadata")
 
   def _unimplemented(self, method: str, context):
-    context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                  f"{method} is not implemented by seed.serve; use Predict with the model's signature")
+    context.abort(
+      grpc.StatusCode.UNIMPLEMENTED,
+      f"{method} is not implemented by seed.serve; use Predict with the model's signature",
+    )
 
   def Classify(self, request, context):
     self._unimplemented("Classify", context)
@@ -116,6 +124,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def run():
       spec = request.model_spec
       return status_response(self._core.manager.status(spec.name, _spec_version(spec), spec.version_label))
+
     return _grpc_call(context, run, "GetModelStatus")
 
   def HandleReloadConfigRequest(self, request, context):
@@ -131,4 +140,5 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
       response = model_management_pb2.ReloadConfigResponse()
       response.status.error_code = 0
       return response
+
     return _grpc_call(context, run, "HandleReloadConfigRequest")

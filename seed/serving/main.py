@@ -8,9 +8,7 @@ import signal
 import sys
 import threading
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 
 from seed.serving.config import ModelConfig, parse_config_text
 from seed.serving.errors import ServingError
@@ -18,23 +16,31 @@ from seed.serving.models import State
 from seed.serving.server import ModelServer, join_host_port
 
 _MODEL_NAME = flags.DEFINE_string("model_name", "default", "Name of the model (with --model_base_path).")
-_MODEL_BASE_PATH = flags.DEFINE_string("model_base_path", None,
-                                       "Folder of numbered SavedModel versions (e.g. <logdir>/export).")
-_MODEL_CONFIG_FILE = flags.DEFINE_string("model_config_file", None,
-                                         "TF Serving ModelServerConfig text proto listing the models.")
+_MODEL_BASE_PATH = flags.DEFINE_string(
+  "model_base_path", None, "Folder of numbered SavedModel versions (e.g. <logdir>/export)."
+)
+_MODEL_CONFIG_FILE = flags.DEFINE_string(
+  "model_config_file", None, "TF Serving ModelServerConfig text proto listing the models."
+)
 _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface).")
 _PORT = flags.DEFINE_integer("port", 8500, "gRPC port (0 picks a free one; see the log).")
 _REST_API_PORT = flags.DEFINE_integer("rest_api_port", 8501, "REST port; 0 turns the REST API off.")
-_POLL = flags.DEFINE_float("file_system_poll_wait_seconds", 2.0,
-                           "Seconds between scans of the base paths for new versions; 0 = load once at startup.")
+_POLL = flags.DEFINE_float(
+  "file_system_poll_wait_seconds",
+  2.0,
+  "Seconds between scans of the base paths for new versions; 0 = load once at startup.",
+)
 _ENABLE_BATCHING = flags.DEFINE_bool("enable_batching", False, "Batch concurrent Predict calls.")
 _MAX_BATCH_SIZE = flags.DEFINE_integer("max_batch_size", 32, "Rows per batch (with --enable_batching).")
-_BATCH_TIMEOUT = flags.DEFINE_integer("batch_timeout_micros", 1000,
-                                      "Longest wait for a batch to fill (with --enable_batching).")
+_BATCH_TIMEOUT = flags.DEFINE_integer(
+  "batch_timeout_micros", 1000, "Longest wait for a batch to fill (with --enable_batching)."
+)
 _GRPC_MAX_THREADS = flags.DEFINE_integer("grpc_max_threads", 64, "Threads handling gRPC calls.")
-_TENSOR_RPC_ADDRESS = flags.DEFINE_string("tensor_rpc_address", None,
-                                          "Also bind each model's serving_default as a seed.grpc tensor-RPC "
-                                          "method here (unix:/path or host:port).")
+_TENSOR_RPC_ADDRESS = flags.DEFINE_string(
+  "tensor_rpc_address",
+  None,
+  "Also bind each model's serving_default as a seed.grpc tensor-RPC method here (unix:/path or host:port).",
+)
 
 
 def _configs_from_flags() -> list[ModelConfig]:
@@ -64,10 +70,18 @@ def main(argv: list[str]) -> int:
   for s in (signal.SIGINT, signal.SIGTERM):
     signal.signal(s, lambda *_: stop.set())
   try:
-    server = ModelServer(configs, host=_HOST.value, port=_PORT.value, rest_api_port=_REST_API_PORT.value,
-                         poll_wait_seconds=_POLL.value, enable_batching=_ENABLE_BATCHING.value,
-                         max_batch_size=_MAX_BATCH_SIZE.value, batch_timeout_micros=_BATCH_TIMEOUT.value,
-                         grpc_max_threads=_GRPC_MAX_THREADS.value, tensor_rpc_address=_TENSOR_RPC_ADDRESS.value)
+    server = ModelServer(
+      configs,
+      host=_HOST.value,
+      port=_PORT.value,
+      rest_api_port=_REST_API_PORT.value,
+      poll_wait_seconds=_POLL.value,
+      enable_batching=_ENABLE_BATCHING.value,
+      max_batch_size=_MAX_BATCH_SIZE.value,
+      batch_timeout_micros=_BATCH_TIMEOUT.value,
+      grpc_max_threads=_GRPC_MAX_THREADS.value,
+      tensor_rpc_address=_TENSOR_RPC_ADDRESS.value,
+    )
   except OSError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)
     return 1
@@ -82,9 +96,11 @@ def main(argv: list[str]) -> int:
       versions = []
     logging.info("model %s: serving versions %s from %s", c.name, versions, c.base_path)
   rest = f", REST on {join_host_port(_HOST.value, server.rest_api_port)}" if server.rest_api_port else ""
-  print(f"seed.serve: gRPC on {join_host_port(_HOST.value, server.port)}{rest}"
-        + (f", tensor RPC on {_TENSOR_RPC_ADDRESS.value}" if server.serves_tensor_rpc else ""),
-        flush=True)
+  print(
+    f"seed.serve: gRPC on {join_host_port(_HOST.value, server.port)}{rest}"
+    + (f", tensor RPC on {_TENSOR_RPC_ADDRESS.value}" if server.serves_tensor_rpc else ""),
+    flush=True,
+  )
   while not stop.wait(0.5):
     pass
   logging.info("stopping")

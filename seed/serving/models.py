@@ -10,17 +10,16 @@ import dataclasses
 import os
 import re
 import threading
-from typing import Callable
+from collections.abc import Callable
 
-import grpc
 import numpy as np
 import tensorflow as tf
 from absl import logging
 from google.protobuf import text_format
-from tensorflow.core.protobuf import meta_graph_pb2
-from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 
+import grpc
 from seed.serving.config import ModelConfig
 from seed.serving.errors import invalid, not_found
 
@@ -106,9 +105,12 @@ class Servable:
     for sig in self.signatures.values():
       if not all(s.shape.rank is not None for s in sig.inputs.values()):
         continue
-      feed = {k: np.zeros([1 if d is None else d for d in s.shape], s.dtype.as_numpy_dtype)
-              if s.dtype != tf.string else np.full([1 if d is None else d for d in s.shape], b"", object)
-              for k, s in sig.inputs.items()}
+      feed = {
+        k: np.zeros([1 if d is None else d for d in s.shape], s.dtype.as_numpy_dtype)
+        if s.dtype != tf.string
+        else np.full([1 if d is None else d for d in s.shape], b"", object)
+        for k, s in sig.inputs.items()
+      }
       try:
         sig.fn(**feed)
       except Exception:  # pylint: disable=broad-except  (zeros may be invalid input: fine)
@@ -237,8 +239,9 @@ class ModelManager:
     request = f"Latest({name})" if version is None else f"Specific({name}, {version})"
     raise not_found(f"Servable not found for request: {request}")
 
-  def status(self, name: str, version: int | None = None,
-             label: str | None = None) -> list[tuple[int, int, grpc.StatusCode, str]]:
+  def status(
+    self, name: str, version: int | None = None, label: str | None = None
+  ) -> list[tuple[int, int, grpc.StatusCode, str]]:
     """[(version, state, code, message)] for every version seen (or the one asked for)."""
     if not name:
       raise invalid("Missing ModelSpec: the request names no model")

@@ -8,26 +8,37 @@ import json
 import re
 import socket
 
-import grpc
 import numpy as np
 import tensorflow as tf
 from absl import logging
 from google.protobuf import json_format
 
+import grpc
 from seed.serving.core import Core, signature_def_map, status_response
 from seed.serving.errors import ServingError, braces, invalid, not_found
 from seed.serving.models import DEFAULT_SIGNATURE, Signature
 
 _HTTP_STATUS = {
-    grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400, grpc.StatusCode.ABORTED: 409, grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501, grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.UNAUTHENTICATED: 401,
+  grpc.StatusCode.OK: 200,
+  grpc.StatusCode.CANCELLED: 499,
+  grpc.StatusCode.INVALID_ARGUMENT: 400,
+  grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+  grpc.StatusCode.NOT_FOUND: 404,
+  grpc.StatusCode.ALREADY_EXISTS: 409,
+  grpc.StatusCode.PERMISSION_DENIED: 403,
+  grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+  grpc.StatusCode.FAILED_PRECONDITION: 400,
+  grpc.StatusCode.ABORTED: 409,
+  grpc.StatusCode.OUT_OF_RANGE: 400,
+  grpc.StatusCode.UNIMPLEMENTED: 501,
+  grpc.StatusCode.UNAVAILABLE: 503,
+  grpc.StatusCode.UNAUTHENTICATED: 401,
 }
 
-_REST_PATH = re.compile(r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
-                        r"(?P<suffix>:predict|:classify|:regress|/metadata)?")
+_REST_PATH = re.compile(
+  r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+  r"(?P<suffix>:predict|:classify|:regress|/metadata)?"
+)
 
 
 def _is_b64(value) -> bool:
@@ -88,9 +99,15 @@ def json_to_array(value, spec: tf.TensorSpec | None, name: str) -> np.ndarray:
   kind = arr.dtype.kind
   if arr.size == 0:
     kind = "b" if want == tf.bool else "i"
-  ok = (kind == "b" if want == tf.bool else
-        kind in "iu" if want.is_integer else
-        kind in "iuf" if want.is_floating or want.is_complex else False)
+  ok = (
+    kind == "b"
+    if want == tf.bool
+    else kind in "iu"
+    if want.is_integer
+    else kind in "iuf"
+    if want.is_floating or want.is_complex
+    else False
+  )
   if not ok:
     bad = _first_bad_leaf(value, want)
     shown = json.dumps(bad, default=str)[:80] if bad is not _NO_LEAF else f"of type {arr.dtype}"
@@ -125,6 +142,7 @@ def array_to_json(arr: np.ndarray, name: str = "") -> str:
       strings[strings == k] = v
     return _nest(strings)
   if arr.dtype.kind == "O" or arr.dtype.kind == "S":
+
     def text(b):
       if isinstance(b, bytes):
         if not name.endswith("_bytes"):
@@ -134,6 +152,7 @@ def array_to_json(arr: np.ndarray, name: str = "") -> str:
             pass
         return {"b64": base64.b64encode(b).decode()}
       return b
+
     flat = [text(b) for b in arr.reshape(-1).tolist()]
     return json.dumps(np.array(flat, dtype=object).reshape(arr.shape).tolist() if arr.ndim else flat[0])
   if arr.dtype.kind == "c":
@@ -144,8 +163,11 @@ def array_to_json(arr: np.ndarray, name: str = "") -> str:
 def rest_inputs(body: dict, sig: Signature) -> tuple[dict[str, np.ndarray], bool]:
   """(inputs, row format?) from a REST predict body."""
   if ("instances" in body) == ("inputs" in body):
-    raise invalid("Missing 'inputs' or 'instances' key" if "instances" not in body else
-                   "Both 'inputs' and 'instances' keys specified: use one of them")
+    raise invalid(
+      "Missing 'inputs' or 'instances' key"
+      if "instances" not in body
+      else "Both 'inputs' and 'instances' keys specified: use one of them"
+    )
   names = list(sig.inputs)
   if "instances" in body:
     instances = body["instances"]
@@ -156,21 +178,26 @@ def rest_inputs(body: dict, sig: Signature) -> tuple[dict[str, np.ndarray], bool
       keys = set(instances[0])
       for i, inst in enumerate(instances):
         if set(inst) != keys:
-          raise invalid(f"Failed to process element: {i} of 'instances' list. It has inputs {braces(inst)} "
-                         f"but element 0 has {braces(keys)}: every instance needs the same named inputs")
+          raise invalid(
+            f"Failed to process element: {i} of 'instances' list. It has inputs {braces(inst)} "
+            f"but element 0 has {braces(keys)}: every instance needs the same named inputs"
+          )
       return {k: json_to_array([inst[k] for inst in instances], sig.inputs.get(k), k) for k in keys}, True
     if any(named):
       raise invalid("'instances' mixes objects (named inputs) with plain values")
     if len(names) != 1:
-      raise invalid(f"the signature has {len(names)} inputs {braces(names)}: 'instances' must be a list of "
-                     "objects keyed by input name")
+      raise invalid(
+        f"the signature has {len(names)} inputs {braces(names)}: 'instances' must be a list of "
+        "objects keyed by input name"
+      )
     return {names[0]: json_to_array(instances, sig.inputs[names[0]], names[0])}, True
   inputs = body["inputs"]
   if isinstance(inputs, dict) and not _is_b64(inputs):
     return {k: json_to_array(v, sig.inputs.get(k), k) for k, v in inputs.items()}, False
   if len(names) != 1:
-    raise invalid(f"the signature has {len(names)} inputs {braces(names)}: 'inputs' must be an object keyed "
-                   "by input name")
+    raise invalid(
+      f"the signature has {len(names)} inputs {braces(names)}: 'inputs' must be an object keyed by input name"
+    )
   return {names[0]: json_to_array(inputs, sig.inputs[names[0]], names[0])}, False
 
 
@@ -183,8 +210,10 @@ def rest_outputs(outputs: dict[str, np.ndarray], row_format: bool) -> str:
   n = next(iter(sizes.values()), 0)
   for k, size in sizes.items():
     if size is None or size != n:
-      raise invalid(f"Tensor name: {k} has inconsistent batch size: {size} expecting: {n} "
-                     "(row format needs every output to have the batch as its 0th dimension; send 'inputs')")
+      raise invalid(
+        f"Tensor name: {k} has inconsistent batch size: {size} expecting: {n} "
+        "(row format needs every output to have the batch as its 0th dimension; send 'inputs')"
+      )
   if len(outputs) == 1:
     return '{"predictions": ' + array_to_json(*outputs.values(), next(iter(outputs))) + "}"
   rows = []
@@ -195,8 +224,11 @@ def rest_outputs(outputs: dict[str, np.ndarray], row_format: bool) -> str:
 
 def _metrics_text(core: Core) -> str:
   lines = []
-  kinds = {"requests": "Predict requests", "runs": "model runs (one per batch)",
-           "batched_requests": "requests that shared a run with others"}
+  kinds = {
+    "requests": "Predict requests",
+    "runs": "model runs (one per batch)",
+    "batched_requests": "requests that shared a run with others",
+  }
   values = core.counters.snapshot()
   for kind, help_text in kinds.items():
     lines.append(f"# HELP seed_serve_{kind}_total {help_text}")
@@ -267,23 +299,27 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
     manager = self.core.manager
     if method == "GET" and suffix is None:
       response = status_response(manager.status(name, version, label))
-      return json_format.MessageToJson(response, always_print_fields_with_no_presence=True,
-                                       preserving_proto_field_name=True)
+      return json_format.MessageToJson(
+        response, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+      )
     if method == "GET" and suffix == "/metadata":
       servable = manager.get(name, version, label)
       sig_map = json_format.MessageToDict(signature_def_map(servable), preserving_proto_field_name=True)
-      return json.dumps({"model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
-                         "metadata": {"signature_def": sig_map}}, indent=1)
+      return json.dumps(
+        {
+          "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+          "metadata": {"signature_def": sig_map},
+        },
+        indent=1,
+      )
     if method == "POST" and suffix in (":classify", ":regress"):
-      raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                         f"{suffix[1:]} is not implemented by seed.serve; use :predict")
+      raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"{suffix[1:]} is not implemented by seed.serve; use :predict")
     if method != "POST" or suffix != ":predict":
       raise invalid(f"Malformed request: {method} {path}")
     try:
       request = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
-      raise invalid(f"JSON Parse error: {e}" if body.strip() else
-                     "JSON Parse error: The document is empty") from None
+      raise invalid(f"JSON Parse error: {e}" if body.strip() else "JSON Parse error: The document is empty") from None
     if not isinstance(request, dict):
       raise invalid("JSON Parse error: the request body must be a JSON object with 'instances' or 'inputs'")
     signature_name = request.get("signature_name", DEFAULT_SIGNATURE)

@@ -8,15 +8,12 @@ import re
 import threading
 from concurrent import futures
 
-import grpc
 import tensorflow as tf
 from absl import logging
-from grpc_health.v1 import health
-from grpc_health.v1 import health_pb2
-from grpc_health.v1 import health_pb2_grpc
-from tensorflow_serving.apis import model_service_pb2_grpc
-from tensorflow_serving.apis import prediction_service_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+import grpc
 from seed.serving import rest_api
 from seed.serving.batching import Batcher
 from seed.serving.config import ModelConfig
@@ -50,10 +47,20 @@ def tensor_rpc_function(sig: Signature):
 class ModelServer:
   """The gRPC and REST front ends, the version watcher and the optional tensor-RPC server."""
 
-  def __init__(self, configs: list[ModelConfig], *, host: str = "127.0.0.1", port: int = 8500,
-               rest_api_port: int = 8501, poll_wait_seconds: float = 2.0, enable_batching: bool = False,
-               max_batch_size: int = 32, batch_timeout_micros: int = 1000, grpc_max_threads: int = 64,
-               tensor_rpc_address: str | None = None):
+  def __init__(
+    self,
+    configs: list[ModelConfig],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8500,
+    rest_api_port: int = 8501,
+    poll_wait_seconds: float = 2.0,
+    enable_batching: bool = False,
+    max_batch_size: int = 32,
+    batch_timeout_micros: int = 1000,
+    grpc_max_threads: int = 64,
+    tensor_rpc_address: str | None = None,
+  ):
     self.manager = ModelManager(configs)
     batcher = Batcher(max_batch_size, batch_timeout_micros / 1e6) if enable_batching else None
     self.core = Core(self.manager, batcher)
@@ -61,10 +68,14 @@ class ModelServer:
     self._poll_wait = poll_wait_seconds
     self._stop = threading.Event()
     self._watcher: threading.Thread | None = None
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
-               ("grpc.max_send_message_length", MAX_MESSAGE_SIZE), ("grpc.so_reuseport", 0)]
-    self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=grpc_max_threads,
-                                                        thread_name_prefix="grpc"), options=options)
+    options = [
+      ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
+      ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
+      ("grpc.so_reuseport", 0),
+    ]
+    self._grpc = grpc.server(
+      futures.ThreadPoolExecutor(max_workers=grpc_max_threads, thread_name_prefix="grpc"), options=options
+    )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self.core), self._grpc)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.core), self._grpc)
     self.health = health.HealthServicer(experimental_non_blocking=True)
@@ -87,6 +98,7 @@ class ModelServer:
 
   def _bind_tensor_rpc(self, address: str) -> None:
     from seed import grpc as tensor_rpc  # pylint: disable=g-import-not-at-top  (builds/loads the op)
+
     server = tensor_rpc.Server([address])
     for servable in self.manager.servables():
       sig = servable.signatures.get(DEFAULT_SIGNATURE)
@@ -95,8 +107,9 @@ class ModelServer:
         continue
       server.bind(tensor_rpc_function(sig), name=servable.model, batched=False)
       self._rpc_models.append(servable)  # keeps the version (its variables) alive while bound
-      logging.info("tensor RPC: model %s version %d bound as method %r", servable.model, servable.version,
-                   servable.model)
+      logging.info(
+        "tensor RPC: model %s version %d bound as method %r", servable.model, servable.version, servable.model
+      )
     if not self._rpc_models:
       logging.warning("tensor RPC: no model loaded at startup; not serving %s", address)
       return

@@ -17,9 +17,17 @@ import os
 
 import pytest
 
-from tests.serving.serving_helpers import (POLL_SECONDS, BatchSize, Half, Multi, ServeProcess, export,
-                                           make_serving_run, model_config_text, served_paths)
-
+from tests.serving.serving_helpers import (
+  POLL_SECONDS,
+  BatchSize,
+  Half,
+  Multi,
+  ServeProcess,
+  export,
+  make_serving_run,
+  model_config_text,
+  served_paths,
+)
 
 # --- fixtures -----------------------------------------------------------------------------------------
 
@@ -38,8 +46,15 @@ def models(tmp_path_factory):
   export(BatchSize(), str(root / "batch" / "1"))
   cartpole = make_serving_run(str(root / "cartpole"))
   lstm = make_serving_run(str(root / "cartpole_lstm"), lstm_size=8)
-  return dict(root=str(root), **paths, batch=str(root / "batch"), cartpole_run=cartpole, lstm_run=lstm,
-              cartpole=os.path.join(cartpole, "export"), cartpole_lstm=os.path.join(lstm, "export"))
+  return dict(
+    root=str(root),
+    **paths,
+    batch=str(root / "batch"),
+    cartpole_run=cartpole,
+    lstm_run=lstm,
+    cartpole=os.path.join(cartpole, "export"),
+    cartpole_lstm=os.path.join(lstm, "export"),
+  )
 
 
 @pytest.fixture(scope="package")
@@ -50,13 +65,21 @@ def servers(models):
     f.write(model_config_text(served_paths(models)))
   procs = {}
   try:
-    procs["main"] = ServeProcess([f"--model_config_file={config}",
-                                  f"--file_system_poll_wait_seconds={POLL_SECONDS}"],
-                                 os.path.join(models["root"], "server.log"))
-    procs["batch"] = ServeProcess(["--model_name=batch", f"--model_base_path={models['batch']}", "--enable_batching",
-                                   "--max_batch_size=4", "--batch_timeout_micros=300000",
-                                   "--file_system_poll_wait_seconds=0"],
-                                  os.path.join(models["root"], "batch_server.log"))
+    procs["main"] = ServeProcess(
+      [f"--model_config_file={config}", f"--file_system_poll_wait_seconds={POLL_SECONDS}"],
+      os.path.join(models["root"], "server.log"),
+    )
+    procs["batch"] = ServeProcess(
+      [
+        "--model_name=batch",
+        f"--model_base_path={models['batch']}",
+        "--enable_batching",
+        "--max_batch_size=4",
+        "--batch_timeout_micros=300000",
+        "--file_system_poll_wait_seconds=0",
+      ],
+      os.path.join(models["root"], "batch_server.log"),
+    )
     for proc in procs.values():
       proc.wait_ready()
     yield procs

@@ -13,18 +13,19 @@ import time
 import urllib.error
 import urllib.request
 
-import grpc
 import numpy as np
 import portpicker
 import pytest
 import tensorflow as tf
-from grpc_health.v1 import health_pb2
-from grpc_health.v1 import health_pb2_grpc
-from tensorflow_serving.apis import get_model_status_pb2
-from tensorflow_serving.apis import model_service_pb2_grpc
-from tensorflow_serving.apis import predict_pb2
-from tensorflow_serving.apis import prediction_service_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import (
+  get_model_status_pb2,
+  model_service_pb2_grpc,
+  predict_pb2,
+  prediction_service_pb2_grpc,
+)
 
+import grpc
 from seed.runtime import processes
 from tests.helpers import REPO, make_policy_run
 
@@ -63,8 +64,9 @@ class Half(tf.Module):
 class Multi(tf.Module):
   """Two inputs and two outputs; a string signature."""
 
-  @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="a"),
-                                tf.TensorSpec([None], tf.int32, name="n")])
+  @tf.function(
+    input_signature=[tf.TensorSpec([None, 2], tf.float32, name="a"), tf.TensorSpec([None], tf.int32, name="n")]
+  )
   def serve(self, a, n):
     return {"sum": tf.reduce_sum(a, 1) + tf.cast(n, tf.float32), "a2": 2.0 * a}
 
@@ -102,12 +104,14 @@ def make_serving_run(logdir: str, lstm_size: int = 0) -> str:
 def model_config_text(models: dict[str, str], extra: str = "") -> str:
   """A ModelServerConfig text proto; `models` maps name -> base path (+ policies below)."""
   policies = {
-      "half": 'model_version_policy { all {} } version_labels { key: "stable" value: 1 } '
-              'version_labels { key: "canary" value: 2 }',
-      "half_pinned": "model_version_policy { specific { versions: 1 } }",
+    "half": 'model_version_policy { all {} } version_labels { key: "stable" value: 1 } '
+    'version_labels { key: "canary" value: 2 }',
+    "half_pinned": "model_version_policy { specific { versions: 1 } }",
   }
-  configs = [f'  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" {policies.get(name, "")} }}'
-             for name, path in models.items()]
+  configs = [
+    f'  config {{ name: "{name}" base_path: "{path}" model_platform: "tensorflow" {policies.get(name, "")} }}'
+    for name, path in models.items()
+  ]
   return "model_config_list {\n" + "\n".join(configs) + extra + "\n}\n"
 
 
@@ -124,8 +128,13 @@ class ServeProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
     self._log = open(log_path, "w", encoding="utf-8")  # pylint: disable=consider-using-with
     self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-        [sys.executable, "-m", "seed.serve", f"--port={self.port}", f"--rest_api_port={self.rest_port}", *args],
-        stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO, preexec_fn=processes.die_with_parent)
+      [sys.executable, "-m", "seed.serve", f"--port={self.port}", f"--rest_api_port={self.rest_port}", *args],
+      stdout=self._log,
+      stderr=subprocess.STDOUT,
+      env=env,
+      cwd=REPO,
+      preexec_fn=processes.die_with_parent,
+    )
     self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
     self.predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
     self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
@@ -140,8 +149,9 @@ class ServeProcess:
     while time.monotonic() < deadline:
       assert self.proc.poll() is None, f"seed.serve exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
       try:
-        if self.health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-            health_pb2.HealthCheckResponse.SERVING:
+        if (
+          self.health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING
+        ):
           return
       except grpc.RpcError:
         time.sleep(0.2)
@@ -155,8 +165,9 @@ class ServeProcess:
   def rest(self, method: str, path: str, body=None, raw: bytes | None = None):
     """(HTTP status, parsed JSON body)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+      f"http://127.0.0.1:{self.rest_port}{path}", data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
       with urllib.request.urlopen(request, timeout=60) as r:
         return r.status, json.loads(r.read())
@@ -164,8 +175,7 @@ class ServeProcess:
       return e.code, json.loads(e.read())
 
   def metrics(self) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/monitoring/prometheus/metrics",
-                                timeout=30) as r:
+    with urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/monitoring/prometheus/metrics", timeout=30) as r:
       text = r.read().decode()
     values = {}
     for line in text.splitlines():
@@ -175,8 +185,9 @@ class ServeProcess:
     return values
 
 
-def predict_request(model: str, inputs: dict, version: int | None = None, label: str = "",
-                    signature: str = "", output_filter=()) -> predict_pb2.PredictRequest:
+def predict_request(
+  model: str, inputs: dict, version: int | None = None, label: str = "", signature: str = "", output_filter=()
+) -> predict_pb2.PredictRequest:
   request = predict_pb2.PredictRequest()
   request.model_spec.name = model
   if version is not None:

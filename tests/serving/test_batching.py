@@ -3,10 +3,10 @@
 import threading
 import time
 
-import grpc
 import numpy as np
 import pytest
 
+import grpc
 from seed.serving.batching import Batcher
 from seed.serving.errors import ServingError
 from tests.serving.serving_helpers import outputs, predict_request, rpc_error
@@ -39,6 +39,7 @@ def test_batcher_gives_every_caller_its_rows():
 
   def failing(inputs):
     raise ServingError(grpc.StatusCode.INTERNAL, "boom")
+
   with pytest.raises(ServingError, match="boom"):
     batcher.run("other", failing, {"x": np.ones([1])}, 1)
 

@@ -11,7 +11,6 @@ from seed.serving.models import scan_versions
 from tests.helpers import REPO
 from tests.serving.serving_helpers import Half, export
 
-
 # --- config parsing (in process) ----------------------------------------------------------------------
 
 
@@ -30,11 +29,13 @@ def test_config_parsing():
   assert b.aspired(available) == {5, 10} and dict(b.labels) == {"stable": 4}
   assert c.aspired(available) == set(available)
   assert d.aspired(available) == {3, 5} and d.aspired([1]) == set()
-  for bad, message in [('config { name: "a" base_path: "/x" model_platform: "pytorch" }', "pytorch"),
-                       ('config { name: "a" base_path: "/x" } config { name: "a" base_path: "/y" }', "twice"),
-                       ('config { name: "a" }', "base_path"),
-                       ('config { name: "a" base_path: "/x" model_version_policy { specific {} } }', "specific"),
-                       ("config { nme: 1 }", "cannot parse")]:
+  for bad, message in [
+    ('config { name: "a" base_path: "/x" model_platform: "pytorch" }', "pytorch"),
+    ('config { name: "a" base_path: "/x" } config { name: "a" base_path: "/y" }', "twice"),
+    ('config { name: "a" }', "base_path"),
+    ('config { name: "a" base_path: "/x" model_version_policy { specific {} } }', "specific"),
+    ("config { nme: 1 }", "cannot parse"),
+  ]:
     with pytest.raises(ValueError, match=message):
       parse_config_text("model_config_list { " + bad + " }")
 
@@ -50,9 +51,17 @@ def test_scan_versions_skips_partial_exports(tmp_path):
 
 def test_both_entry_points_list_the_flags():
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-  procs = [subprocess.Popen([sys.executable, "-m", module, "--help"], stdout=subprocess.PIPE,  # pylint: disable=consider-using-with
-                            stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
-           for module in ("seed.serve", "seed.serving")]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-m", module, "--help"],
+      stdout=subprocess.PIPE,  # pylint: disable=consider-using-with
+      stderr=subprocess.STDOUT,
+      text=True,
+      env=env,
+      cwd=REPO,
+    )
+    for module in ("seed.serve", "seed.serving")
+  ]
   for proc in procs:
     out, _ = proc.communicate(timeout=120)
     assert "--model_base_path" in out and "--tensor_rpc_address" in out, out[-3000:]

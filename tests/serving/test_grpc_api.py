@@ -1,18 +1,19 @@
 """seed.serving.grpc_api: health, Predict, GetModelMetadata and GetModelStatus (metadata and status also over REST)."""
 
-import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
 from grpc_health.v1 import health_pb2
-from tensorflow_serving.apis import classification_pb2
-from tensorflow_serving.apis import get_model_metadata_pb2
-from tensorflow_serving.apis import get_model_status_pb2
-from tensorflow_serving.apis import inference_pb2
-from tensorflow_serving.apis import regression_pb2
+from tensorflow_serving.apis import (
+  classification_pb2,
+  get_model_metadata_pb2,
+  get_model_status_pb2,
+  inference_pb2,
+  regression_pb2,
+)
 
+import grpc
 from tests.serving.serving_helpers import AVAILABLE, END, outputs, predict_request, rpc_error
-
 
 # --- gRPC ---------------------------------------------------------------------------------------------
 
@@ -34,14 +35,24 @@ def test_predict_serves_newest_version_by_default(server):
 
 def test_version_label_and_policy_selection(server):
   x = np.array([4.0], np.float32)
-  cases = [("half", dict(version=1), 1), ("half", dict(version=2), 2), ("half", dict(label="stable"), 1),
-           ("half", dict(label="canary"), 2), ("half_pinned", {}, 1), ("half_latest", {}, 2)]
+  cases = [
+    ("half", dict(version=1), 1),
+    ("half", dict(version=2), 2),
+    ("half", dict(label="stable"), 1),
+    ("half", dict(label="canary"), 2),
+    ("half_pinned", {}, 1),
+    ("half_latest", {}, 2),
+  ]
   for model, spec, version in cases:
     response = server.predict.Predict(predict_request(model, {"x": x}, **spec), timeout=60)
     assert response.model_spec.version.value == version, (model, spec)
     np.testing.assert_allclose(outputs(response)["y"], [2.0 + version])
-  for model, spec in [("half", dict(version=7)), ("half_pinned", dict(version=2)), ("half_latest", dict(version=1)),
-                      ("nope", {})]:
+  for model, spec in [
+    ("half", dict(version=7)),
+    ("half_pinned", dict(version=2)),
+    ("half_latest", dict(version=1)),
+    ("nope", {}),
+  ]:
     e = rpc_error(server.predict.Predict, predict_request(model, {"x": x}, **spec))
     assert e.code() == grpc.StatusCode.NOT_FOUND, (model, spec)
     assert "Servable not found for request" in e.details() and model in e.details()
@@ -53,8 +64,9 @@ def test_output_filter_and_signature_name(server):
   x = np.array([1.0, 3.0], np.float32)
   response = server.predict.Predict(predict_request("half", {"x": x}, signature="times_two"), timeout=60)
   assert set(response.outputs) == {"z", "b"} and response.model_spec.signature_name == "times_two"
-  response = server.predict.Predict(predict_request("half", {"x": x}, signature="times_two", output_filter=["z"]),
-                                    timeout=60)
+  response = server.predict.Predict(
+    predict_request("half", {"x": x}, signature="times_two", output_filter=["z"]), timeout=60
+  )
   assert set(response.outputs) == {"z"}
   np.testing.assert_allclose(outputs(response)["z"], 2 * x)
   e = rpc_error(server.predict.Predict, predict_request("half", {"x": x}, output_filter=["nope"]))
@@ -66,12 +78,12 @@ def test_output_filter_and_signature_name(server):
 def test_predict_errors_name_the_input_and_keep_the_server_up(server):
   a, n = np.ones([2, 2], np.float32), np.array([1, 2], np.int32)
   cases = {
-      "missing": ({"a": a}, "Missing but required: {n}"),
-      "extra": ({"a": a, "n": n, "c": n}, "Send extra: {c}"),
-      "dtype": ({"a": a.astype(np.float64), "n": n}, "input 'a' has dtype float64 but the signature expects float32"),
-      "int dtype": ({"a": a, "n": n.astype(np.int64)}, "input 'n' has dtype int64"),
-      "shape": ({"a": np.ones([2, 3], np.float32), "n": n}, "input 'a' has shape [2, 3] but the signature expects [?,2]"),
-      "rank": ({"a": a, "n": np.int32(3)}, "input 'n' has shape []"),
+    "missing": ({"a": a}, "Missing but required: {n}"),
+    "extra": ({"a": a, "n": n, "c": n}, "Send extra: {c}"),
+    "dtype": ({"a": a.astype(np.float64), "n": n}, "input 'a' has dtype float64 but the signature expects float32"),
+    "int dtype": ({"a": a, "n": n.astype(np.int64)}, "input 'n' has dtype int64"),
+    "shape": ({"a": np.ones([2, 3], np.float32), "n": n}, "input 'a' has shape [2, 3] but the signature expects [?,2]"),
+    "rank": ({"a": a, "n": np.int32(3)}, "input 'n' has shape []"),
   }
   for name, (inputs, message) in cases.items():
     e = rpc_error(server.predict.Predict, predict_request("multi", inputs))
@@ -85,20 +97,24 @@ def test_predict_errors_name_the_input_and_keep_the_server_up(server):
   e = rpc_error(server.predict.Predict, request)
   assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "'a'" in e.details()
   # An error raised inside the model keeps its code and message.
-  e = rpc_error(server.predict.Predict, predict_request("half", {"x": np.array([-1.0], np.float32)},
-                                                        signature="checked"))
+  e = rpc_error(
+    server.predict.Predict, predict_request("half", {"x": np.array([-1.0], np.float32)}, signature="checked")
+  )
   assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "x must be >= 0" in e.details()
   # Unimplemented APIs.
-  for method, request in [(server.predict.Classify, classification_pb2.ClassificationRequest()),
-                          (server.predict.Regress, regression_pb2.RegressionRequest()),
-                          (server.predict.MultiInference, inference_pb2.MultiInferenceRequest())]:
+  for method, request in [
+    (server.predict.Classify, classification_pb2.ClassificationRequest()),
+    (server.predict.Regress, regression_pb2.RegressionRequest()),
+    (server.predict.MultiInference, inference_pb2.MultiInferenceRequest()),
+  ]:
     e = rpc_error(method, request)
     assert e.code() == grpc.StatusCode.UNIMPLEMENTED and "not implemented" in e.details()
   # Still serving.
   response = server.predict.Predict(predict_request("multi", {"a": a, "n": n}), timeout=60)
   np.testing.assert_allclose(outputs(response)["sum"], [3.0, 4.0])
-  assert server.health.Check(health_pb2.HealthCheckRequest(), timeout=30).status == \
-      health_pb2.HealthCheckResponse.SERVING
+  assert (
+    server.health.Check(health_pb2.HealthCheckRequest(), timeout=30).status == health_pb2.HealthCheckResponse.SERVING
+  )
 
 
 def test_model_metadata_grpc_and_rest(server, models):
@@ -159,8 +175,11 @@ def test_model_status_grpc_and_rest(server):
 
   code, body = server.rest("GET", "/v1/models/half_latest")
   assert code == 200
-  assert body == {"model_version_status": [{"version": "2", "state": "AVAILABLE",
-                                            "status": {"error_code": "OK", "error_message": ""}}]}
+  assert body == {
+    "model_version_status": [
+      {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+    ]
+  }
   code, body = server.rest("GET", "/v1/models/half/labels/stable")
   assert code == 200 and [s["version"] for s in body["model_version_status"]] == ["1"]
   code, body = server.rest("GET", "/v1/models/nope")

@@ -5,17 +5,24 @@ import shutil
 import threading
 import time
 
-import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import text_format
-from tensorflow_serving.apis import get_model_status_pb2
-from tensorflow_serving.apis import model_management_pb2
+from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2
 
-from tests.serving.serving_helpers import (AVAILABLE, END, POLL_SECONDS, Half, model_config_text, outputs,
-                                           predict_request, rpc_error, served_paths)
-
+import grpc
+from tests.serving.serving_helpers import (
+  AVAILABLE,
+  END,
+  POLL_SECONDS,
+  Half,
+  model_config_text,
+  outputs,
+  predict_request,
+  rpc_error,
+  served_paths,
+)
 
 # --- versions appearing while serving -----------------------------------------------------------------
 

@@ -6,8 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
-from tensorflow_serving.apis import get_model_metadata_pb2
-from tensorflow_serving.apis import get_model_status_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 import envs
 from seed import evaluate as ev
@@ -15,7 +14,6 @@ from seed.serving.models import Servable
 from seed.serving.server import tensor_rpc_function
 from tests.helpers import REPO
 from tests.serving.serving_helpers import outputs, predict_request
-
 
 # --- policies -----------------------------------------------------------------------------------------
 
@@ -39,8 +37,8 @@ def play_over_grpc(server, model: str, logdir: str, episodes: int) -> list[tuple
       total, length, done = 0.0, 0, False
       while not done:
         response = server.predict.Predict(
-            predict_request(model, {"observation": obs[None].astype(np.float32), **state}, version=version),
-            timeout=60)
+          predict_request(model, {"observation": obs[None].astype(np.float32), **state}, version=version), timeout=60
+        )
         out = outputs(response)
         state = {k: out[k] for k in state}
         obs, reward, terminated, truncated, _ = env.step(int(out["greedy_action"][0]))
@@ -68,6 +66,7 @@ def test_recurrent_policy_steps_its_state(server, models):
 
 def test_tensor_rpc_binding_of_a_recurrent_policy(models, sock_dir):
   from seed import grpc as tensor_rpc  # pylint: disable=g-import-not-at-top
+
   servable = Servable("lstm", 7, os.path.join(models["cartpole_lstm"], "7"))
   sig = servable.signatures["serving_default"]
   fn = tensor_rpc_function(sig)
@@ -88,13 +87,22 @@ def test_tensor_rpc_binding_of_a_recurrent_policy(models, sock_dir):
 
 def test_remote_half_plus_two_example():
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-  proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "remote_half_plus_two.py")],
-                        capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+  proc = subprocess.run(
+    [sys.executable, os.path.join(REPO, "scripts", "remote_half_plus_two.py")],
+    capture_output=True,
+    text=True,
+    timeout=240,
+    env=env,
+    cwd=REPO,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   lines = proc.stdout.splitlines()
   ok = "half_plus_two([1.0, 2.0, 5.0]) = [2.5, 3.0, 4.5]  status 0 (OK)"
-  assert [l for l in lines if l.endswith(ok)] == [f"in this process: {ok}", f"reloaded SavedModel: {ok}",
-                                                  f"reloaded serving_default: {ok}"]
+  assert [l for l in lines if l.endswith(ok)] == [
+    f"in this process: {ok}",
+    f"reloaded SavedModel: {ok}",
+    f"reloaded serving_default: {ok}",
+  ]
   gone = [l for l in lines if l.startswith("remote server gone:")]
   assert len(gone) == 1 and "= [0.5, 1.0, 2.5]  status 14 (UNAVAILABLE)" in gone[0]
   assert lines[-1] == "OK"
