@@ -23,6 +23,7 @@
 #include "tensorflow/core/framework/tensor_util.h"
 #include "tensorflow/core/grappler/grappler_item.h"
 #include "tensorflow/core/grappler/optimizers/meta_optimizer.h"
+#include "batcher.h"
 #include "transport.h"
 #include "wire.h"
 
@@ -42,35 +43,6 @@ struct BoundFunction {
   std::vector<Tensor> captures;
 };
 
-struct Stats {
-  std::atomic<int64_t> calls{0}, errors{0}, batches{0}, slots{0};
-};
-
-struct Method;
-
-// A call (or part of one) waiting for its rows to come out of batches.
-struct PendingCall {
-  seed_transport::ServerCall* call;
-  int64_t rows;
-  bool single;  // sent one element without the leading dimension
-  std::mutex mu;
-  int parts = 0;  // batches still holding rows of this call
-  absl::Status status;
-  std::vector<Tensor> outputs;
-};
-
-struct Segment {
-  std::shared_ptr<PendingCall> call;
-  int64_t call_row, batch_row, rows;
-};
-
-struct Batch {
-  std::vector<Tensor> inputs;  // [batch_size, ...] each
-  int64_t filled = 0;
-  std::vector<Segment> segments;
-  Clock::time_point opened;
-};
-
 struct Method {
   std::string name;
   std::vector<BoundFunction> functions;  // round robin
@@ -84,10 +56,7 @@ struct Method {
   bool pad_mask = false;
   std::string signature;
   Stats stats;
-
-  std::mutex mu;                // guards `open` and `closed`
-  std::unique_ptr<Batch> open;  // batch being filled
-  bool closed = false;          // server shutting down: no new batches
+  std::unique_ptr<Batcher> batcher;  // batched methods only
 
   size_t client_inputs() const { return input_dtypes.size() - (pad_mask ? 1 : 0); }
 };
@@ -118,6 +87,20 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
       return absl::AlreadyExistsError("a function named '" + method->name + "' is already bound");
     }
     method->functions.push_back(std::move(fn));
+    if (method->batch_size > 0) {
+      Method* m = method.get();
+      BatcherOptions options;
+      options.batch_size = m->batch_size;
+      options.flush_timeout_us = m->flush_timeout_us;
+      options.pad_mask = m->pad_mask;
+      options.dtypes.assign(m->input_dtypes.begin(), m->input_dtypes.begin() + m->client_inputs());
+      options.element_shapes.assign(m->element_shapes.begin(), m->element_shapes.begin() + m->client_inputs());
+      m->batcher = std::make_unique<Batcher>(options, [this, m](std::vector<Tensor> args, RunDone done) {
+        Run(m, std::move(args), nullptr, [m, done](const absl::Status& s, std::vector<Tensor>* rets) {
+          done(s.ok() ? CheckOutputs(*m, *rets, m->batch_size) : s, *rets);
+        });
+      }, &m->stats);
+    }
     std::string name = method->name;
     methods_[name] = std::move(method);
     return absl::OkStatus();
@@ -145,7 +128,6 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
     }
     *ports = transport_->ports();
     state_ = kStarted;
-    flusher_ = std::thread([this] { FlushLoop(); });
     return absl::OkStatus();
   }
 
@@ -161,25 +143,10 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
       state_ = kShutDown;
       accepting_ = false;
     }
-    {
-      std::lock_guard<std::mutex> lock(flush_mu_);
-      flush_stop_ = true;
-    }
-    flush_cv_.notify_all();
-    if (flusher_.joinable()) flusher_.join();
-    cancellation_.StartCancel();
     for (auto& [name, method] : methods_) {
-      std::unique_ptr<Batch> batch;
-      {
-        std::lock_guard<std::mutex> lock(method->mu);
-        method->closed = true;
-        batch = std::move(method->open);
-      }
-      if (batch) {
-        FinishBatch(method.get(), *batch,
-                    absl::CancelledError("server shut down while the call waited for a batch"), {});
-      }
+      if (method->batcher) method->batcher->Shutdown();
     }
+    cancellation_.StartCancel();
     {
       std::unique_lock<std::mutex> lock(runs_mu_);
       runs_cv_.wait(lock, [this] { return running_ == 0; });
@@ -209,15 +176,6 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
  private:
   enum State { kCreated, kStarted, kShutDown };
 
-  void Reply(seed_transport::ServerCall* call, const std::vector<Tensor>& outputs) {
-    std::string body;
-    SerializeTensors(outputs, &body);
-    call->Respond(std::move(body), {});
-  }
-  void Fail(seed_transport::ServerCall* call, const absl::Status& s) {
-    call->Respond({}, {static_cast<int>(s.code()), std::string(s.message())});
-  }
-
   // Runs on a gRPC completion-queue thread for every incoming call.
   void Handle(seed_transport::ServerCall* call) {
     if (!accepting_) return Fail(call, absl::UnavailableError("server is shutting down"));
@@ -242,7 +200,7 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
       return Fail(call, s);
     }
     if (m->batch_size == 0) return RunUnbatched(m, call, std::move(inputs));
-    Enqueue(m, call, inputs, rows, single);
+    m->batcher->Enqueue(call, inputs, rows, single);
   }
 
   void ListMethods(seed_transport::ServerCall* call) {
@@ -357,7 +315,7 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
     });
   }
 
-  absl::Status CheckOutputs(const Method& m, const std::vector<Tensor>& rets, int64_t batch) {
+  static absl::Status CheckOutputs(const Method& m, const std::vector<Tensor>& rets, int64_t batch) {
     if (rets.size() != m.output_dtypes.size()) {
       return absl::InternalError(absl::StrCat("function of '", m.name, "' returned ", rets.size(),
                                               " outputs, expected ", m.output_dtypes.size()));
@@ -376,203 +334,6 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
     return absl::OkStatus();
   }
 
-  static void CopyRows(const Tensor& from, int64_t from_row, Tensor* to, int64_t to_row, int64_t rows) {
-    if (rows <= 0) return;
-    const int64_t per_row = from.dim_size(0) > 0 ? from.NumElements() / from.dim_size(0) : 0;
-    if (from.dtype() == DT_STRING) {
-      auto src = from.flat<tstring>();
-      auto dst = to->flat<tstring>();
-      for (int64_t i = 0; i < rows * per_row; ++i) dst(to_row * per_row + i) = src(from_row * per_row + i);
-      return;
-    }
-    const int64_t row_bytes = per_row * DataTypeSize(from.dtype());
-    std::memcpy(const_cast<char*>(to->tensor_data().data()) + to_row * row_bytes,
-                from.tensor_data().data() + from_row * row_bytes, rows * row_bytes);
-  }
-
-  std::unique_ptr<Batch> NewBatch(const Method& m) {
-    auto b = std::make_unique<Batch>();
-    b->opened = Clock::now();
-    for (size_t i = 0; i < m.client_inputs(); ++i) {
-      TensorShape shape;
-      m.input_shapes[i].AsTensorShape(&shape);
-      b->inputs.emplace_back(m.input_dtypes[i], shape);
-    }
-    return b;
-  }
-
-  void Enqueue(Method* m, seed_transport::ServerCall* call, const std::vector<Tensor>& inputs, int64_t rows,
-               bool single) {
-    auto pending = std::make_shared<PendingCall>();
-    pending->call = call;
-    pending->rows = rows;
-    pending->single = single;
-    std::vector<std::unique_ptr<Batch>> full;
-    bool opened;
-    {
-      std::lock_guard<std::mutex> lock(m->mu);
-      if (m->closed) {
-        m->stats.errors++;
-        return Fail(call, absl::UnavailableError("server is shutting down"));
-      }
-      const Batch* was_open = m->open.get();
-      int64_t done = 0;
-      // Holds the parts count up until every part is placed.
-      pending->parts = 1;
-      if (m->open == nullptr && !single && rows == m->batch_size) {
-        // The call is a whole batch: its parsed tensors are the batch inputs, no staging copy.
-        auto b = std::make_unique<Batch>();
-        b->opened = Clock::now();
-        b->inputs = inputs;
-        b->segments.push_back({pending, 0, 0, rows});
-        pending->parts++;
-        b->filled = rows;
-        done = rows;
-        full.push_back(std::move(b));
-      }
-      while (done < rows) {
-        if (m->open == nullptr) m->open = NewBatch(*m);
-        Batch* b = m->open.get();
-        int64_t take = std::min(rows - done, m->batch_size - b->filled);
-        for (size_t i = 0; i < inputs.size(); ++i) {
-          if (single) {
-            Tensor row = inputs[i];
-            TensorShape with_batch({1});
-            with_batch.AppendShape(inputs[i].shape());
-            CHECK(row.CopyFrom(inputs[i], with_batch));
-            CopyRows(row, 0, &b->inputs[i], b->filled, 1);
-          } else {
-            CopyRows(inputs[i], done, &b->inputs[i], b->filled, take);
-          }
-        }
-        b->segments.push_back({pending, done, b->filled, take});
-        pending->parts++;
-        b->filled += take;
-        done += take;
-        if (b->filled == m->batch_size) full.push_back(std::move(m->open));
-      }
-      pending->parts--;
-      // A batch opened by this call (earlier ones are in `full`, so the
-      // pointer cannot be reused) needs the flusher to learn its deadline.
-      opened = m->flush_timeout_us >= 0 && m->open != nullptr && m->open.get() != was_open;
-    }
-    if (opened) WakeFlusher();
-    for (auto& b : full) Launch(m, std::move(b));
-  }
-
-  void Launch(Method* m, std::unique_ptr<Batch> batch) {
-    m->stats.batches++;
-    m->stats.slots += batch->filled;
-    std::vector<Tensor> args = batch->inputs;
-    const int64_t n = m->batch_size;
-    for (Tensor& t : args) {  // zero the padding rows
-      if (batch->filled == n) break;
-      if (t.dtype() == DT_STRING) {
-        auto f = t.flat<tstring>();
-        int64_t per_row = t.NumElements() / n;
-        for (int64_t i = batch->filled * per_row; i < f.size(); ++i) f(i) = "";
-      } else {
-        int64_t row_bytes = t.TotalBytes() / n;
-        std::memset(const_cast<char*>(t.tensor_data().data()) + batch->filled * row_bytes, 0,
-                    (n - batch->filled) * row_bytes);
-      }
-    }
-    if (m->pad_mask) {
-      Tensor mask(DT_BOOL, TensorShape({n}));
-      auto f = mask.flat<bool>();
-      for (int64_t i = 0; i < n; ++i) f(i) = i < batch->filled;
-      args.push_back(mask);
-    }
-    std::shared_ptr<Batch> shared(std::move(batch));
-    Run(m, std::move(args), nullptr, [this, m, shared](const absl::Status& s, std::vector<Tensor>* rets) {
-      absl::Status status = s.ok() ? CheckOutputs(*m, *rets, m->batch_size) : s;
-      FinishBatch(m, *shared, status, *rets);
-    });
-  }
-
-  // Hands each call its rows of the batch outputs; answers completed calls.
-  void FinishBatch(Method* m, const Batch& batch, const absl::Status& status, const std::vector<Tensor>& outputs) {
-    for (const Segment& seg : batch.segments) {
-      PendingCall* p = seg.call.get();
-      if (status.ok() && seg.rows == p->rows) {  // the whole call in this batch: no staging copy
-        std::string body;
-        SerializeRows(outputs, seg.batch_row, seg.rows, p->single, &body);
-        p->call->Respond(std::move(body), {});
-        continue;
-      }
-      bool complete;
-      {
-        std::lock_guard<std::mutex> lock(p->mu);
-        if (!status.ok() && p->status.ok()) p->status = status;
-        if (p->status.ok()) {
-          if (p->outputs.empty()) {
-            for (const Tensor& out : outputs) {
-              TensorShape shape = out.shape();
-              shape.set_dim(0, p->rows);
-              p->outputs.emplace_back(out.dtype(), shape);
-            }
-          }
-          for (size_t i = 0; i < outputs.size(); ++i) {
-            CopyRows(outputs[i], seg.batch_row, &p->outputs[i], seg.call_row, seg.rows);
-          }
-        }
-        complete = --p->parts == 0;
-      }
-      if (!complete) continue;
-      if (!p->status.ok()) {
-        m->stats.errors++;
-        Fail(p->call, p->status);
-        continue;
-      }
-      if (p->single) {
-        for (Tensor& t : p->outputs) {
-          TensorShape element = t.shape();
-          element.RemoveDim(0);
-          Tensor squeezed;
-          CHECK(squeezed.CopyFrom(t, element));
-          t = squeezed;
-        }
-      }
-      Reply(p->call, p->outputs);
-    }
-  }
-
-  void WakeFlusher() {
-    {
-      std::lock_guard<std::mutex> lock(flush_mu_);
-      ++flush_generation_;
-    }
-    flush_cv_.notify_one();
-  }
-
-  // Runs partial batches whose flush timeout expired. A generation counter
-  // (not the batch locks) carries wake-ups, so none is lost between a scan
-  // and the wait.
-  void FlushLoop() {
-    std::unique_lock<std::mutex> lock(flush_mu_);
-    while (!flush_stop_) {
-      const uint64_t generation = flush_generation_;
-      lock.unlock();
-      auto wake = Clock::now() + std::chrono::seconds(1);
-      std::vector<std::pair<Method*, std::unique_ptr<Batch>>> due;
-      for (auto& [name, m] : methods_) {
-        if (m->flush_timeout_us < 0) continue;
-        std::lock_guard<std::mutex> mlock(m->mu);
-        if (m->open == nullptr) continue;
-        auto deadline = m->open->opened + std::chrono::microseconds(m->flush_timeout_us);
-        if (deadline <= Clock::now()) {
-          due.emplace_back(m.get(), std::move(m->open));
-        } else {
-          wake = std::min(wake, deadline);
-        }
-      }
-      for (auto& [m, b] : due) Launch(m, std::move(b));
-      lock.lock();
-      if (!due.empty()) continue;
-      flush_cv_.wait_until(lock, wake, [&] { return flush_stop_ || flush_generation_ != generation; });
-    }
-  }
-
   const std::vector<std::string> addresses_;
   const int num_threads_;
   const int64_t max_message_size_;
@@ -585,11 +346,6 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
   std::mutex runs_mu_;
   std::condition_variable runs_cv_;
   int64_t running_ = 0;
-  std::mutex flush_mu_;  // guards the two below
-  uint64_t flush_generation_ = 0;
-  bool flush_stop_ = false;
-  std::condition_variable flush_cv_;
-  std::thread flusher_;
 };
 
 // --------------------------------------------------------------- registry ---
