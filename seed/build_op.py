@@ -22,8 +22,8 @@ import tempfile
 
 SOURCE_DIR = pathlib.Path(__file__).resolve().parent.parent / "grpc"
 GRPC_SOURCES = ["transport.cc"]  # compiled without TF headers
-TF_SOURCES = ["wire.cc", "batcher.cc", "server_ops.cc", "client_ops.cc"]  # without gRPC headers
-HEADERS = ["transport.h", "wire.h", "batcher.h"]
+TF_SOURCES = ["wire.cc", "batcher.cc", "server.cc", "server_kernels.cc", "client_ops.cc"]  # without gRPC headers
+HEADERS = ["transport.h", "wire.h", "batcher.h", "server.h"]
 GRPC_ARCHIVES = ["libgrpc++_unsecure.a", "libgrpc_unsecure.a", "libgpr.a", "libupb.a",
                  "libaddress_sorting.a", "libre2.a", "libcares.a", "libz.a"]
 APT_HINT = "apt-get install -y libgrpc++-dev zlib1g-dev pkg-config g++ (or run scripts/setup.sh)"
