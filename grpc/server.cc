@@ -122,7 +122,6 @@ std::string RpcServer::StatsJson() {
   return os.str();
 }
 
-
 void RpcServer::Handle(seed_transport::ServerCall* call) {
   if (!accepting_) return Fail(call, absl::UnavailableError("server is shutting down"));
   const std::string& path = call->method();
