@@ -98,6 +98,11 @@ def _grpc_object_cmd(src: pathlib.Path, out: pathlib.Path) -> list[str]:
           "-c", str(src), "-o", str(out)]
 
 
+def _tf_object_cmd(src: pathlib.Path, out: pathlib.Path, cflags: list[str]) -> list[str]:
+  return ["g++", "-std=c++17", "-O2", "-fPIC", *cflags, f"-I{SOURCE_DIR}",
+          "-Wno-deprecated-declarations", "-Wno-interference-size", "-c", str(src), "-o", str(out)]
+
+
 def _locked_build(name: str, key: str, build) -> pathlib.Path:
   """Returns cache/<key>/<name>, calling build(tmpdir) -> path once if absent."""
   target_dir = cache_root() / key
@@ -131,8 +136,7 @@ def op_library_path() -> pathlib.Path:
       objects.append(str(obj))
     for src in TF_SOURCES:
       obj = tmp / (src + ".o")
-      jobs.append(["g++", "-std=c++17", "-O2", "-fPIC", *cflags, f"-I{SOURCE_DIR}",
-                   "-Wno-deprecated-declarations", "-Wno-interference-size", "-c", str(SOURCE_DIR / src), "-o", str(obj)])
+      jobs.append(_tf_object_cmd(SOURCE_DIR / src, obj, cflags))
       objects.append(str(obj))
     _compile_all(jobs)
     lib_dirs = [f[2:] for f in lflags if f.startswith("-L")]
@@ -164,6 +168,25 @@ def echo_bench_path() -> pathlib.Path:
     return out
 
   return _locked_build("echo_bench", key, build)
+
+
+def batcher_test_path() -> pathlib.Path:
+  """Builds the C++ unit test of the batcher (TensorFlow's framework library, no gRPC)."""
+  cflags, lflags, tf_version = _tf_flags()
+  sources = ["batcher.cc", "wire.cc", "batcher_test.cc"]
+  headers = ["batcher.h", "wire.h", "transport.h"]
+  key = _digest(_BUILD_VERSION, "batcher_test", tf_version, " ".join(cflags + lflags),
+                *[(SOURCE_DIR / s).read_bytes() for s in sources + headers])
+
+  def build(tmp: pathlib.Path) -> pathlib.Path:
+    objs = [tmp / (src + ".o") for src in sources]
+    _compile_all([_tf_object_cmd(SOURCE_DIR / src, obj, cflags) for src, obj in zip(sources, objs)])
+    lib_dirs = [f[2:] for f in lflags if f.startswith("-L")]
+    out = tmp / "batcher_test"
+    _run(["g++", "-o", str(out), *map(str, objs), *lflags, *[f"-Wl,-rpath,{d}" for d in lib_dirs], "-lpthread"])
+    return out
+
+  return _locked_build("batcher_test", key, build)
 
 
 def main() -> None:
