@@ -13,6 +13,7 @@
 namespace seed_rpc {
 
 using namespace tensorflow;  // NOLINT: kernel code reads better unqualified.
+
 REGISTER_OP("SeedRpcServerCreate")
     .Output("server_id: int64")
     .Attr("addresses: list(string)")

@@ -103,6 +103,11 @@ def _tf_object_cmd(src: pathlib.Path, out: pathlib.Path, cflags: list[str]) -> l
           "-Wno-deprecated-declarations", "-Wno-interference-size", "-c", str(src), "-o", str(out)]
 
 
+def _rpaths(lflags: list[str]) -> list[str]:
+  """Finds TensorFlow's libraries without LD_LIBRARY_PATH."""
+  return [f"-Wl,-rpath,{f[2:]}" for f in lflags if f.startswith("-L")]
+
+
 def _locked_build(name: str, key: str, build) -> pathlib.Path:
   """Returns cache/<key>/<name>, calling build(tmpdir) -> path once if absent."""
   target_dir = cache_root() / key
@@ -139,13 +144,12 @@ def op_library_path() -> pathlib.Path:
       jobs.append(_tf_object_cmd(SOURCE_DIR / src, obj, cflags))
       objects.append(str(obj))
     _compile_all(jobs)
-    lib_dirs = [f[2:] for f in lflags if f.startswith("-L")]
     out = tmp / "seed_rpc.so"
     _run(["g++", "-shared", "-o", str(out), *objects,
           "-Wl,--exclude-libs,ALL", "-Wl,-Bsymbolic", "-Wl,-z,defs",
           "-Wl,--start-group", *archives, "-Wl,--end-group", *absl,
           *lflags, "-l:libtensorflow_cc.so.2",  # grappler, for bound functions
-          *[f"-Wl,-rpath,{d}" for d in lib_dirs], "-lpthread", "-ldl", "-lrt"])
+          *_rpaths(lflags), "-lpthread", "-ldl", "-lrt"])
     return out
 
   return _locked_build("seed_rpc.so", key, build)
@@ -181,9 +185,8 @@ def batcher_test_path() -> pathlib.Path:
   def build(tmp: pathlib.Path) -> pathlib.Path:
     objs = [tmp / (src + ".o") for src in sources]
     _compile_all([_tf_object_cmd(SOURCE_DIR / src, obj, cflags) for src, obj in zip(sources, objs)])
-    lib_dirs = [f[2:] for f in lflags if f.startswith("-L")]
     out = tmp / "batcher_test"
-    _run(["g++", "-o", str(out), *map(str, objs), *lflags, *[f"-Wl,-rpath,{d}" for d in lib_dirs], "-lpthread"])
+    _run(["g++", "-o", str(out), *map(str, objs), *lflags, *_rpaths(lflags), "-lpthread"])
     return out
 
   return _locked_build("batcher_test", key, build)
