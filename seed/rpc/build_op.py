@@ -31,8 +31,8 @@ def _source_dir() -> pathlib.Path:
   raise BuildError(f"the op's C++ sources are neither in {here.parent.parent / 'grpc'} nor in {here / 'csrc'}")
 
 GRPC_SOURCES = ["transport.cc"]  # compiled without TF headers
-TF_SOURCES = ["wire.cc", "server_ops.cc", "client_ops.cc"]  # without gRPC headers
-HEADERS = ["transport.h", "wire.h"]
+TF_SOURCES = ["wire.cc", "batcher.cc", "server.cc", "server_kernels.cc", "client_ops.cc"]  # without gRPC headers
+HEADERS = ["transport.h", "wire.h", "batcher.h", "server.h"]
 GRPC_ARCHIVES = ["libgrpc++_unsecure.a", "libgrpc_unsecure.a", "libgpr.a", "libupb.a",
                  "libaddress_sorting.a", "libre2.a", "libcares.a", "libz.a"]
 APT_HINT = "apt-get install -y libgrpc++-dev zlib1g-dev pkg-config g++ (or run scripts/setup.sh)"
@@ -110,6 +110,16 @@ def _grpc_object_cmd(src: pathlib.Path, out: pathlib.Path) -> list[str]:
           "-c", str(src), "-o", str(out)]
 
 
+def _tf_object_cmd(src: pathlib.Path, out: pathlib.Path, cflags: list[str]) -> list[str]:
+  return ["g++", "-std=c++17", "-O2", "-fPIC", *cflags, f"-I{SOURCE_DIR}",
+          "-Wno-deprecated-declarations", "-Wno-interference-size", "-c", str(src), "-o", str(out)]
+
+
+def _rpaths(lflags: list[str]) -> list[str]:
+  """Finds TensorFlow's libraries without LD_LIBRARY_PATH."""
+  return [f"-Wl,-rpath,{f[2:]}" for f in lflags if f.startswith("-L")]
+
+
 def _locked_build(name: str, key: str, build) -> pathlib.Path:
   """Returns cache/<key>/<name>, calling build(tmpdir) -> path once if absent."""
   target_dir = cache_root() / key
@@ -143,17 +153,15 @@ def op_library_path() -> pathlib.Path:
       objects.append(str(obj))
     for src in TF_SOURCES:
       obj = tmp / (src + ".o")
-      jobs.append(["g++", "-std=c++17", "-O2", "-fPIC", *cflags, f"-I{SOURCE_DIR}",
-                   "-Wno-deprecated-declarations", "-Wno-interference-size", "-c", str(SOURCE_DIR / src), "-o", str(obj)])
+      jobs.append(_tf_object_cmd(SOURCE_DIR / src, obj, cflags))
       objects.append(str(obj))
     _compile_all(jobs)
-    lib_dirs = [f[2:] for f in lflags if f.startswith("-L")]
     out = tmp / "seed_rpc.so"
     _run(["g++", "-shared", "-o", str(out), *objects,
           "-Wl,--exclude-libs,ALL", "-Wl,-Bsymbolic", "-Wl,-z,defs",
           "-Wl,--start-group", *archives, "-Wl,--end-group", *absl,
           *lflags, "-l:libtensorflow_cc.so.2",  # grappler, for bound functions
-          *[f"-Wl,-rpath,{d}" for d in lib_dirs], "-lpthread", "-ldl", "-lrt"])
+          *_rpaths(lflags), "-lpthread", "-ldl", "-lrt"])
     return out
 
   return _locked_build("seed_rpc.so", key, build)
@@ -176,6 +184,24 @@ def echo_bench_path() -> pathlib.Path:
     return out
 
   return _locked_build("echo_bench", key, build)
+
+
+def batcher_test_path() -> pathlib.Path:
+  """Builds the C++ unit test of the batcher (TensorFlow's framework library, no gRPC)."""
+  cflags, lflags, tf_version = _tf_flags()
+  sources = ["batcher.cc", "wire.cc", "batcher_test.cc"]
+  headers = ["batcher.h", "wire.h", "transport.h"]
+  key = _digest(_BUILD_VERSION, "batcher_test", tf_version, " ".join(cflags + lflags),
+                *[(SOURCE_DIR / s).read_bytes() for s in sources + headers])
+
+  def build(tmp: pathlib.Path) -> pathlib.Path:
+    objs = [tmp / (src + ".o") for src in sources]
+    _compile_all([_tf_object_cmd(SOURCE_DIR / src, obj, cflags) for src, obj in zip(sources, objs)])
+    out = tmp / "batcher_test"
+    _run(["g++", "-o", str(out), *map(str, objs), *lflags, *_rpaths(lflags), "-lpthread"])
+    return out
+
+  return _locked_build("batcher_test", key, build)
 
 
 def main() -> None:

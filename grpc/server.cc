@@ -1,0 +1,307 @@
+#include "server.h"
+
+#include <cstring>
+#include <sstream>
+
+#include "tensorflow/core/common_runtime/device.h"
+#include "tensorflow/core/common_runtime/device_mgr.h"
+#include "tensorflow/core/framework/resource_mgr.h"
+#include "wire.h"
+
+namespace seed_rpc {
+
+using namespace tensorflow;  // NOLINT: TF-heavy code reads better unqualified.
+
+namespace {
+
+constexpr char kMethodPrefix[] = "/seed/";
+constexpr char kListMethods[] = "__methods__";
+
+std::string ShapeString(const PartialTensorShape& s) { return s.DebugString(); }
+
+}  // namespace
+
+absl::Status RpcServer::Bind(std::unique_ptr<Method> method, BoundFunction fn, bool append) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ != kCreated) {
+    return absl::FailedPreconditionError("functions must be bound before the server starts");
+  }
+  auto it = methods_.find(method->name);
+  if (append) {
+    if (it == methods_.end()) return absl::InternalError("append to unbound method");
+    it->second->functions.push_back(std::move(fn));
+    return absl::OkStatus();
+  }
+  if (it != methods_.end()) {
+    return absl::AlreadyExistsError("a function named '" + method->name + "' is already bound");
+  }
+  method->functions.push_back(std::move(fn));
+  if (method->batch_size > 0) {
+    // A batch runs like an unbatched call; its outputs must have batch_size rows.
+    Method* m = method.get();
+    BatcherOptions options;
+    options.batch_size = m->batch_size;
+    options.flush_timeout_us = m->flush_timeout_us;
+    options.pad_mask = m->pad_mask;
+    options.dtypes.assign(m->input_dtypes.begin(), m->input_dtypes.begin() + m->client_inputs());
+    options.element_shapes.assign(m->element_shapes.begin(), m->element_shapes.begin() + m->client_inputs());
+    auto run = [this, m](std::vector<Tensor> args, RunDone done) {
+      Run(m, std::move(args), nullptr, [m, done](const absl::Status& s, std::vector<Tensor>* rets) {
+        done(s.ok() ? CheckOutputs(*m, *rets, m->batch_size) : s, *rets);
+      });
+    };
+    m->batcher = std::make_unique<Batcher>(std::move(options), std::move(run), &m->stats);
+  }
+  std::string name = method->name;
+  methods_[name] = std::move(method);
+  return absl::OkStatus();
+}
+
+absl::Status RpcServer::Start(std::vector<int>* ports) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (state_ == kStarted) return absl::FailedPreconditionError("server already started");
+  if (state_ == kShutDown) return absl::FailedPreconditionError("server was shut down; create a new one");
+  if (methods_.empty()) {
+    return absl::FailedPreconditionError("bind at least one function before starting the server");
+  }
+  seed_transport::ServerOptions options;
+  options.addresses = addresses_;
+  options.num_threads = num_threads_;
+  options.max_message_size = max_message_size_;
+  std::string error;
+  accepting_ = true;  // calls may arrive before StartServer returns
+  transport_ = seed_transport::StartServer(
+      options,
+      [this](seed_transport::ServerCall* call) { Handle(call); }, &error);
+  if (transport_ == nullptr) {
+    accepting_ = false;
+    return absl::UnavailableError(error);
+  }
+  *ports = transport_->ports();
+  state_ = kStarted;
+  return absl::OkStatus();
+}
+
+void RpcServer::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ != kStarted) {
+      state_ = kShutDown;
+      return;
+    }
+    state_ = kShutDown;
+    accepting_ = false;
+  }
+  for (auto& [name, method] : methods_) {
+    if (method->batcher) method->batcher->Shutdown();
+  }
+  cancellation_.StartCancel();
+  {
+    std::unique_lock<std::mutex> lock(runs_mu_);
+    runs_cv_.wait(lock, [this] { return running_ == 0; });
+  }
+  transport_->Shutdown(/*grace_ms=*/100);
+}
+
+std::string RpcServer::StatsJson() {
+  std::ostringstream os;
+  os << "{";
+  bool first = true;
+  for (auto& [name, m] : methods_) {
+    if (!first) os << ", ";
+    first = false;
+    int64_t batches = m->stats.batches.load(), slots = m->stats.slots.load();
+    double fill = (m->batch_size > 0 && batches > 0)
+                      ? static_cast<double>(slots) / (batches * m->batch_size) : 0.0;
+    os << "\"" << name << "\": {\"calls\": " << m->stats.calls.load()
+       << ", \"errors\": " << m->stats.errors.load() << ", \"batches\": " << batches
+       << ", \"slots\": " << slots << ", \"batch_size\": " << m->batch_size
+       << ", \"mean_batch_fill\": " << fill << "}";
+  }
+  os << "}";
+  return os.str();
+}
+
+void RpcServer::Handle(seed_transport::ServerCall* call) {
+  if (!accepting_) return Fail(call, absl::UnavailableError("server is shutting down"));
+  const std::string& path = call->method();
+  std::string name = path.rfind(kMethodPrefix, 0) == 0 ? path.substr(strlen(kMethodPrefix)) : "";
+  if (name == kListMethods) return ListMethods(call);
+  auto it = methods_.find(name);  // methods_ is frozen once started
+  if (it == methods_.end()) {
+    std::string known;
+    for (auto& [n, m] : methods_) known += (known.empty() ? "" : ", ") + n;
+    return Fail(call, absl::UnimplementedError("unknown method '" + path + "'; bound methods: " + known));
+  }
+  Method* m = it->second.get();
+  m->stats.calls++;
+  std::vector<Tensor> inputs;
+  absl::Status s = ParseTensors(call->TakeRequest(), &inputs);
+  int64_t rows = 0;
+  bool single = false;
+  if (s.ok()) s = Validate(*m, inputs, &rows, &single);
+  if (!s.ok()) {
+    m->stats.errors++;
+    return Fail(call, s);
+  }
+  if (m->batch_size == 0) return RunUnbatched(m, call, std::move(inputs));
+  m->batcher->Enqueue(call, inputs, rows, single);
+}
+
+void RpcServer::ListMethods(seed_transport::ServerCall* call) {
+  Tensor names(DT_STRING, TensorShape({static_cast<int64_t>(methods_.size())}));
+  Tensor sigs(DT_STRING, names.shape());
+  int i = 0;
+  for (auto& [n, m] : methods_) {
+    names.flat<tstring>()(i) = n;
+    sigs.flat<tstring>()(i) = m->signature;
+    ++i;
+  }
+  Reply(call, {names, sigs});
+}
+
+absl::Status RpcServer::Validate(const Method& m, const std::vector<Tensor>& inputs, int64_t* rows, bool* single) {
+  if (inputs.size() != m.client_inputs()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "method '", m.name, "' takes ", m.client_inputs(), " input(s), got ", inputs.size()));
+  }
+  *rows = -1;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& t = inputs[i];
+    auto where = [&] { return absl::StrCat("method '", m.name, "', input ", i, " ('", m.input_names[i], "'): "); };
+    if (t.dtype() != m.input_dtypes[i]) {
+      return absl::InvalidArgumentError(absl::StrCat(where(), "expected dtype ", DataTypeString(m.input_dtypes[i]),
+                                                     ", got ", DataTypeString(t.dtype())));
+    }
+    const PartialTensorShape& spec = m.input_shapes[i];
+    if (m.batch_size == 0) {
+      if (!spec.IsCompatibleWith(t.shape())) {
+        return absl::InvalidArgumentError(absl::StrCat(where(), "expected shape ", ShapeString(spec),
+                                                       ", got ", t.shape().DebugString()));
+      }
+      continue;
+    }
+    // Batched: one element (spec without its leading dim) or k <= batch rows.
+    const TensorShape& element = m.element_shapes[i];
+    bool is_single = t.shape() == element;
+    int64_t k = 1;
+    if (!is_single) {
+      bool rows_match = t.dims() == element.dims() + 1;
+      for (int d = 0; rows_match && d < element.dims(); ++d) rows_match = t.dim_size(d + 1) == element.dim_size(d);
+      if (!rows_match) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where(), "expected one element of shape ", element.DebugString(), " or a batch of shape ",
+            PartialTensorShape({-1}).Concatenate(element).DebugString(), ", got ", t.shape().DebugString()));
+      }
+      k = t.dim_size(0);
+      if (k == 0) return absl::InvalidArgumentError(where() + "empty batch (0 rows)");
+      if (k > m.batch_size) {
+        return absl::InvalidArgumentError(absl::StrCat(where(), "a call carries ", k, " rows but the batch size is ",
+                                                       m.batch_size));
+      }
+    }
+    if (*rows == -1) {
+      *rows = k;
+      *single = is_single;
+    } else if (*rows != k || *single != is_single) {
+      return absl::InvalidArgumentError(absl::StrCat("method '", m.name,
+                                                     "': all inputs must carry the same number of rows"));
+    }
+  }
+  if (*rows == -1) *rows = 0;
+  return absl::OkStatus();
+}
+
+void RpcServer::Run(Method* m, std::vector<Tensor> args, seed_transport::ServerCall* call,
+                    std::function<void(const absl::Status&, std::vector<Tensor>*)> done) {
+  const BoundFunction& fn = m->functions[m->next_function.fetch_add(1) % m->functions.size()];
+  for (const Tensor& c : fn.captures) args.push_back(c);
+  {
+    std::lock_guard<std::mutex> lock(runs_mu_);
+    ++running_;
+  }
+  FunctionLibraryRuntime::Options opts;
+  // A child per run: a failing multi-device function cancels its own
+  // manager, which must not cancel every other run.
+  auto cancel = std::make_shared<CancellationManager>(&cancellation_);
+  opts.cancellation_manager = cancel.get();
+  if (call != nullptr) call->OnCancel([cancel] { cancel->StartCancel(); });
+  opts.create_rendezvous = true;
+  FunctionLibraryRuntime* flr = fn.flr;
+  auto* step = new ScopedStepContainer(opts.step_id, [flr](const std::string& name) {
+    for (Device* d : flr->device_mgr()->ListDevices()) d->resource_manager()->Cleanup(name).IgnoreError();
+  });
+  opts.step_container = step;
+  auto* args_ptr = new std::vector<Tensor>(std::move(args));
+  auto* rets = new std::vector<Tensor>;
+  auto self = shared_from_this();
+  flr->Run(opts, fn.handle, *args_ptr, rets,
+           [self, step, cancel, args_ptr, rets, done = std::move(done)](const absl::Status& s) {
+             delete step;
+             delete args_ptr;
+             done(s, rets);
+             delete rets;
+             std::lock_guard<std::mutex> lock(self->runs_mu_);
+             if (--self->running_ == 0) self->runs_cv_.notify_all();
+           });
+}
+
+void RpcServer::RunUnbatched(Method* m, seed_transport::ServerCall* call, std::vector<Tensor> inputs) {
+  Run(m, std::move(inputs), call, [this, m, call](const absl::Status& s, std::vector<Tensor>* rets) {
+    absl::Status status = s.ok() ? CheckOutputs(*m, *rets, -1) : s;
+    if (!status.ok()) {
+      m->stats.errors++;
+      return Fail(call, status);
+    }
+    Reply(call, *rets);
+  });
+}
+
+absl::Status RpcServer::CheckOutputs(const Method& m, const std::vector<Tensor>& rets, int64_t batch) {
+  if (rets.size() != m.output_dtypes.size()) {
+    return absl::InternalError(absl::StrCat("function of '", m.name, "' returned ", rets.size(),
+                                            " outputs, expected ", m.output_dtypes.size()));
+  }
+  for (size_t i = 0; i < rets.size(); ++i) {
+    if (!IsSupportedDtype(rets[i].dtype())) {
+      return absl::InvalidArgumentError(absl::StrCat("method '", m.name, "' output ", i, " has dtype ",
+                                                     DataTypeString(rets[i].dtype()), " which cannot be sent"));
+    }
+    if (batch >= 0 && (rets[i].dims() == 0 || rets[i].dim_size(0) != batch)) {
+      return absl::InternalError(absl::StrCat("batched method '", m.name, "' output ", i, " has shape ",
+                                              rets[i].shape().DebugString(), ", expected leading dimension ",
+                                              batch));
+    }
+  }
+  return absl::OkStatus();
+}
+
+Registry& Registry::Get() {
+  static Registry* r = new Registry;
+  return *r;
+}
+
+int64_t Registry::Add(std::shared_ptr<RpcServer> s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  servers_[++last_id_] = std::move(s);
+  return last_id_;
+}
+
+absl::Status Registry::Find(int64_t id, std::shared_ptr<RpcServer>* out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = servers_.find(id);
+  if (it == servers_.end()) return absl::NotFoundError(absl::StrCat("no server with id ", id));
+  *out = it->second;
+  return absl::OkStatus();
+}
+
+std::shared_ptr<RpcServer> Registry::Remove(int64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = servers_.find(id);
+  if (it == servers_.end()) return nullptr;
+  auto s = std::move(it->second);
+  servers_.erase(it);
+  return s;
+}
+
+}  // namespace seed_rpc
