@@ -2,10 +2,18 @@
 
 import subprocess
 
-from seed import build_op
+from seed.rpc import build_op
 
-CASES = ["partial_flush", "spanning_call", "overflow", "whole_batch", "run_error", "run_error_spanning",
-         "cancel_while_waiting", "shutdown_with_pending"]
+CASES = [
+  "partial_flush",
+  "spanning_call",
+  "overflow",
+  "whole_batch",
+  "run_error",
+  "run_error_spanning",
+  "cancel_while_waiting",
+  "shutdown_with_pending",
+]
 
 
 def test_batcher_cases_pass():

@@ -30,11 +30,20 @@ def _source_dir() -> pathlib.Path:
       return candidate
   raise BuildError(f"the op's C++ sources are neither in {here.parent.parent / 'grpc'} nor in {here / 'csrc'}")
 
+
 GRPC_SOURCES = ["transport.cc"]  # compiled without TF headers
 TF_SOURCES = ["wire.cc", "batcher.cc", "server.cc", "server_kernels.cc", "client_ops.cc"]  # without gRPC headers
 HEADERS = ["transport.h", "wire.h", "batcher.h", "server.h"]
-GRPC_ARCHIVES = ["libgrpc++_unsecure.a", "libgrpc_unsecure.a", "libgpr.a", "libupb.a",
-                 "libaddress_sorting.a", "libre2.a", "libcares.a", "libz.a"]
+GRPC_ARCHIVES = [
+  "libgrpc++_unsecure.a",
+  "libgrpc_unsecure.a",
+  "libgpr.a",
+  "libupb.a",
+  "libaddress_sorting.a",
+  "libre2.a",
+  "libcares.a",
+  "libz.a",
+]
 APT_HINT = "apt-get install -y libgrpc++-dev zlib1g-dev pkg-config g++ (or run scripts/setup.sh)"
 _BUILD_VERSION = "4"  # bump when the flags below change
 
@@ -78,6 +87,7 @@ def _grpc_link_flags() -> tuple[list[str], list[str]]:
 
 def _tf_flags() -> tuple[list[str], list[str], str]:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   return tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags(), tf.__version__
 
 
@@ -106,13 +116,35 @@ def _compile_all(jobs: list[list[str]]) -> None:
 
 
 def _grpc_object_cmd(src: pathlib.Path, out: pathlib.Path) -> list[str]:
-  return ["g++", "-std=c++17", "-O2", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden",
-          "-c", str(src), "-o", str(out)]
+  return [
+    "g++",
+    "-std=c++17",
+    "-O2",
+    "-fPIC",
+    "-fvisibility=hidden",
+    "-fvisibility-inlines-hidden",
+    "-c",
+    str(src),
+    "-o",
+    str(out),
+  ]
 
 
 def _tf_object_cmd(src: pathlib.Path, out: pathlib.Path, cflags: list[str]) -> list[str]:
-  return ["g++", "-std=c++17", "-O2", "-fPIC", *cflags, f"-I{SOURCE_DIR}",
-          "-Wno-deprecated-declarations", "-Wno-interference-size", "-c", str(src), "-o", str(out)]
+  return [
+    "g++",
+    "-std=c++17",
+    "-O2",
+    "-fPIC",
+    *cflags,
+    f"-I{SOURCE_DIR}",
+    "-Wno-deprecated-declarations",
+    "-Wno-interference-size",
+    "-c",
+    str(src),
+    "-o",
+    str(out),
+  ]
 
 
 def _rpaths(lflags: list[str]) -> list[str]:
@@ -142,8 +174,13 @@ def op_library_path() -> pathlib.Path:
   cflags, lflags, tf_version = _tf_flags()
   archives, absl = _grpc_link_flags()
   sources = GRPC_SOURCES + TF_SOURCES + HEADERS
-  key = _digest(_BUILD_VERSION, tf_version, " ".join(cflags + lflags), " ".join(archives + absl),
-                *[(SOURCE_DIR / s).read_bytes() for s in sources])
+  key = _digest(
+    _BUILD_VERSION,
+    tf_version,
+    " ".join(cflags + lflags),
+    " ".join(archives + absl),
+    *[(SOURCE_DIR / s).read_bytes() for s in sources],
+  )
 
   def build(tmp: pathlib.Path) -> pathlib.Path:
     jobs, objects = [], []
@@ -157,11 +194,28 @@ def op_library_path() -> pathlib.Path:
       objects.append(str(obj))
     _compile_all(jobs)
     out = tmp / "seed_rpc.so"
-    _run(["g++", "-shared", "-o", str(out), *objects,
-          "-Wl,--exclude-libs,ALL", "-Wl,-Bsymbolic", "-Wl,-z,defs",
-          "-Wl,--start-group", *archives, "-Wl,--end-group", *absl,
-          *lflags, "-l:libtensorflow_cc.so.2",  # grappler, for bound functions
-          *_rpaths(lflags), "-lpthread", "-ldl", "-lrt"])
+    _run(
+      [
+        "g++",
+        "-shared",
+        "-o",
+        str(out),
+        *objects,
+        "-Wl,--exclude-libs,ALL",
+        "-Wl,-Bsymbolic",
+        "-Wl,-z,defs",
+        "-Wl,--start-group",
+        *archives,
+        "-Wl,--end-group",
+        *absl,
+        *lflags,
+        "-l:libtensorflow_cc.so.2",  # grappler, for bound functions
+        *_rpaths(lflags),
+        "-lpthread",
+        "-ldl",
+        "-lrt",
+      ]
+    )
     return out
 
   return _locked_build("seed_rpc.so", key, build)
@@ -171,16 +225,29 @@ def echo_bench_path() -> pathlib.Path:
   """Builds the TF-free C++ echo server/client used as the benchmark ceiling."""
   archives, absl = _grpc_link_flags()
   sources = ["transport.cc", "transport.h", "echo_bench.cc"]
-  key = _digest(_BUILD_VERSION, "echo", " ".join(archives + absl),
-                *[(SOURCE_DIR / s).read_bytes() for s in sources])
+  key = _digest(_BUILD_VERSION, "echo", " ".join(archives + absl), *[(SOURCE_DIR / s).read_bytes() for s in sources])
 
   def build(tmp: pathlib.Path) -> pathlib.Path:
     objs = [tmp / "transport.o", tmp / "echo_bench.o"]
-    _compile_all([_grpc_object_cmd(SOURCE_DIR / "transport.cc", objs[0]),
-                  _grpc_object_cmd(SOURCE_DIR / "echo_bench.cc", objs[1])])
+    _compile_all(
+      [_grpc_object_cmd(SOURCE_DIR / "transport.cc", objs[0]), _grpc_object_cmd(SOURCE_DIR / "echo_bench.cc", objs[1])]
+    )
     out = tmp / "echo_bench"
-    _run(["g++", "-o", str(out), *map(str, objs), "-Wl,--start-group", *archives, "-Wl,--end-group",
-          *absl, "-lpthread", "-ldl", "-lrt"])
+    _run(
+      [
+        "g++",
+        "-o",
+        str(out),
+        *map(str, objs),
+        "-Wl,--start-group",
+        *archives,
+        "-Wl,--end-group",
+        *absl,
+        "-lpthread",
+        "-ldl",
+        "-lrt",
+      ]
+    )
     return out
 
   return _locked_build("echo_bench", key, build)
@@ -191,8 +258,13 @@ def batcher_test_path() -> pathlib.Path:
   cflags, lflags, tf_version = _tf_flags()
   sources = ["batcher.cc", "wire.cc", "batcher_test.cc"]
   headers = ["batcher.h", "wire.h", "transport.h"]
-  key = _digest(_BUILD_VERSION, "batcher_test", tf_version, " ".join(cflags + lflags),
-                *[(SOURCE_DIR / s).read_bytes() for s in sources + headers])
+  key = _digest(
+    _BUILD_VERSION,
+    "batcher_test",
+    tf_version,
+    " ".join(cflags + lflags),
+    *[(SOURCE_DIR / s).read_bytes() for s in sources + headers],
+  )
 
   def build(tmp: pathlib.Path) -> pathlib.Path:
     objs = [tmp / (src + ".o") for src in sources]
