@@ -151,6 +151,20 @@ def _no_process_left(run):
   assert not [p for p in run.seen if _alive(p)], f"orphans: {[_cmdline(p) for p in run.seen if _alive(p)]}"
 
 
+def _fails_before_anything_starts(tmp_path, args, message):
+  r = subprocess.run(
+    [sys.executable, "-m", "seed.train", *args, f"--logdir={tmp_path}/run"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO),
+  )
+  assert r.returncode != 0
+  assert message in r.stderr + r.stdout
+  assert not os.path.exists(tmp_path / "run"), "nothing may start on a bad config"
+
+
 @pytest.mark.parametrize(
   "override,message",
   [
@@ -163,17 +177,7 @@ def _no_process_left(run):
   ],
 )
 def test_bad_config_is_a_clear_error_before_anything_starts(tmp_path, override, message):
-  r = subprocess.run(
-    [sys.executable, "-m", "seed.train", f"--config={CARTPOLE}", f"--logdir={tmp_path}/run", override],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=120,
-    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO),
-  )
-  assert r.returncode != 0
-  assert message in r.stderr + r.stdout
-  assert not os.path.exists(tmp_path / "run"), "nothing may start on a bad config"
+  _fails_before_anything_starts(tmp_path, [f"--config={CARTPOLE}", override], message)
 
 
 @pytest.mark.parametrize(
@@ -192,17 +196,7 @@ def test_typo_in_a_config_file_is_an_error_naming_the_field(tmp_path, line, mess
     text = f.read()
   path = tmp_path / "typo.py"
   path.write_text(text.replace("  return c\n", f"  {line}\n  return c\n"))
-  r = subprocess.run(
-    [sys.executable, "-m", "seed.train", f"--config={path}", f"--logdir={tmp_path}/run"],
-    cwd=REPO,
-    capture_output=True,
-    text=True,
-    timeout=120,
-    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO),
-  )
-  assert r.returncode != 0
-  assert message in r.stderr + r.stdout
-  assert not os.path.exists(tmp_path / "run"), "nothing may start on a bad config"
+  _fails_before_anything_starts(tmp_path, [f"--config={path}"], message)
 
 
 def test_env_kwargs_stay_free_form():
