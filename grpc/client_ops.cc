@@ -45,6 +45,15 @@ absl::Status OutputShapesFn(shape_inference::InferenceContext* c, int first) {
       .Attr("timeout_ms: int = -1")                          \
       .Attr("wait_for_ready: bool = false")                  \
       .Attr("max_message_size: int = 0")                     \
+      /* TLS and token: file paths and a variable name, read */ \
+      /* at run time, so no secret lands in a graph.          */ \
+      .Attr("tls: bool = false")                             \
+      .Attr("ca_file: string = ''")                          \
+      .Attr("cert_file: string = ''")                        \
+      .Attr("key_file: string = ''")                         \
+      .Attr("token_file: string = ''")                       \
+      .Attr("token_env: string = ''")                        \
+      .Attr("server_name: string = ''")                      \
       .SetIsStateful()
 
 REGISTER_OP("SeedRpcCall")
@@ -76,10 +85,20 @@ class CallOp : public AsyncOpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("timeout_ms", &timeout_ms_));
     OP_REQUIRES_OK(c, c->GetAttr("wait_for_ready", &wait_for_ready_));
     OP_REQUIRES_OK(c, c->GetAttr("max_message_size", &max_message_size));
+    seed_transport::ChannelSecurity sec;
+    OP_REQUIRES_OK(c, c->GetAttr("tls", &sec.tls));
+    OP_REQUIRES_OK(c, c->GetAttr("ca_file", &sec.ca_file));
+    OP_REQUIRES_OK(c, c->GetAttr("cert_file", &sec.cert_file));
+    OP_REQUIRES_OK(c, c->GetAttr("key_file", &sec.key_file));
+    OP_REQUIRES_OK(c, c->GetAttr("token_file", &sec.token_file));
+    OP_REQUIRES_OK(c, c->GetAttr("token_env", &sec.token_env));
+    OP_REQUIRES_OK(c, c->GetAttr("server_name", &sec.server_name));
     OP_REQUIRES(c, !address.empty(), absl::InvalidArgumentError("empty server address"));
     path_ = "/seed/" + method;
     where_ = " [method '" + method + "' at " + address + "]";
-    channel_ = seed_transport::GetChannel(address, max_message_size);
+    std::string error;
+    channel_ = seed_transport::GetChannel(address, max_message_size, sec, &error);
+    OP_REQUIRES(c, channel_ != nullptr, absl::InvalidArgumentError(error + where_));
   }
 
   void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {

@@ -68,6 +68,8 @@ absl::Status RpcServer::Start(std::vector<int>* ports) {
   options.addresses = addresses_;
   options.num_threads = num_threads_;
   options.max_message_size = max_message_size_;
+  options.security = security_;
+  options.log = [](const std::string& line) { LOG(WARNING) << "tensor-RPC server: " << line; };
   std::string error;
   accepting_ = true;  // calls may arrive before StartServer returns
   transport_ = seed_transport::StartServer(
@@ -103,10 +105,23 @@ void RpcServer::Shutdown() {
   transport_->Shutdown(/*grace_ms=*/100);
 }
 
+void RpcServer::Complete(const std::string& message) {
+  std::lock_guard<std::mutex> lock(complete_mu_);
+  if (complete_) return;
+  complete_message_ = message;
+  complete_ = true;
+}
+
 std::string RpcServer::StatsJson() {
   std::ostringstream os;
-  os << "{";
-  bool first = true;
+  int64_t refused = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (transport_ != nullptr) refused = transport_->refused_calls();
+  }
+  os << "{\"__server__\": {\"refused_calls\": " << refused << ", \"complete\": " << (complete_ ? 1 : 0)
+     << ", \"completed_calls\": " << completed_calls_.load() << "}";
+  bool first = false;
   for (auto& [name, m] : methods_) {
     if (!first) os << ", ";
     first = false;
@@ -124,6 +139,10 @@ std::string RpcServer::StatsJson() {
 
 void RpcServer::Handle(seed_transport::ServerCall* call) {
   if (!accepting_) return Fail(call, absl::UnavailableError("server is shutting down"));
+  if (complete_) {
+    completed_calls_++;
+    return Fail(call, absl::OutOfRangeError(complete_message_));
+  }
   const std::string& path = call->method();
   std::string name = path.rfind(kMethodPrefix, 0) == 0 ? path.substr(strlen(kMethodPrefix)) : "";
   if (name == kListMethods) return ListMethods(call);

@@ -44,8 +44,12 @@ struct Method {
 
 class RpcServer : public std::enable_shared_from_this<RpcServer> {
  public:
-  RpcServer(std::vector<std::string> addresses, int num_threads, int64_t max_message_size)
-      : addresses_(std::move(addresses)), num_threads_(num_threads), max_message_size_(max_message_size) {}
+  RpcServer(std::vector<std::string> addresses, int num_threads, int64_t max_message_size,
+            seed_transport::ServerSecurity security)
+      : addresses_(std::move(addresses)),
+        num_threads_(num_threads),
+        max_message_size_(max_message_size),
+        security_(std::move(security)) {}
   ~RpcServer() { Shutdown(); }
 
   // `append` adds `fn` to the round robin of an already bound method.
@@ -54,6 +58,10 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
   // Cancels running functions and waiting batch slots, answers every call,
   // then stops the transport. Safe to call more than once.
   void Shutdown();
+  // From now on every call (new connections too) is answered OUT_OF_RANGE
+  // with `message`: clients learn the run is over and stop instead of
+  // retrying. Calls already running finish normally.
+  void Complete(const std::string& message);
   std::string StatsJson();
 
  private:
@@ -76,6 +84,11 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
   const std::vector<std::string> addresses_;
   const int num_threads_;
   const int64_t max_message_size_;
+  const seed_transport::ServerSecurity security_;
+  std::mutex complete_mu_;
+  std::atomic<bool> complete_{false};
+  std::atomic<int64_t> completed_calls_{0};  // calls answered "run complete"
+  std::string complete_message_;  // set once, before complete_
   std::mutex mu_;  // guards state_, methods_ until start (frozen after)
   State state_ = kCreated;
   std::atomic<bool> accepting_{false};

@@ -19,6 +19,13 @@ REGISTER_OP("SeedRpcServerCreate")
     .Attr("addresses: list(string)")
     .Attr("num_threads: int = 0")
     .Attr("max_message_size: int = 0")
+    // Paths and a variable name only: the files are read when the server
+    // starts, so no certificate key or token is ever stored in a graph.
+    .Attr("cert_file: string = ''")
+    .Attr("key_file: string = ''")
+    .Attr("client_ca_file: string = ''")
+    .Attr("token_file: string = ''")
+    .Attr("token_env: string = ''")
     .SetIsStateful()
     .SetShapeFn(shape_inference::ScalarShape);
 
@@ -52,6 +59,12 @@ REGISTER_OP("SeedRpcServerShutdown")
     .SetIsStateful()
     .SetShapeFn(shape_inference::NoOutputs);
 
+REGISTER_OP("SeedRpcServerComplete")
+    .Input("server_id: int64")
+    .Input("message: string")
+    .SetIsStateful()
+    .SetShapeFn(shape_inference::NoOutputs);
+
 REGISTER_OP("SeedRpcServerStats")
     .Input("server_id: int64")
     .Output("stats_json: string")
@@ -68,6 +81,11 @@ class ServerCreateOp : public OpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("addresses", &addresses_));
     OP_REQUIRES_OK(c, c->GetAttr("num_threads", &num_threads_));
     OP_REQUIRES_OK(c, c->GetAttr("max_message_size", &max_message_size_));
+    OP_REQUIRES_OK(c, c->GetAttr("cert_file", &security_.cert_file));
+    OP_REQUIRES_OK(c, c->GetAttr("key_file", &security_.key_file));
+    OP_REQUIRES_OK(c, c->GetAttr("client_ca_file", &security_.client_ca_file));
+    OP_REQUIRES_OK(c, c->GetAttr("token_file", &security_.token_file));
+    OP_REQUIRES_OK(c, c->GetAttr("token_env", &security_.token_env));
   }
   void Compute(OpKernelContext* ctx) override {
     OP_REQUIRES(ctx, !addresses_.empty(), absl::InvalidArgumentError("a server needs at least one address"));
@@ -80,13 +98,14 @@ class ServerCreateOp : public OpKernel {
     Tensor* out;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {}, &out));
     out->scalar<int64_t>()() = Registry::Get().Add(
-        std::make_shared<RpcServer>(addresses_, num_threads_, max_message_size_));
+        std::make_shared<RpcServer>(addresses_, num_threads_, max_message_size_, security_));
   }
 
  private:
   std::vector<std::string> addresses_;
   int num_threads_;
   int64_t max_message_size_;
+  seed_transport::ServerSecurity security_;
 };
 
 class ServerBindOp : public OpKernel {
@@ -214,6 +233,16 @@ class ServerShutdownOp : public OpKernel {
   }
 };
 
+class ServerCompleteOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    std::shared_ptr<RpcServer> server;
+    OP_REQUIRES_OK(ctx, Registry::Get().Find(ctx->input(0).scalar<int64_t>()(), &server));
+    server->Complete(std::string(ctx->input(1).scalar<tstring>()()));
+  }
+};
+
 class ServerStatsOp : public OpKernel {
  public:
   using OpKernel::OpKernel;
@@ -240,6 +269,7 @@ REGISTER_KERNEL_BUILDER(Name("SeedRpcServerCreate").Device(DEVICE_CPU), ServerCr
 REGISTER_KERNEL_BUILDER(Name("SeedRpcServerBind").Device(DEVICE_CPU), ServerBindOp);
 REGISTER_KERNEL_BUILDER(Name("SeedRpcServerStart").Device(DEVICE_CPU), ServerStartOp);
 REGISTER_KERNEL_BUILDER(Name("SeedRpcServerShutdown").Device(DEVICE_CPU), ServerShutdownOp);
+REGISTER_KERNEL_BUILDER(Name("SeedRpcServerComplete").Device(DEVICE_CPU), ServerCompleteOp);
 REGISTER_KERNEL_BUILDER(Name("SeedRpcServerStats").Device(DEVICE_CPU), ServerStatsOp);
 REGISTER_KERNEL_BUILDER(Name("SeedRpcGrpcVersion").Device(DEVICE_CPU), GrpcVersionOp);
 

@@ -7,18 +7,131 @@
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/security/server_credentials.h>
 #include <grpcpp/support/byte_buffer.h>
+#include <grpc/support/log.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <cstdlib>
+#include <fstream>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <thread>
+#include <tuple>
+
+// The OpenSSL linked in here is a static copy: its atexit cleanup would free
+// state that gRPC threads (still reconnecting TLS channels) use at exit, and
+// crash the process. Opt out before anything initializes OpenSSL.
+__attribute__((constructor(101))) static void SeedNoOpensslAtexit() {
+  OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, nullptr);
+}
 
 namespace seed_transport {
+
+bool ReadFile(const std::string& path, const std::string& what,
+              std::string* out, std::string* error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    *error = "cannot read " + what + " file '" + path + "'";
+    return false;
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  *out = ss.str();
+  if (out->empty()) {
+    *error = what + " file '" + path + "' is empty";
+    return false;
+  }
+  return true;
+}
+
 namespace {
+
+// gRPC logs every failed TLS handshake, and a channel that cannot connect
+// retries each second: print each log site at most once per 10 s.
+void RateLimitedLog(gpr_log_func_args* args) {
+  static std::mutex* mu = new std::mutex;
+  static auto* last = new std::map<std::pair<std::string, int>, std::chrono::steady_clock::time_point>;
+  auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard<std::mutex> lock(*mu);
+    auto key = std::make_pair(std::string(args->file), args->line);
+    auto it = last->find(key);
+    if (it != last->end() && now - it->second < std::chrono::seconds(10)) return;
+    (*last)[key] = now;
+  }
+  const char* base = std::strrchr(args->file, '/');
+  std::fprintf(stderr, "%s grpc %s:%d] %s\n", gpr_log_severity_string(args->severity), base ? base + 1 : args->file,
+               args->line, args->message);
+}
+
+[[maybe_unused]] const bool kRateLimitedLog = [] {
+  gpr_set_log_function(RateLimitedLog);
+  return true;
+}();
+
+// Why a call found no usable connection, in words naming TLS, appended to
+// gRPC's own message (which names the OpenSSL error at best).
+std::string ConnectHint(bool tls, const std::string& m) {
+  auto has = [&m](const char* s) { return m.find(s) != std::string::npos; };
+  if (!tls && (has("Socket closed") || has("Connection reset"))) {
+    return " (plaintext connection closed by the server: it probably requires TLS; give the client TLS credentials)";
+  }
+  if (!tls) return "";
+  if (has("wrong version number")) return " (TLS handshake failed: the server does not use TLS)";
+  if (has("certificate verify failed")) {
+    return " (TLS: the server's certificate is not trusted: not signed by the given CA, expired or not yet valid)";
+  }
+  if (has("Peer name")) return " (TLS: the server's certificate is not issued for this host name)";
+  if (has("Socket closed") || has("Connection reset") || has("handshake")) {
+    return " (TLS handshake refused by the server: it may require a client certificate (mutual TLS) it trusts)";
+  }
+  return "";
+}
+
+// A bearer token from a file or an environment variable, without the
+// surrounding whitespace (files usually end in a newline).
+bool ReadToken(const std::string& file, const std::string& env,
+               std::string* token, std::string* error) {
+  if (!file.empty() && !env.empty()) {
+    *error = "give the auth token as a file or an environment variable, not both";
+    return false;
+  }
+  if (!file.empty()) {
+    if (!ReadFile(file, "auth token", token, error)) return false;
+  } else {
+    const char* value = std::getenv(env.c_str());
+    if (value == nullptr) {
+      *error = "environment variable " + env + " (the auth token) is not set";
+      return false;
+    }
+    *token = value;
+  }
+  size_t begin = token->find_first_not_of(" \t\r\n");
+  size_t end = token->find_last_not_of(" \t\r\n");
+  *token = begin == std::string::npos ? "" : token->substr(begin, end - begin + 1);
+  if (token->empty()) {
+    *error = "the auth token " + (file.empty() ? "in $" + env : "file '" + file + "'") + " is empty";
+    return false;
+  }
+  return true;
+}
+
+std::string Sha256(const char* data, size_t size) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  EVP_Digest(data, size, digest, &n, EVP_sha256(), nullptr);
+  return std::string(reinterpret_cast<char*>(digest), n);
+}
 
 // Debian's abseil checks every gRPC mutex acquisition for lock-order cycles
 // (a debugging aid costing a few % of each call); gRPC is tested without it.
@@ -90,12 +203,47 @@ class GrpcServer final : public Server {
   GrpcServer(Handler handler) : handler_(std::move(handler)) {}
   ~GrpcServer() override { Shutdown(0); }
 
+  // TLS credentials for TCP addresses and the token digest, from the files.
+  bool LoadSecurity(const ServerSecurity& sec, std::string* error) {
+    tcp_credentials_ = grpc::InsecureServerCredentials();
+    if (!sec.cert_file.empty() || !sec.key_file.empty()) {
+      if (sec.cert_file.empty() || sec.key_file.empty()) {
+        *error = "TLS needs both a certificate and a private key file";
+        return false;
+      }
+      grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+      if (!ReadFile(sec.cert_file, "TLS certificate", &pair.cert_chain, error) ||
+          !ReadFile(sec.key_file, "TLS private key", &pair.private_key, error)) {
+        return false;
+      }
+      grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+      if (!sec.client_ca_file.empty()) {
+        if (!ReadFile(sec.client_ca_file, "client CA", &ssl.pem_root_certs, error)) return false;
+        ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+      }
+      ssl.pem_key_cert_pairs.push_back(std::move(pair));
+      tcp_credentials_ = grpc::SslServerCredentials(ssl);
+    } else if (!sec.client_ca_file.empty()) {
+      *error = "a client CA (mutual TLS) needs the server's own certificate and key";
+      return false;
+    }
+    if (!sec.token_file.empty() || !sec.token_env.empty()) {
+      std::string token;
+      if (!ReadToken(sec.token_file, sec.token_env, &token, error)) return false;
+      token_digest_ = Sha256(token.data(), token.size());
+    }
+    return true;
+  }
+
   bool Start(const ServerOptions& options, std::string* error) {
+    log_ = options.log ? options.log : [](const std::string& line) { std::fprintf(stderr, "%s\n", line.c_str()); };
+    if (!LoadSecurity(options.security, error)) return false;
     grpc::ServerBuilder builder;
     ports_.assign(options.addresses.size(), 0);
     for (size_t i = 0; i < options.addresses.size(); ++i) {
+      bool is_unix = options.addresses[i].rfind("unix:", 0) == 0;
       builder.AddListeningPort(options.addresses[i],
-                               grpc::InsecureServerCredentials(), &ports_[i]);
+                               is_unix ? grpc::InsecureServerCredentials() : tcp_credentials_, &ports_[i]);
     }
     if (options.max_message_size > 0) {
       int n = static_cast<int>(std::min<int64_t>(options.max_message_size,
@@ -153,6 +301,24 @@ class GrpcServer final : public Server {
   }
 
   std::vector<int> ports() const override { return ports_; }
+  int64_t refused_calls() const override { return refused_.load(); }
+
+  // A call from a TCP peer must carry the token (when one is set); unix
+  // peers reached an owner-only socket and need none. Constant time: both
+  // sides are hashed first, so neither the content nor the length leaks.
+  bool Authorized(const grpc::GenericServerContext& ctx) {
+    if (token_digest_.empty() || ctx.peer().rfind("unix:", 0) == 0) return true;
+    const auto& md = ctx.client_metadata();
+    auto it = md.find("authorization");
+    std::string presented = it == md.end() ? "" : std::string(it->second.data(), it->second.size());
+    constexpr char kBearer[] = "Bearer ";
+    bool ok = presented.rfind(kBearer, 0) == 0;
+    std::string digest = Sha256(presented.data() + (ok ? strlen(kBearer) : 0),
+                                presented.size() - (ok ? strlen(kBearer) : 0));
+    ok = CRYPTO_memcmp(digest.data(), token_digest_.data(), digest.size()) == 0 && ok;
+    if (!ok) Refused(ctx.peer(), it == md.end() ? "no auth token" : "wrong auth token");
+    return ok;
+  }
 
   void Shutdown(int64_t grace_ms) override {
     std::lock_guard<std::mutex> guard(shutdown_mu_);
@@ -205,7 +371,22 @@ class GrpcServer final : public Server {
     }
   }
 
+  // Counts a refused call and logs it, at most one line per second.
+  void Refused(const std::string& peer, const char* reason) {
+    int64_t n = ++refused_;
+    int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch()).count();
+    int64_t last = last_log_ms_.load();
+    if (now - last < 1000 || !last_log_ms_.compare_exchange_strong(last, now)) return;
+    log_("refused a call from " + peer + ": " + reason + " (" + std::to_string(n) + " refused so far)");
+  }
+
   Handler handler_;
+  std::shared_ptr<grpc::ServerCredentials> tcp_credentials_;
+  std::string token_digest_;  // empty: no token required
+  std::function<void(const std::string&)> log_;
+  std::atomic<int64_t> refused_{0};
+  std::atomic<int64_t> last_log_ms_{-1000000};
   grpc::AsyncGenericService service_;
   std::unique_ptr<grpc::Server> server_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs_;
@@ -241,6 +422,13 @@ void Call::Proceed(Tag::Kind kind, bool ok) {
         // than the limit (gRPC already answers RESOURCE_EXHAUSTED then).
         stream_.Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                     "no request message received"),
+                       &finish_tag_);
+        return;
+      }
+      if (!server_->Authorized(ctx_)) {
+        stream_.Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                    "missing or wrong auth token (the server requires "
+                                    "'authorization: Bearer <token>')"),
                        &finish_tag_);
         return;
       }
@@ -310,6 +498,7 @@ void Call::Respond(std::string body, const Status& status) {
 // ---------------------------------------------------------------- client ---
 
 struct ClientCall {
+  bool tls = false, tcp = true;
   grpc::ClientContext ctx;
   grpc::ByteBuffer response;
   grpc::Status status;
@@ -345,6 +534,7 @@ class ClientQueues {
       ClientCall* c = holder->get();
       Status s{static_cast<int>(c->status.error_code()),
                c->status.error_message()};
+      if (s.code == grpc::StatusCode::UNAVAILABLE && c->tcp) s.message += ConnectHint(c->tls, s.message);
       std::string body;
       if (s.ok()) body = FromByteBuffer(c->response);
       c->response.Clear();
@@ -366,8 +556,37 @@ ClientQueues& SharedClientQueues() {
 
 class GrpcChannel final : public Channel {
  public:
-  GrpcChannel(const std::string& address, int64_t max_message_size) {
+  // Reads the security files; false (and *error) if any is unusable.
+  bool Init(const std::string& address, int64_t max_message_size,
+            const ChannelSecurity& sec, std::string* error) {
+    std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
     grpc::ChannelArguments args;
+    if (sec.tls) {
+      grpc::SslCredentialsOptions ssl;
+      if (!sec.ca_file.empty() && !ReadFile(sec.ca_file, "CA certificate", &ssl.pem_root_certs, error)) return false;
+      if (!sec.cert_file.empty() || !sec.key_file.empty()) {
+        if (sec.cert_file.empty() || sec.key_file.empty()) {
+          *error = "a client certificate (mutual TLS) needs both the certificate and the key file";
+          return false;
+        }
+        if (!ReadFile(sec.cert_file, "client certificate", &ssl.pem_cert_chain, error) ||
+            !ReadFile(sec.key_file, "client private key", &ssl.pem_private_key, error)) {
+          return false;
+        }
+      }
+      credentials = grpc::SslCredentials(ssl);
+      if (!sec.server_name.empty()) args.SetSslTargetNameOverride(sec.server_name);
+    } else if (!sec.ca_file.empty() || !sec.cert_file.empty() || !sec.key_file.empty()) {
+      *error = "certificate files given for a channel without TLS";
+      return false;
+    }
+    if (!sec.token_file.empty() || !sec.token_env.empty()) {
+      std::string token;
+      if (!ReadToken(sec.token_file, sec.token_env, &token, error)) return false;
+      authorization_ = "Bearer " + token;
+    }
+    tls_ = sec.tls;
+    tcp_ = address.rfind("unix:", 0) != 0;
     if (max_message_size > 0) {
       int n = static_cast<int>(std::min<int64_t>(max_message_size, INT32_MAX));
       args.SetMaxReceiveMessageSize(n);
@@ -377,21 +596,29 @@ class GrpcChannel final : public Channel {
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    channel_ = grpc::CreateCustomChannel(
-        address, grpc::InsecureChannelCredentials(), args);
+    // A restarted server is found within a second, not after gRPC's default
+    // backoff (up to two minutes).
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    channel_ = grpc::CreateCustomChannel(address, credentials, args);
     stub_ = std::make_unique<grpc::GenericStub>(channel_);
+    return true;
   }
 
   std::function<void()> Call(const std::string& method, std::string request,
                              const CallOptions& options,
                              ResponseCallback done) override {
     auto call = std::make_shared<ClientCall>();
+    call->tls = tls_;
+    call->tcp = tcp_;
     call->done = std::move(done);
     if (options.timeout_us >= 0) {
       call->ctx.set_deadline(std::chrono::system_clock::now() +
                              std::chrono::microseconds(options.timeout_us));
     }
     call->ctx.set_wait_for_ready(options.wait_for_ready);
+    if (!authorization_.empty()) call->ctx.AddMetadata("authorization", authorization_);
     grpc::ByteBuffer req = ToByteBuffer(std::move(request));
     call->rpc = stub_->PrepareUnaryCall(&call->ctx, method, req,
                                         SharedClientQueues().Next());
@@ -404,6 +631,9 @@ class GrpcChannel final : public Channel {
  private:
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::GenericStub> stub_;
+  std::string authorization_;  // "Bearer <token>" or empty
+  bool tls_ = false;
+  bool tcp_ = true;
 };
 
 }  // namespace
@@ -416,16 +646,28 @@ std::unique_ptr<Server> StartServer(const ServerOptions& options,
 }
 
 std::shared_ptr<Channel> GetChannel(const std::string& address,
-                                    int64_t max_message_size) {
+                                    int64_t max_message_size,
+                                    const ChannelSecurity& sec,
+                                    std::string* error) {
+  using Key = std::tuple<std::string, int64_t, bool, std::string, std::string, std::string, std::string,
+                         std::string, std::string>;
   static std::mutex* mu = new std::mutex;
-  static auto* cache =
-      new std::map<std::pair<std::string, int64_t>, std::shared_ptr<Channel>>;
+  static auto* cache = new std::map<Key, std::shared_ptr<Channel>>;
+  Key key{address, max_message_size, sec.tls, sec.ca_file, sec.cert_file, sec.key_file,
+          sec.token_file, sec.token_env, sec.server_name};
   std::lock_guard<std::mutex> lock(*mu);
-  auto& slot = (*cache)[{address, max_message_size}];
-  if (slot == nullptr) {
-    slot = std::make_shared<GrpcChannel>(address, max_message_size);
-  }
-  return slot;
+  auto it = cache->find(key);
+  if (it != cache->end()) return it->second;
+  auto channel = std::make_shared<GrpcChannel>();
+  if (!channel->Init(address, max_message_size, sec, error)) return nullptr;
+  (*cache)[key] = channel;
+  return channel;
+}
+
+std::shared_ptr<Channel> GetChannel(const std::string& address,
+                                    int64_t max_message_size) {
+  std::string error;
+  return GetChannel(address, max_message_size, ChannelSecurity(), &error);
 }
 
 std::string GrpcVersion() { return grpc::Version(); }
@@ -457,15 +699,38 @@ struct PendingCall {
 
 // Starts a call and waits up to `wait_ms` for it (one GIL release per call
 // from Python in the common case); seed_rpc_wait continues a longer wait.
-SEED_EXPORT void* seed_rpc_start(const char* address, const char* method, const char* request, size_t size,
-                                 long long timeout_us, int wait_for_ready, long long max_message_size,
-                                 int wait_ms) {
+// A cached channel (valid for the process's life), or null with the reason
+// in `error` (`error_size` bytes, NUL-terminated).
+SEED_EXPORT void* seed_rpc_channel(const char* address, long long max_message_size, int tls, const char* ca_file,
+                                   const char* cert_file, const char* key_file, const char* token_file,
+                                   const char* token_env, const char* server_name, char* error,
+                                   size_t error_size) {
+  using namespace seed_transport;  // NOLINT
+  ChannelSecurity sec;
+  sec.tls = tls != 0;
+  sec.ca_file = ca_file;
+  sec.cert_file = cert_file;
+  sec.key_file = key_file;
+  sec.token_file = token_file;
+  sec.token_env = token_env;
+  sec.server_name = server_name;
+  std::string message;
+  std::shared_ptr<Channel> channel = GetChannel(address, max_message_size, sec, &message);
+  if (channel == nullptr) {
+    std::snprintf(error, error_size, "%s", message.c_str());
+    return nullptr;
+  }
+  return channel.get();  // the cache keeps it alive
+}
+
+SEED_EXPORT void* seed_rpc_start(void* channel, const char* method, const char* request, size_t size,
+                                 long long timeout_us, int wait_for_ready, int wait_ms) {
   using namespace seed_transport;  // NOLINT
   auto* pending = new PendingCall;
   CallOptions options;
   options.timeout_us = timeout_us;
   options.wait_for_ready = wait_for_ready != 0;
-  auto cancel = GetChannel(address, max_message_size)
+  auto cancel = static_cast<Channel*>(channel)
                     ->Call(method, std::string(request, size), options,
                            [pending](const Status& s, std::string body) {
                              std::lock_guard<std::mutex> lock(pending->mu);

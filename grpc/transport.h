@@ -39,10 +39,23 @@ class ServerCall {
 // Runs on a gRPC completion-queue thread; must not block.
 using Handler = std::function<void(ServerCall* call)>;
 
+// What TCP addresses require. Unix sockets are never encrypted nor checked:
+// they are owner-only files in a private directory. Files are read at start;
+// the token never leaves this process's memory (not logged, not in graphs).
+struct ServerSecurity {
+  std::string cert_file, key_file;    // PEM; set: TLS on every TCP address
+  std::string client_ca_file;         // set: mutual TLS, clients need a cert it signed
+  std::string token_file, token_env;  // one set: calls must carry "authorization: Bearer <token>"
+};
+
 struct ServerOptions {
   std::vector<std::string> addresses;  // "unix:/path", "host:port"
   int num_threads = 0;                 // completion-queue threads; 0 = cores
   int64_t max_message_size = 0;        // bytes, both directions
+  ServerSecurity security;
+  // Receives one line per refused call (peer address, reason; never a token),
+  // rate limited. Default: stderr.
+  std::function<void(const std::string&)> log;
 };
 
 class Server {
@@ -53,6 +66,8 @@ class Server {
   // Stops accepting calls, cancels calls not yet answered after `grace_ms`,
   // drains the completion queues and joins their threads. Idempotent.
   virtual void Shutdown(int64_t grace_ms) = 0;
+  // Calls refused before reaching the handler: missing or wrong token.
+  virtual int64_t refused_calls() const = 0;
 };
 
 // Starts a server; on failure returns nullptr and sets *error.
@@ -79,9 +94,27 @@ class Channel {
                                      ResponseCallback done) = 0;
 };
 
-// Process-wide channel cache keyed by (address, max_message_size).
+// How a channel connects. Files are read when the channel is first made.
+struct ChannelSecurity {
+  bool tls = false;
+  std::string ca_file;              // PEM roots that must sign the server's cert
+  std::string cert_file, key_file;  // client certificate for mutual TLS
+  std::string token_file, token_env;  // bearer token sent with every call
+  std::string server_name;          // expected name in the server's cert (default: the address's host)
+};
+
+// Process-wide channel cache keyed by address, limits and security. On
+// failure (unreadable file, bad PEM) returns nullptr and sets *error.
+std::shared_ptr<Channel> GetChannel(const std::string& address,
+                                    int64_t max_message_size,
+                                    const ChannelSecurity& security,
+                                    std::string* error);
 std::shared_ptr<Channel> GetChannel(const std::string& address,
                                     int64_t max_message_size);
+
+// Reads a whole file; false (with *error naming the file) if it cannot.
+bool ReadFile(const std::string& path, const std::string& what,
+              std::string* out, std::string* error);
 
 std::string GrpcVersion();
 

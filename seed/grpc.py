@@ -21,15 +21,30 @@ own rows back.
     server.bind(foo)
     server.start()
     grpc.Client('unix:/tmp/foo').foo(42)  # 43, once 5 calls are in
+
+TCP can be secured with TLS (mutual TLS with a client CA) and a bearer token:
+
+    creds = grpc.ServerCredentials(cert_file="learner.crt", key_file="learner.key",
+                                   client_ca_file=None, token_file="token")
+    server = grpc.Server(["0.0.0.0:8686"], credentials=creds)
+    client = grpc.Client("learner:8686", credentials=grpc.ChannelCredentials(
+        ca_file="ca.crt", token_file="token"))
+
+Unix-socket addresses of the same server take no credentials (the socket is an
+owner-only file). Files are read when the server starts or the channel is made;
+only their paths are op attributes, so no key or token is stored in a graph.
 """
 
 from __future__ import annotations
 
 import collections
 import ctypes
+import dataclasses
 import functools
 import json
+import os
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +56,8 @@ from seed.rpc import build_op, wire
 
 DEFAULT_MAX_MESSAGE_SIZE = 256 << 20  # bytes per message, both directions
 _METHOD_LIST = "__methods__"
+# Status message of every call to a server after `Server.complete()` (code OUT_OF_RANGE).
+RUN_COMPLETE = "run complete"
 
 
 _LOAD_LOCK = threading.Lock()
@@ -66,15 +83,23 @@ def _clib() -> tuple[ctypes.CDLL, ctypes.PyDLL]:
   """
   _ops()  # loads (and builds) the library first
   blocking, quick = ctypes.CDLL(_library_path()), ctypes.PyDLL(_library_path())
+  blocking.seed_rpc_channel.restype = ctypes.c_void_p
+  blocking.seed_rpc_channel.argtypes = [
+    ctypes.c_char_p,
+    ctypes.c_longlong,
+    ctypes.c_int,
+    *[ctypes.c_char_p] * 6,
+    ctypes.c_char_p,
+    ctypes.c_size_t,
+  ]
   blocking.seed_rpc_start.restype = ctypes.c_void_p
   blocking.seed_rpc_start.argtypes = [
-    ctypes.c_char_p,
+    ctypes.c_void_p,
     ctypes.c_char_p,
     ctypes.c_char_p,
     ctypes.c_size_t,
     ctypes.c_longlong,
     ctypes.c_int,
-    ctypes.c_longlong,
     ctypes.c_int,
   ]
   blocking.seed_rpc_wait.argtypes = [ctypes.c_void_p, ctypes.c_int]
@@ -110,12 +135,10 @@ _ERRORS = {
 }
 
 
-def _call_direct(
-  address: bytes, path: bytes, request: bytes, timeout_us: int, max_message_size: int
-) -> tuple[int, str, bytes | None]:
-  """One blocking unary call through the op's transport: (code, message, body)."""
+def _call_direct(channel: int, path: bytes, request: bytes, timeout_us: int) -> tuple[int, str, bytes | None]:
+  """One blocking unary call on a channel of the op's transport: (code, message, body)."""
   blocking, quick = _clib()
-  handle = blocking.seed_rpc_start(address, path, request, len(request), timeout_us, 0, max_message_size, 200)
+  handle = blocking.seed_rpc_start(channel, path, request, len(request), timeout_us, 0, 200)
   try:
     while not quick.seed_rpc_done(handle):  # waits in short slices: Ctrl-C still works
       blocking.seed_rpc_wait(handle, 200)
@@ -136,6 +159,131 @@ def _call_direct(
 def grpc_version() -> str:
   """Version of the gRPC library linked into the op."""
   return _ops().seed_rpc_grpc_version().numpy().decode()
+
+
+# ----------------------------------------------------------- credentials ---
+
+
+def _check_readable(path: str | None, what: str) -> str:
+  """'' for None; else the path, once it is known to be a readable, non-empty file."""
+  if path is None:
+    return ""
+  path = os.fspath(path)
+  try:
+    with open(path, "rb") as f:
+      if not f.read(1):
+        raise ValueError(f"{what} file {path!r} is empty")
+  except OSError as e:
+    raise FileNotFoundError(f"cannot read {what} file {path!r}: {e.strerror}") from e
+  return path
+
+
+def _check_token_env(name: str | None) -> str:
+  if name is None:
+    return ""
+  if not os.environ.get(name, "").strip():
+    raise ValueError(f"environment variable {name} (the auth token) is not set or empty")
+  return name
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerCredentials:
+  """TLS (and optionally mutual TLS and a bearer token) for a server's TCP addresses.
+
+  Args:
+    cert_file, key_file: the server's PEM certificate (chain) and private key.
+    client_ca_file: set: mutual TLS; clients must present a certificate it signed.
+    token_file: set: every TCP call must carry `authorization: Bearer <token>`,
+      the token being this file's content (surrounding whitespace ignored).
+    token_env: alternatively, the name of an environment variable holding the token.
+  Files are checked now and read when the server starts; the token is compared
+  in constant time and never logged.
+  """
+
+  cert_file: str | None = None
+  key_file: str | None = None
+  client_ca_file: str | None = None
+  token_file: str | None = None
+  token_env: str | None = None
+
+  def __post_init__(self):
+    if (self.cert_file is None) != (self.key_file is None):
+      raise ValueError("ServerCredentials needs both cert_file and key_file for TLS (or neither)")
+    if self.client_ca_file is not None and self.cert_file is None:
+      raise ValueError("client_ca_file (mutual TLS) needs the server's own cert_file and key_file")
+    if self.token_file is not None and self.token_env is not None:
+      raise ValueError("give the token as token_file or token_env, not both")
+    if self.cert_file is None and self.token_file is None and self.token_env is None:
+      raise ValueError("ServerCredentials needs a certificate and key, a token, or both")
+
+  def attrs(self) -> dict[str, str]:
+    """The server-create op's attributes: paths and a variable name, never the secrets."""
+    return dict(
+      cert_file=_check_readable(self.cert_file, "TLS certificate"),
+      key_file=_check_readable(self.key_file, "TLS private key"),
+      client_ca_file=_check_readable(self.client_ca_file, "client CA"),
+      token_file=_check_readable(self.token_file, "auth token"),
+      token_env=_check_token_env(self.token_env),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelCredentials:
+  """How a client reaches a TLS server (and authenticates).
+
+  Args:
+    ca_file: PEM certificates that must have signed the server's certificate
+      (None: gRPC's default roots).
+    cert_file, key_file: the client's own certificate and key (mutual TLS).
+    token_file / token_env: a bearer token sent with every call, from a file
+      or an environment variable.
+    server_name: the name the server's certificate must carry (default: the
+      host part of the address).
+    tls: False sends the token over plaintext (only for a server run with
+      --insecure on a trusted network).
+  """
+
+  ca_file: str | None = None
+  cert_file: str | None = None
+  key_file: str | None = None
+  token_file: str | None = None
+  token_env: str | None = None
+  server_name: str | None = None
+  tls: bool = True
+
+  def __post_init__(self):
+    if (self.cert_file is None) != (self.key_file is None):
+      raise ValueError("a client certificate (mutual TLS) needs both cert_file and key_file")
+    if self.token_file is not None and self.token_env is not None:
+      raise ValueError("give the token as token_file or token_env, not both")
+    if not self.tls and (self.ca_file or self.cert_file):
+      raise ValueError("certificate files given with tls=False")
+
+  def attrs(self) -> dict[str, Any]:
+    """The client op's attributes: paths and a variable name, never the secrets."""
+    return dict(
+      tls=self.tls,
+      ca_file=_check_readable(self.ca_file, "CA certificate"),
+      cert_file=_check_readable(self.cert_file, "client certificate"),
+      key_file=_check_readable(self.key_file, "client private key"),
+      token_file=_check_readable(self.token_file, "auth token"),
+      token_env=_check_token_env(self.token_env),
+      server_name=self.server_name or "",
+    )
+
+
+_INSECURE_ATTRS = dict(tls=False, ca_file="", cert_file="", key_file="", token_file="", token_env="", server_name="")
+
+
+def _open_channel(address: str, max_message_size: int, attrs: dict[str, Any]) -> int:
+  """The transport's cached channel for these settings (a handle for _call_direct)."""
+  blocking, _ = _clib()
+  error = ctypes.create_string_buffer(1024)
+  text = [attrs[k].encode() for k in ("ca_file", "cert_file", "key_file", "token_file", "token_env", "server_name")]
+  handle = blocking.seed_rpc_channel(address.encode(), max_message_size, int(attrs["tls"]), *text, error, len(error))
+  if not handle:
+    raise ValueError(f"cannot connect to {address}: {error.value.decode(errors='replace')}")
+  return handle
 
 
 # ------------------------------------------------------------ structures ---
@@ -233,6 +381,7 @@ class Server:
     *,
     num_threads: int | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    credentials: ServerCredentials | None = None,
   ):
     """Creates a server (not yet listening).
 
@@ -241,6 +390,8 @@ class Server:
         (port 0 picks a free port, see `ports`).
       num_threads: gRPC completion-queue threads; default: the machine's cores.
       max_message_size: largest request or response in bytes.
+      credentials: TLS / token required on the TCP addresses (unix sockets
+        stay plain); default: plaintext, no token.
     """
     if isinstance(server_addresses, str):
       server_addresses = [server_addresses]
@@ -249,6 +400,8 @@ class Server:
       raise ValueError("Server needs at least one address")
     self._num_threads = num_threads or 0
     self._max_message_size = max_message_size
+    self._credentials = credentials
+    self._security = credentials.attrs() if credentials else {}  # checks the files now
     self._bindings: dict[str, _Binding] = {}
     self._state = "created"
     self._ports: list[int] = []
@@ -259,7 +412,10 @@ class Server:
   def _create(self) -> int:
     return int(
       _ops().seed_rpc_server_create(
-        addresses=self._addresses, num_threads=self._num_threads, max_message_size=self._max_message_size
+        addresses=self._addresses,
+        num_threads=self._num_threads,
+        max_message_size=self._max_message_size,
+        **self._security,
       )
     )
 
@@ -287,6 +443,8 @@ class Server:
     fns = _concrete_functions(fn)
     cf = fns[0]
     name = name or getattr(fn, "__name__", None) or cf.graph.name
+    if name.startswith("__"):
+      raise ValueError(f"method names starting with '__' are reserved, got {name!r}")
     args_structure = cf.structured_input_signature[0]
     in_specs = tf.nest.flatten(args_structure)
     out_structure = tf.nest.map_structure(_as_spec, cf.structured_outputs)
@@ -358,6 +516,16 @@ class Server:
       self._ports = [int(p) for p in _ops().seed_rpc_server_start(self._id[0]).numpy()]
       self._state = "started"
 
+  def complete(self, message: str = RUN_COMPLETE) -> None:
+    """Answers every call from now on with OUT_OF_RANGE(message); calls running now finish.
+
+    Tells clients that the job is done so they stop rather than retry (actors
+    exit 0 on it); shutdown() afterwards, once they have had time to hear it.
+    """
+    with self._lock:
+      if self._state == "started":
+        _ops().seed_rpc_server_complete(self._id[0], message)
+
   def shutdown(self) -> None:
     """Stops the server; running and waiting calls fail with Cancelled/Unavailable."""
     with self._lock:
@@ -371,7 +539,11 @@ class Server:
     return list(self._ports)
 
   def stats(self) -> dict[str, dict[str, float]]:
-    """Per-method counters: calls, errors, batches, slots, mean_batch_fill."""
+    """Per-method counters: calls, errors, batches, slots, mean_batch_fill.
+
+    The "__server__" entry counts `refused_calls` (TCP calls without the right
+    token) and says whether the server is `complete`.
+    """
     return json.loads(_ops().seed_rpc_server_stats(self._id[0]).numpy())
 
   def __enter__(self) -> Server:
@@ -439,6 +611,7 @@ class Method:
       method=self.name,
       timeout_ms=self._timeout_ms(timeout),
       max_message_size=self._client.max_message_size,
+      **self._client.security,
     )
 
   def _call_eagerly(self, args, timeout) -> tuple[int, str, list[np.ndarray] | None]:
@@ -446,11 +619,7 @@ class Method:
     arrays = [wire.as_array(v, s.dtype) for v, s in zip(self._flat_args(args), self._in_specs)]
     timeout_ms = self._timeout_ms(timeout)
     code, message, body = _call_direct(
-      self._client.address.encode(),
-      self._path,
-      wire.serialize(arrays),
-      timeout_ms * 1000 if timeout_ms >= 0 else -1,
-      self._client.max_message_size,
+      self._client.channel, self._path, wire.serialize(arrays), timeout_ms * 1000 if timeout_ms >= 0 else -1
     )
     if code != 0:
       return code, f"{message} [method '{self.name}' at {self._client.address}]", None
@@ -522,6 +691,43 @@ def _flatten_like(structure, value, where: str) -> list:
   return [x for i, (s, v) in enumerate(zip(structure, value)) for x in _flatten_like(s, v, f"{where}[{i}]")]
 
 
+# Messages of a connection that found no server (yet): worth waiting for.
+_NOT_LISTENING = ("connection refused", "no such file or directory", "dns resolution failed", "deadline exceeded")
+
+
+def _not_listening(message: str) -> bool:
+  return any(s in message.lower() for s in _NOT_LISTENING)
+
+
+def _certificate_problem(address: str, credentials: ChannelCredentials) -> str:
+  """Why the server's certificate fails verification ("certificate has expired", ...), found
+  by one TLS handshake with Python's ssl; gRPC's message only says that it failed."""
+  import socket  # pylint: disable=g-import-not-at-top
+  import ssl  # pylint: disable=g-import-not-at-top
+
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit() or "/" in host:
+    return ""
+  host = host.strip("[]")
+  try:
+    ctx = ssl.create_default_context(cafile=credentials.ca_file)
+    if credentials.cert_file:
+      ctx.load_cert_chain(credentials.cert_file, credentials.key_file)
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+      with ctx.wrap_socket(sock, server_hostname=credentials.server_name or host):
+        return ""
+  except ssl.SSLCertVerificationError as e:
+    return f"the server's certificate failed verification: {e.verify_message}"
+  except (OSError, ValueError):
+    return ""
+
+
+def is_run_complete(error: BaseException) -> bool:
+  """True for the error of a call to a server that said its run is complete (`Server.complete()`)."""
+  return isinstance(error, tf.errors.OutOfRangeError) and RUN_COMPLETE in str(error)
+
+
 class Client:
   """Connects to a `Server` and exposes one `Method` per bound function."""
 
@@ -533,6 +739,7 @@ class Client:
     connect_timeout: float = 60.0,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     numpy_outputs: bool = False,
+    credentials: ChannelCredentials | None = None,
   ):
     """Waits (up to connect_timeout seconds) for the server and reads its methods.
 
@@ -545,30 +752,43 @@ class Client:
       numpy_outputs: eager calls return numpy arrays (read-only views of the
         response) instead of tf.Tensors: cheaper, and what an actor stepping
         environments wants. Calls inside a tf.function always give tensors.
+      credentials: TLS and/or a token for a secured TCP server; default:
+        plaintext. Fails fast (Unavailable, naming TLS) when one side uses TLS
+        and the other does not, or the server's certificate is not trusted.
     """
     self.address = address
     self.numpy_outputs = numpy_outputs
     self.timeout = timeout
     self.max_message_size = max_message_size
-    try:
-      names, signatures = _ops().seed_rpc_call(
-        [],
-        Tout=[tf.string, tf.string],
-        output_shapes=[[None], [None]],
-        address=address,
-        method=_METHOD_LIST,
-        timeout_ms=int(connect_timeout * 1000),
-        wait_for_ready=True,
-        max_message_size=max_message_size,
-      )
-    except tf.errors.DeadlineExceededError as e:
-      raise tf.errors.DeadlineExceededError(
-        None, None, f"no tensor-RPC server answered at {address} within {connect_timeout}s"
-      ) from e
+    self.credentials = credentials
+    self.security = credentials.attrs() if credentials else dict(_INSECURE_ATTRS)
+    self.channel = _open_channel(address, max_message_size, self.security)
+    names, signatures = self._list_methods(connect_timeout)
     self._methods = {}
-    for name, sig in zip(names.numpy(), signatures.numpy()):
+    for name, sig in zip(names, signatures):
       name = name.decode()
       self._methods[name] = Method(self, name, json.loads(sig))
+
+  def _list_methods(self, connect_timeout: float) -> tuple[np.ndarray, np.ndarray]:
+    """Polls until the server answers: a server not up yet is waited for, any other failure raised at once."""
+    deadline = time.monotonic() + connect_timeout
+    path = f"/seed/{_METHOD_LIST}".encode()
+    while True:
+      left = deadline - time.monotonic()
+      code, message, body = _call_direct(self.channel, path, wire.serialize([]), int(max(left, 0.01) * 1e6))
+      if code == 0:
+        return tuple(wire.parse(body))
+      if code == 14 and _not_listening(message) and left > 0:
+        time.sleep(min(0.1, max(left, 0)))
+        continue
+      if code in (4, 14) and left <= 0:
+        raise tf.errors.DeadlineExceededError(
+          None, None, f"no tensor-RPC server answered at {self.address} within {connect_timeout}s ({message})"
+        )
+      if code == 14 and "certificate verify failed" in message and self.credentials is not None:
+        cause = _certificate_problem(self.address, self.credentials)
+        message += f": {cause}" if cause else ""
+      raise _ERRORS.get(code, tf.errors.UnknownError)(None, None, f"{message} [connecting to {self.address}]")
 
   @property
   def methods(self) -> dict[str, Method]:

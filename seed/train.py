@@ -6,6 +6,12 @@ Modes:
   learner serve inference at --server_address and train (for multi-host runs).
   actor   run actor --task against the learner at --server_address.
 The same config drives every mode; --logdir resumes a run that used it.
+
+Beyond loopback the learner needs TLS and client authentication:
+  learner: --tls_cert=learner.crt --tls_key=learner.key --auth_token_file=token [--tls_ca=ca.crt: mutual TLS]
+  actor:   --tls_ca=ca.crt --auth_token_file=token [--tls_cert=actor.crt --tls_key=actor.key]
+(scripts/make_certs.sh makes them). When the learner reaches its frame budget
+or stop_mean_return it tells the actors, which exit 0.
 """
 
 from __future__ import annotations
@@ -28,8 +34,35 @@ _SERVER_ADDRESS = flags.DEFINE_string(
   "Learner address: 'host:port' (TCP, loopback by default) or 'unix:/path'. Learner and actor modes.",
 )
 _TASK = flags.DEFINE_integer("task", 0, "Actor index in [0, num_actors). Actor mode.")
+_TLS_CERT = flags.DEFINE_string(
+  "tls_cert", None, "PEM certificate: the learner's (TLS), or an actor's client certificate (mutual TLS)."
+)
+_TLS_KEY = flags.DEFINE_string("tls_key", None, "PEM private key of --tls_cert.")
+_TLS_CA = flags.DEFINE_string(
+  "tls_ca",
+  None,
+  "PEM CA certificate. Actor: enables TLS, trusting the learner's certificate it signed. "
+  "Learner: mutual TLS, actors must present a certificate it signed.",
+)
+_TOKEN_FILE = flags.DEFINE_string(
+  "auth_token_file", None, "File holding a bearer token: the learner requires it on TCP calls, actors send it."
+)
+_INSECURE = flags.DEFINE_bool(
+  "insecure", False, "Allow a learner (or actor) on a non-loopback TCP address without TLS and client auth."
+)
 
-_OWN_FLAGS = ("--mode", "--logdir", "--server_address", "--task")
+_OWN_FLAGS = (
+  "--mode",
+  "--logdir",
+  "--server_address",
+  "--task",
+  "--tls_cert",
+  "--tls_key",
+  "--tls_ca",
+  "--auth_token_file",
+  "--insecure",
+  "--noinsecure",
+)
 
 
 def _default_logdir(config_path: str) -> str:
@@ -60,19 +93,39 @@ def main(argv: list[str]) -> int:
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   logdir = _LOGDIR.value or _default_logdir(config_flags.get_config_filename(flags.FLAGS["config"]))
+  files = (_TLS_CERT.value, _TLS_KEY.value, _TLS_CA.value, _TOKEN_FILE.value)
   if _MODE.value == "local":
     from seed.runtime import launcher  # pylint: disable=g-import-not-at-top
 
+    if any(files):
+      logging.warning("local mode runs over a private unix socket: the TLS and token flags are not used")
     logging.info("local run: learner + %d actors, logdir %s", config.num_actors, logdir)
     return launcher.run(config, _config_args(sys.argv[1:]), os.path.abspath(logdir))
+  from seed.runtime import security  # pylint: disable=g-import-not-at-top
+
+  address = _SERVER_ADDRESS.value
   if _MODE.value == "learner":
+    try:
+      credentials = security.server_credentials(*files)
+      security.check_learner_address(address, credentials, _INSECURE.value)
+    except (ValueError, OSError) as e:
+      raise app.UsageError(str(e)) from e
     from seed.runtime import learner  # pylint: disable=g-import-not-at-top
 
-    learner.run(config, logdir, _SERVER_ADDRESS.value)
+    learner.run(config, logdir, address, credentials=credentials)
     return 0
+  try:
+    credentials = security.channel_credentials(_TLS_CA.value, _TLS_CERT.value, _TLS_KEY.value, _TOKEN_FILE.value)
+    security.check_actor_address(address, credentials, _INSECURE.value)
+  except (ValueError, OSError) as e:
+    raise app.UsageError(str(e)) from e
   from seed.runtime import actor  # pylint: disable=g-import-not-at-top
 
-  actor.run(config, _TASK.value, _SERVER_ADDRESS.value)
+  try:
+    actor.run(config, _TASK.value, address, credentials=credentials)
+  except actor.LearnerUnreachable as e:
+    logging.error("%s", e)
+    return 1
   return 0
 
 

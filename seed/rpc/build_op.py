@@ -1,8 +1,11 @@
 """Builds the tensor-RPC op library against the installed TensorFlow.
 
-The op links Debian's static gRPC archives with every gRPC symbol hidden, so it
-cannot bind to TensorFlow's own (exported) gRPC copy: linking Debian's shared
-libgrpc++ builds and loads, then crashes on the first RPC.
+The op links Debian's static (secure) gRPC archives and static OpenSSL with
+every one of their symbols hidden, so it cannot bind to TensorFlow's own
+(exported) gRPC and BoringSSL copies: linking Debian's shared libgrpc++ builds
+and loads, then crashes on the first RPC. Debian's libre2.a is not
+position-independent (and the secure gRPC needs re2), so re2 is rebuilt with
+-fPIC from Debian's own source package, once, into the cache.
 Builds are cached under ``$SEED_OP_CACHE`` (default ``~/.cache/seed/ops``), keyed
 on the sources, the TensorFlow version and these flags, and guarded by a file
 lock so many processes importing at once build only once.
@@ -35,17 +38,21 @@ GRPC_SOURCES = ["transport.cc"]  # compiled without TF headers
 TF_SOURCES = ["wire.cc", "batcher.cc", "server.cc", "server_kernels.cc", "client_ops.cc"]  # without gRPC headers
 HEADERS = ["transport.h", "wire.h", "batcher.h", "server.h"]
 GRPC_ARCHIVES = [
-  "libgrpc++_unsecure.a",
-  "libgrpc_unsecure.a",
+  "libgrpc++.a",
+  "libgrpc.a",
   "libgpr.a",
   "libupb.a",
   "libaddress_sorting.a",
-  "libre2.a",
   "libcares.a",
   "libz.a",
+  "libssl.a",
+  "libcrypto.a",
 ]
-APT_HINT = "apt-get install -y libgrpc++-dev zlib1g-dev pkg-config g++ (or run scripts/setup.sh)"
-_BUILD_VERSION = "4"  # bump when the flags below change
+APT_HINT = (
+  "apt-get install -y libgrpc++-dev libssl-dev libre2-dev zlib1g-dev pkg-config g++ make dpkg-dev perl "
+  "(or run scripts/setup.sh)"
+)
+_BUILD_VERSION = "5"  # bump when the flags below change
 
 
 class BuildError(RuntimeError):
@@ -70,7 +77,7 @@ def _lib_dir() -> pathlib.Path:
 
 
 def _grpc_link_flags() -> tuple[list[str], list[str]]:
-  """Static gRPC archives and the shared abseil libraries they need."""
+  """Static gRPC, OpenSSL and (PIC) re2 archives, and the shared abseil libraries they need."""
   lib_dir = _lib_dir()
   missing = [a for a in GRPC_ARCHIVES if not (lib_dir / a).exists()]
   if missing:
@@ -78,11 +85,65 @@ def _grpc_link_flags() -> tuple[list[str], list[str]]:
   if shutil.which("pkg-config") is None:
     raise BuildError(f"pkg-config not found: {APT_HINT}")
   try:
-    libs = _run(["pkg-config", "--libs", "grpc++_unsecure"]).split()
+    libs = _run(["pkg-config", "--libs", "grpc++"]).split()
   except BuildError as e:
-    raise BuildError(f"pkg-config does not know grpc++_unsecure: {APT_HINT}") from e
+    raise BuildError(f"pkg-config does not know grpc++: {APT_HINT}") from e
   absl = sorted({f for f in libs if f.startswith("-labsl_")})
-  return [str(lib_dir / a) for a in GRPC_ARCHIVES], absl
+  return [str(lib_dir / a) for a in GRPC_ARCHIVES] + [str(re2_pic_archive())], absl
+
+
+def _apt_sources(tmp: pathlib.Path) -> list[str]:
+  """apt-get options for a private source list: the system's mirrors, with deb-src added."""
+  parts, lists = tmp / "sources.list.d", tmp / "lists"
+  (lists / "partial").mkdir(parents=True)
+  parts.mkdir()
+  for f in pathlib.Path("/etc/apt/sources.list.d").glob("*.sources"):
+    text = f.read_text().replace("Types: deb\n", "Types: deb deb-src\n")
+    (parts / f.name).write_text(text)
+  legacy = pathlib.Path("/etc/apt/sources.list")
+  if legacy.exists():
+    lines = [ln for ln in legacy.read_text().splitlines() if ln.startswith("deb ")]
+    (parts / "legacy.list").write_text("\n".join(lines + ["deb-src" + ln[3:] for ln in lines]) + "\n")
+  return [
+    "-o",
+    "Dir::Etc::SourceList=/dev/null",
+    "-o",
+    f"Dir::Etc::SourceParts={parts}",
+    "-o",
+    f"Dir::State::Lists={lists}",
+    "-o",
+    "APT::Sandbox::User=root",  # files land in our private dir, not apt's cache
+  ]
+
+
+def re2_pic_archive() -> pathlib.Path:
+  """libre2.a rebuilt with -fPIC from the Debian source of the installed libre2-dev (cached)."""
+  for tool in ("apt-get", "dpkg-source", "make", "perl", "python3"):
+    if shutil.which(tool) is None:
+      raise BuildError(f"{tool} not found (needed to rebuild re2 with -fPIC): {APT_HINT}")
+  try:
+    version = _run(["dpkg-query", "-W", "-f=${source:Version}", "libre2-dev"])
+  except BuildError as e:
+    raise BuildError(f"libre2-dev is not installed: {APT_HINT}") from e
+
+  def build(tmp: pathlib.Path) -> pathlib.Path:
+    apt = ["apt-get", "-q", *_apt_sources(tmp)]
+    _run([*apt, "update"])
+    subprocess.run([*apt, "source", "--download-only", f"re2={version}"], cwd=tmp, check=True, capture_output=True)
+    subprocess.run([*apt, "download", "unicode-data"], cwd=tmp, check=True, capture_output=True)
+    dsc = next(tmp.glob("re2_*.dsc"))
+    _run(["dpkg-source", "-x", str(dsc), str(tmp / "src")])
+    _run(["dpkg-deb", "-x", str(next(tmp.glob("unicode-data_*.deb"))), str(tmp / "unicode")])
+    # Debian's source drops the generated Unicode tables; they are regenerated from unicode-data.
+    unicode_py = tmp / "src" / "re2" / "unicode.py"
+    unicode_dir = tmp / "unicode" / "usr" / "share" / "unicode"
+    text = unicode_py.read_text().replace('"/usr/share/unicode"', repr(str(unicode_dir)))
+    unicode_py.write_text(text)
+    jobs = str(max(1, os.cpu_count() or 1))
+    _run(["make", "-C", str(tmp / "src"), "-j", jobs, "obj/libre2.a", "REBUILD_TABLES=1", "CXXFLAGS=-O2 -fPIC"])
+    return tmp / "src" / "obj" / "libre2.a"
+
+  return _locked_build("libre2.a", _digest("re2-pic", version), build)
 
 
 def _tf_flags() -> tuple[list[str], list[str], str]:

@@ -10,6 +10,13 @@ reports its final observation with terminated/truncated; the next step returns
 the reset observation (`first`), and the action chosen at the final
 observation is ignored. A truncated episode therefore gives the learner the
 final observation to bootstrap from.
+
+How an actor ends: the learner answers "run complete" once it reached its
+budget or goal, and the actor returns (exit 0) without retrying. A learner
+that vanished (crash, restart) is waited for up to actor_reconnect_timeout,
+then `LearnerUnreachable` is raised. Misconfigured security (a wrong token,
+TLS on one side only, an untrusted certificate) fails within a second or two:
+retrying would not help.
 """
 
 from __future__ import annotations
@@ -29,6 +36,28 @@ from seed.runtime.request import InferenceRequest
 # A full training queue blocks inference (backpressure) for as long as a
 # training step takes; a call slower than this means the learner is stuck.
 _CALL_TIMEOUT = 60.0
+# Failures that mean "the learner is away for now": wait and reconnect.
+_TRANSIENT = (
+  tf.errors.UnavailableError,
+  tf.errors.CancelledError,
+  tf.errors.DeadlineExceededError,
+  tf.errors.AbortedError,
+)
+
+
+class LearnerUnreachable(RuntimeError):
+  """The learner stayed unreachable for longer than actor_reconnect_timeout."""
+
+
+class _RunComplete(Exception):
+  pass
+
+
+def _is_misconfigured(e: tf.errors.OpError) -> bool:
+  """Errors no retry can fix: credentials or TLS settings that do not match the learner's."""
+  if isinstance(e, (tf.errors.UnauthenticatedError, tf.errors.PermissionDeniedError)):
+    return True
+  return isinstance(e, tf.errors.UnavailableError) and "TLS" in e.message
 
 
 def run(
@@ -37,10 +66,12 @@ def run(
   server_address: str,
   stop: threading.Event | None = None,
   max_steps: int | None = None,
+  credentials: grpc.ChannelCredentials | None = None,
 ) -> int:
-  """Runs actor `task` until `stop` is set, `max_steps` steps, or the learner is gone for good.
+  """Runs actor `task` until the learner says the run is complete, `stop` is set or `max_steps` steps.
 
-  Returns the number of steps taken.
+  Returns the number of steps taken. Raises LearnerUnreachable when the
+  learner is gone for longer than config.actor_reconnect_timeout.
   """
   if not 0 <= task < config.num_actors:
     raise ValueError(f"--task={task} is out of range for config.num_actors={config.num_actors}")
@@ -55,9 +86,14 @@ def run(
     client = None
     while not stop.is_set() and (max_steps is None or steps < max_steps):
       if client is None:
-        client = _connect(server_address, config.actor_reconnect_timeout, stop)
+        try:
+          client = _connect(server_address, config.actor_reconnect_timeout, stop, credentials)
+        except _RunComplete:
+          logging.info("actor %d: the learner says the run is complete; stopping after %d steps", task, steps)
+          break
         if client is None:
           break
+        logging.info("actor %d: connected to the learner at %s", task, server_address)
         run_ids = rng.integers(1, 2**62, size=n, dtype=np.int64)
         observation, _ = vec.reset(seed=seed)
         seed += 1
@@ -76,12 +112,12 @@ def run(
           observation=observation,
         )
         action = client.inference(*req, timeout=_CALL_TIMEOUT)
-      except (
-        tf.errors.UnavailableError,
-        tf.errors.CancelledError,
-        tf.errors.DeadlineExceededError,
-        tf.errors.AbortedError,
-      ) as e:
+      except tf.errors.OutOfRangeError as e:
+        if not grpc.is_run_complete(e):
+          raise
+        logging.info("actor %d: the learner says the run is complete; stopping after %d steps", task, steps)
+        break
+      except _TRANSIENT as e:
         logging.warning("actor %d: learner call failed (%s); reconnecting", task, type(e).__name__)
         client = None
         stop.wait(1.0)  # a learner that is going down answers fast: don't spin
@@ -96,13 +132,29 @@ def run(
   return steps
 
 
-def _connect(address: str, timeout: float, stop: threading.Event) -> grpc.Client | None:
+def _connect(
+  address: str, timeout: float, stop: threading.Event, credentials: grpc.ChannelCredentials | None
+) -> grpc.Client | None:
+  """A client of the learner; None if `stop` was set first. Raises _RunComplete, LearnerUnreachable."""
   deadline = time.monotonic() + timeout
+  strikes = 0  # a TLS failure can be a server going down mid-handshake; three in a row is a setting
   while not stop.is_set():
     try:
-      return grpc.Client(address, connect_timeout=min(5.0, max(0.1, deadline - time.monotonic())), numpy_outputs=True)
-    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError, tf.errors.CancelledError):
+      return grpc.Client(
+        address,
+        connect_timeout=min(5.0, max(0.1, deadline - time.monotonic())),
+        numpy_outputs=True,
+        credentials=credentials,
+      )
+    except tf.errors.OutOfRangeError as e:
+      if grpc.is_run_complete(e):
+        raise _RunComplete() from e
+      raise
+    except _TRANSIENT as e:
+      strikes = strikes + 1 if _is_misconfigured(e) else 0
+      if strikes >= 3:
+        raise
       if time.monotonic() > deadline:
-        logging.error("no learner at %s for %.0fs; giving up", address, timeout)
-        return None
+        raise LearnerUnreachable(f"no learner at {address} for {timeout:.0f}s; giving up") from e
+      stop.wait(0.5)  # the learner went away mid-connect: don't spin
   return None

@@ -1,9 +1,11 @@
 """Local mode: one learner and N actor processes on this machine, supervised.
 
 The learner listens on a unix socket in a private temporary directory. The
-supervisor restarts an actor that dies (a crash loop aborts the run), stops
-everything when the learner finishes, and on Ctrl-C/SIGTERM asks the learner to
-stop first (it checkpoints) and then the actors. Children get SIGTERM if the
+supervisor restarts an actor that dies (a crash loop aborts the run); an actor
+that exits 0 was told the run is complete and is not restarted. When the
+learner finishes, the actors get a few seconds to exit by themselves before
+they are stopped. On Ctrl-C/SIGTERM it asks the learner to stop first (it
+checkpoints) and then the actors. Children get SIGTERM if the
 supervisor itself dies, so no process is orphaned.
 """
 
@@ -24,6 +26,7 @@ from absl import logging
 from seed.runtime import processes
 
 _STOP_GRACE = 60.0  # seconds the learner gets to checkpoint and export after SIGTERM
+_ACTORS_DONE_GRACE = 10.0  # seconds actors get to exit on their own after the learner completed
 
 
 class _Child:
@@ -64,7 +67,7 @@ def run(config: ml_collections.ConfigDict, child_argv: list[str], logdir: str) -
         break
       for i, actor in enumerate(actors):
         status = actor.proc.poll()
-        if status is None:
+        if status is None or status == 0:  # 0: told the run is complete
           continue
         now = time.monotonic()
         while restarts and now - restarts[0] > 60:
@@ -82,6 +85,13 @@ def run(config: ml_collections.ConfigDict, child_argv: list[str], logdir: str) -
     learner_status = learner.stop(_STOP_GRACE)
     if stopping and learner_status not in (0, None, -signal.SIGTERM):
       code = code or learner_status
+    if not stopping and code == 0:
+      deadline = time.monotonic() + _ACTORS_DONE_GRACE
+      for actor in actors:
+        try:
+          actor.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+          logging.warning("%s did not exit after the run completed; stopping it", actor.name)
     for actor in actors:
       actor.stop(10.0)
     for s, h in previous.items():

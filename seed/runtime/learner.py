@@ -33,6 +33,10 @@ from seed.runtime import request
 from seed.runtime.env_store import EnvStore, Step, Unroll, step_specs
 
 RECENT_EPISODES = 50  # "mean return" = over the last 50 finished episodes
+# After the run completes, the server answers "run complete" until no actor
+# has called for _TOLD_QUIET seconds (all of them heard it), at most _TOLD_MAX.
+_TOLD_QUIET = 2.0
+_TOLD_MAX = 15.0
 
 
 class EpisodeLog:
@@ -167,8 +171,29 @@ def _format_logs(logs: dict[str, float]) -> str:
   return " ".join(f"{k.split('/')[-1]} {logs[k]:.4g}" for k in keys)
 
 
-def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> None:
-  """Serves inference at server_address and trains until total_environment_frames."""
+def _tell_actors_run_complete(server: grpc.Server, since: float) -> None:
+  """Keeps answering "run complete" until actors stop calling (they exit on hearing it)."""
+  last_count, last_change = None, since
+  while time.monotonic() - since < _TOLD_MAX:
+    count = server.stats()["__server__"]["completed_calls"]
+    if count != last_count:
+      last_count, last_change = count, time.monotonic()
+    elif time.monotonic() - last_change >= _TOLD_QUIET:
+      return
+    time.sleep(0.1)
+
+
+def run(
+  config: ml_collections.ConfigDict,
+  logdir: str,
+  server_address: str,
+  credentials: grpc.ServerCredentials | None = None,
+) -> None:
+  """Serves inference at server_address and trains until total_environment_frames or stop_mean_return.
+
+  A run that reaches either tells its actors ("run complete") before the server
+  goes away; one stopped by SIGTERM/Ctrl-C does not, so actors wait for a restart.
+  """
   if config.learner_intra_op_threads:
     # Must precede the first TF op of the process (TF fixes its thread pools then).
     tf.config.threading.set_intra_op_parallelism_threads(config.learner_intra_op_threads)
@@ -179,12 +204,13 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
   if learner.manager.latest_checkpoint:
     learner.checkpoint.restore(learner.manager.latest_checkpoint).assert_existing_objects_matched()
     logging.info("resumed from %s at %d frames", learner.manager.latest_checkpoint, learner.frames)
-  server = grpc.Server([server_address], num_threads=config.server_threads or None)
+  server = grpc.Server([server_address], num_threads=config.server_threads or None, credentials=credentials)
   server.bind(learner.inference, name=request.METHOD, flush_timeout=config.inference_flush_timeout, pad_mask=True)
   server.start()
   logging.info("learner serving inference at %s for %d envs", server_address, learner.num_envs)
 
   stop = threading.Event()
+  completed = threading.Event()  # reached the budget or the goal (not stopped from outside)
   errors: list[BaseException] = []
   last_logs: dict[str, float] = {}
   episodes = EpisodeLog(learner.store, os.path.join(logdir, "episodes.csv"))
@@ -202,6 +228,8 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
         if time.monotonic() - last_save > config.checkpoint_interval:
           learner.save()
           last_save = time.monotonic()
+      if not stop.is_set():
+        completed.set()
     except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
       if not stop.is_set():
         raise
@@ -252,11 +280,16 @@ def run(config: ml_collections.ConfigDict, logdir: str, server_address: str) -> 
       )
   finally:
     stop.set()
+    if completed.is_set():
+      server.complete()  # from now on actors hear "run complete" and exit
+      completed_at = time.monotonic()
     learner.store.close()  # wakes training and inference blocked on the queue
     trainer.join()
     episodes.poll(learner.frames)
     episodes.close()
     learner.save()
+    if completed.is_set():
+      _tell_actors_run_complete(server, completed_at)
     server.shutdown()
     writer.close()
     for s, h in previous.items():
