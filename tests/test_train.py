@@ -199,6 +199,33 @@ def test_typo_in_a_config_file_is_an_error_naming_the_field(tmp_path, line, mess
   _fails_before_anything_starts(tmp_path, [f"--config={path}"], message)
 
 
+@pytest.mark.parametrize(
+  "args,message",
+  [
+    (["--mode=learner", "--server_address=0.0.0.0:{port}"], "refusing to serve on 0.0.0.0:{port} without TLS and"),
+    (
+      ["--mode=learner", "--server_address=0.0.0.0:{port}", "--tls_cert={d}/c", "--tls_key={d}/k"],
+      "without client auth",
+    ),
+    (["--mode=learner", "--server_address=localhost:{port}", "--tls_cert={d}/nope.crt", "--tls_key={d}/k"], "nope.crt"),
+    (["--mode=learner", "--server_address=localhost:{port}", "--tls_cert={d}/c"], "--tls_cert and --tls_key go"),
+    (["--mode=learner", "--server_address=0.0.0.0:{port}", "--auth_token_file={d}/empty"], "empty"),
+    (["--mode=actor", "--server_address=10.1.2.3:{port}"], "refusing to connect to 10.1.2.3:{port} without TLS"),
+    (["--mode=actor", "--server_address=localhost:{port}", "--tls_ca={d}/missing-ca.crt"], "missing-ca.crt"),
+  ],
+)
+def test_learner_and_actor_refuse_unsafe_or_broken_security_before_starting(tmp_path, args, message):
+  """Beyond loopback a learner needs TLS and client auth; every named file must be there."""
+  (tmp_path / "c").write_text("cert")
+  (tmp_path / "k").write_text("key")
+  (tmp_path / "empty").write_text("")
+  port = 8686
+  fill = {"port": port, "d": tmp_path}
+  _fails_before_anything_starts(
+    tmp_path, [f"--config={CARTPOLE}", *[a.format(**fill) for a in args]], message.format(**fill)
+  )
+
+
 def test_env_kwargs_stay_free_form():
   from seed.runtime import config as seed_config  # pylint: disable=g-import-not-at-top
 
@@ -221,6 +248,9 @@ def test_cartpole_vtrace_learns(tmp_path, runs):
   print(f"CartPole: {len(returns)} episodes, {run.frames()} frames, {time.monotonic() - start:.0f}s")
   exports = os.listdir(os.path.join(run.logdir, "export"))
   assert exports and all(e.isdigit() for e in exports), exports
+  log = run.output(tail=None)
+  assert log.count("the learner says the run is complete") == 2, "both actors hear it and exit by themselves"
+  assert "did not exit after the run completed" not in log
   _no_process_left(run)
 
 
@@ -297,8 +327,8 @@ def test_atari_smoke(tmp_path, runs):
   _no_process_left(run)
 
 
-def test_learner_and_actor_modes_over_tcp_actor_survives_a_learner_restart(tmp_path):
-  """Multi-host style: separate learner and actor processes; the learner restarts, the actor reconnects."""
+def test_learner_and_actor_modes_over_tcp_actor_survives_a_learner_restart_and_exits_when_complete(tmp_path):
+  """Multi-host style: the learner restarts, the actor reconnects; the run completes, the actor exits 0."""
   import portpicker
 
   address = f"localhost:{portpicker.pick_unused_port()}"
@@ -312,7 +342,6 @@ def test_learner_and_actor_modes_over_tcp_actor_survives_a_learner_restart(tmp_p
     f"--server_address={address}",
     "--config.num_actors=1",
     "--config.log_interval=1",
-    "--config.total_environment_frames=100000000",
   ]
   procs = []
 
@@ -340,21 +369,28 @@ def test_learner_and_actor_modes_over_tcp_actor_survives_a_learner_restart(tmp_p
     raise AssertionError(f"timed out waiting for {what}\n{logs}")
 
   try:
-    learner = start("learner")
+    learner = start("learner", "--config.total_environment_frames=100000000")
     actor = start("actor", "--task=0")
     wait_until(lambda: any(f > 0 for f in frames()), 120, "training")
     learner.send_signal(signal.SIGTERM)
     assert learner.wait(60) == 0
     seen = len(frames())
-    learner = start("learner")
+    # The restarted learner has a budget it reaches soon: then the actor must exit 0 by itself.
+    budget = max(frames()) + 60000
+    learner = start("learner", f"--config.total_environment_frames={budget}")
     wait_until(
       lambda: any(f > 0 for f in frames()[seen:]) and len(frames()) > seen + 2,
       120,
       "training with the same actor after the learner restarted",
     )
     assert actor.poll() is None, "the actor must survive a learner restart"
+    assert learner.wait(180) == 0
+    done = time.monotonic()
+    assert actor.wait(20) == 0, "the actor exits 0 when the learner says the run is complete"
+    assert time.monotonic() - done < 10
     log = (tmp_path / "actor1.log").read_text()
     assert "reconnecting" in log
+    assert "the learner says the run is complete" in log
   finally:
     for p in procs:
       if p.poll() is None:
