@@ -542,7 +542,8 @@ class Server:
     """Per-method counters: calls, errors, batches, slots, mean_batch_fill.
 
     The "__server__" entry counts `refused_calls` (TCP calls without the right
-    token) and says whether the server is `complete`.
+    token), says whether the server is `complete` and counts the calls
+    answered "run complete" since (`completed_calls`).
     """
     return json.loads(_ops().seed_rpc_server_stats(self._id[0]).numpy())
 

@@ -152,6 +152,11 @@ def _tf_flags() -> tuple[list[str], list[str], str]:
   return tf.sysconfig.get_compile_flags(), tf.sysconfig.get_link_flags(), tf.__version__
 
 
+def _stamps(paths: list[str]) -> str:
+  """Size and mtime of each archive: an apt upgrade (e.g. an OpenSSL security fix) means a new op."""
+  return " ".join(f"{p}:{os.stat(p).st_size}:{os.stat(p).st_mtime_ns}" for p in paths)
+
+
 def _digest(*parts: str | bytes) -> str:
   h = hashlib.sha256()
   for p in parts:
@@ -240,6 +245,7 @@ def op_library_path() -> pathlib.Path:
     tf_version,
     " ".join(cflags + lflags),
     " ".join(archives + absl),
+    _stamps(archives),
     *[(SOURCE_DIR / s).read_bytes() for s in sources],
   )
 
@@ -286,7 +292,13 @@ def echo_bench_path() -> pathlib.Path:
   """Builds the TF-free C++ echo server/client used as the benchmark ceiling."""
   archives, absl = _grpc_link_flags()
   sources = ["transport.cc", "transport.h", "echo_bench.cc"]
-  key = _digest(_BUILD_VERSION, "echo", " ".join(archives + absl), *[(SOURCE_DIR / s).read_bytes() for s in sources])
+  key = _digest(
+    _BUILD_VERSION,
+    "echo",
+    " ".join(archives + absl),
+    _stamps(archives),
+    *[(SOURCE_DIR / s).read_bytes() for s in sources],
+  )
 
   def build(tmp: pathlib.Path) -> pathlib.Path:
     objs = [tmp / "transport.o", tmp / "echo_bench.o"]
