@@ -18,14 +18,19 @@ Not a test: it prints measured calls/s, side by side, for
       Two flavours: a thread-pool server with a batching thread, and an
       asyncio server batching on its event loop; ratios use the faster one;
   (d) client-side batching: every call carries 64 elements (int32[4]) into a
-      batch-256 function; reported as slots/s (calls/s x 64).
+      batch-256 function; reported as slots/s (calls/s x 64);
+  (e) what security costs: (a) over plain TCP against the same server
+      process with TLS (transport "tls") and with TLS and a bearer token
+      ("tls+token"), certificates from scripts/make_certs.sh, each ratio
+      against plain TCP measured in the same run.
 
 Each measurement warms up, then counts completed calls over a fixed wall-clock
 window. Every server and client process started here is stopped (stdin closed,
 then terminate/kill by pid) before the script returns.
 
     .venv/bin/python scripts/bench_rpc.py --quick
-    .venv/bin/python scripts/bench_rpc.py                # full table, ~5 min
+    .venv/bin/python scripts/bench_rpc.py --tls          # (e) only: 64 callers, 16 B and a frame, ~1 min
+    .venv/bin/python scripts/bench_rpc.py                # full table, ~8 min
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from bench_rpc_servers import BATCH, BIG_BATCH, D_PAYLOAD, PAYLOADS, ROWS_PER_CA
 TARGET_AB = 0.8  # (a, tf.function) / (b) at 64 callers, unix, 16 B
 TARGET_AC = 3.0  # (a, eager) / (c) at 64 callers, unix, 16 B
 TARGET_D = 1_000_000  # slots/s
+SECURE = ("tls", "tls+token")  # transports of (e): TCP to a TLS server, without and with a token
 
 
 def _proc_cpu_seconds(pid: int) -> float:
@@ -271,9 +277,11 @@ class Bench:
 
     for kind in ("seed", "py", "aio", "echo"):
       for t in transports:
-        self.addresses[kind, t] = (
-          f"unix:{tmpdir}/{kind}.sock" if t == "unix" else f"localhost:{portpicker.pick_unused_port()}"
-        )
+        if kind == "seed" or t not in SECURE:
+          self.addresses[kind, t] = (
+            f"unix:{tmpdir}/{kind}.sock" if t == "unix" else f"localhost:{portpicker.pick_unused_port()}"
+          )
+    self.credentials = {}  # transport -> seed.grpc.ChannelCredentials
 
   def start(self, need_py: bool) -> None:
     from seed.rpc import build_op  # pylint: disable=g-import-not-at-top
@@ -284,18 +292,44 @@ class Bench:
     flush = ["--flush-timeout", str(self.args.flush_timeout)]
     print(f"op library {self.op_path}\necho_bench {self.echo_bin}\nstarting servers ...", flush=True)
     log = lambda name: os.path.join(self.tmpdir, f"{name}.log")  # noqa: E731
-    self.servers["seed"] = ServerProc(
-      "seed", me + ["seed", *flush, *[self.addresses["seed", t] for t in self.transports]], log("seed")
-    )
+    plain = [t for t in self.transports if t not in SECURE]
+    if plain:
+      self.servers["seed"] = ServerProc(
+        "seed", me + ["seed", *flush, *[self.addresses["seed", t] for t in plain]], log("seed")
+      )
+    secure = [t for t in self.transports if t in SECURE]
+    if secure:
+      pki = self._make_certs()
+      from seed import grpc as seed_grpc  # pylint: disable=g-import-not-at-top
+
+      for t in secure:
+        token = ["--token-file", f"{pki}/token"] if t == "tls+token" else []
+        tls = ["--cert", f"{pki}/learner.crt", "--key", f"{pki}/learner.key", *token]
+        self.servers[f"seed {t}"] = ServerProc(
+          f"seed {t}", me + ["seed", *flush, *tls, self.addresses["seed", t]], log(f"seed-{t}")
+        )
+        self.credentials[t] = seed_grpc.ChannelCredentials(
+          ca_file=f"{pki}/ca.crt", token_file=f"{pki}/token" if token else None
+        )
     if need_py:
       for kind in ("py", "aio"):
-        self.servers[kind] = ServerProc(
-          kind, me + [kind, *flush, *[self.addresses[kind, t] for t in self.transports]], log(kind)
-        )
-    for t in self.transports:
+        self.servers[kind] = ServerProc(kind, me + [kind, *flush, *[self.addresses[kind, t] for t in plain]], log(kind))
+    for t in plain:
       self.echo_servers[t] = ServerProc(
         f"echo {t}", [self.echo_bin, "server", self.addresses["echo", t]], log(f"echo-{t}")
       )
+
+  def _make_certs(self) -> str:
+    pki = os.path.join(self.tmpdir, "pki")
+    r = subprocess.run(
+      [str(REPO / "scripts" / "make_certs.sh"), pki, "localhost"], capture_output=True, text=True, check=False
+    )
+    if r.returncode != 0:
+      raise RuntimeError(f"scripts/make_certs.sh failed:\n{r.stdout}{r.stderr}")
+    return pki
+
+  def seed_server(self, transport: str) -> ServerProc:
+    return self.servers[f"seed {transport}" if transport in SECURE else "seed"]
 
   def close(self) -> None:
     for ch in self._grpcio_channels.values():
@@ -310,7 +344,10 @@ class Bench:
       from seed import grpc as seed_grpc  # pylint: disable=g-import-not-at-top
 
       self._seed_clients[key] = seed_grpc.Client(
-        self.addresses["seed", transport], connect_timeout=60, numpy_outputs=numpy_outputs
+        self.addresses["seed", transport],
+        connect_timeout=60,
+        numpy_outputs=numpy_outputs,
+        credentials=self.credentials.get(transport),
       )
     return self._seed_clients[key]
 
@@ -330,7 +367,7 @@ class Bench:
 
       return closed_loop(conc, step, self.args.warmup, self.args.seconds)
 
-    return measure(self.servers["seed"], p.method, run, rows or 1)
+    return measure(self.seed_server(transport), p.method, run, rows or 1)
 
   def seed_tf(self, transport: str, p: Payload, conc: int, rows: int | None = None) -> Result:
     x = p.example(rows)
@@ -358,7 +395,7 @@ class Bench:
         raise RuntimeError("identity loop returned different values")
       return rate
 
-    return measure(self.servers["seed"], p.method, run, rows or 1)
+    return measure(self.seed_server(transport), p.method, run, rows or 1)
 
   def _tf_loop(self, transport: str, p: Payload, x: np.ndarray):
     """tf.function(x, n): n chained remote calls in a tf.while_loop."""
@@ -481,7 +518,7 @@ def _cell(r: Result | None) -> str:
   return "ERROR" if r.error else _num(r.calls_per_sec)
 
 
-def print_tables(rows, d_rows, args) -> None:
+def print_tables(rows, d_rows, sec_rows, args) -> None:
   cols = [
     "transport",
     "payload",
@@ -534,6 +571,7 @@ def print_tables(rows, d_rows, args) -> None:
     for r in table:
       print("  ".join(v.rjust(w) if i < n else v for i, (v, w) in enumerate(zip(r, widths))).rstrip())
 
+  print_security(sec_rows)
   for (t, mode, conc), r in d_rows:
     if r.error:
       line, verdict = "ERROR", "MISSED"
@@ -550,6 +588,27 @@ def print_tables(rows, d_rows, args) -> None:
   )
 
 
+def print_security(rows) -> None:
+  """(e): our op over TCP, TLS and TLS + token, as ratios to plain TCP from the same run."""
+  by = {key: res for key, res in rows}
+  lines = []
+  for (t, pname, conc), res in rows:
+    base = by.get(("tcp", pname, conc))
+    if t not in SECURE or base is None:
+      continue
+    cells = []
+    for key, label in (("a_eager", "eager"), ("a_tf", "tf.fn")):
+      r, b = res.get(key), base.get(key)
+      if r is None or b is None:
+        continue
+      ratio = _ratio(r.calls_per_sec, b.calls_per_sec) if not (r.error or b.error) else "-"
+      cells.append(f"{label} {_cell(b)} -> {_cell(r)} calls/s ({ratio}x)")
+    lines.append(f"  {pname:5s} {conc:3d} callers, tcp -> {t:9s}: " + "; ".join(cells))
+  if lines:
+    print("(e) security cost, (a) over plain tcp -> the same server with TLS (and a token), ratio to tcp:")
+    print("\n".join(lines))
+
+
 # ----------------------------------------------------------------- main ---
 
 
@@ -557,6 +616,28 @@ def _median(results: list[Result]) -> Result:
   """The run with the median calls/s (the first error if every run failed)."""
   ok = sorted((r for r in results if not r.error), key=lambda r: r.calls_per_sec)
   return ok[(len(ok) - 1) // 2] if ok else results[0]
+
+
+def measure_security(bench: Bench, args, payloads: list[str], concs: list[int]) -> list:
+  """(e): (a) over tcp, tls and tls+token, interleaved (tcp, tls, tls+token, tcp, ...) so drift hits all alike."""
+  rows = []
+  for pname in payloads:
+    for conc in concs:
+      p, res = PAYLOADS[pname], {t: {} for t in ("tcp", *SECURE)}
+      for key, fn in (("a_eager", bench.seed_eager), ("a_tf", bench.seed_tf)):
+        runs = {t: [] for t in res}
+        for _ in range(args.repeat):
+          for t in res:
+            runs[t].append(fn(t, p, conc))
+        for t in res:
+          res[t][key] = r = _median(runs[t])
+          print(
+            f"  {t:9s} {pname:5s} {conc:3d} {key:8s} {_cell(r):>9s} calls/s  fill {r.fill:4.2f}  "
+            f"server {r.server_cores:4.2f} client {r.client_cores:4.2f} cores" + (f"  {r.error}" if r.error else ""),
+            flush=True,
+          )
+      rows += [((t, pname, conc), res[t]) for t in res]
+  return rows
 
 
 def _parse_list(s: str, cast=str) -> list:
@@ -568,8 +649,11 @@ def main() -> None:
   parser.add_argument("--seconds", type=float, default=3.0, help="measurement window per configuration")
   parser.add_argument("--warmup", type=float, default=1.0, help="warm-up before each window")
   parser.add_argument("--quick", action="store_true", help="only unix, 16 B, 64 callers, plus (d)")
+  parser.add_argument("--tls", action="store_true", help="only (e): (a) over tcp, tls, tls+token; 64 callers")
   parser.add_argument("--concurrency", default="1,8,64", help="comma-separated caller counts")
-  parser.add_argument("--transports", default="unix,tcp", help="comma-separated: unix, tcp")
+  parser.add_argument(
+    "--transports", default="unix,tcp,tls,tls+token", help="comma-separated: unix, tcp, tls, tls+token"
+  )
   parser.add_argument("--payloads", default="16B,frame", help="comma-separated: 16B, frame")
   parser.add_argument(
     "--invocation-seconds",
@@ -584,10 +668,14 @@ def main() -> None:
 
   if args.quick:
     transports, payloads, concs = ["unix"], ["16B"], [64]
+  elif args.tls:
+    transports, payloads, concs = ["tcp", *SECURE], ["16B", "frame"], [64]
   else:
     transports, payloads = _parse_list(args.transports), _parse_list(args.payloads)
     concs = _parse_list(args.concurrency, int)
-  bad = [t for t in transports if t not in ("unix", "tcp")] + [p for p in payloads if p not in PAYLOADS]
+  if any(t in SECURE for t in transports) and "tcp" not in transports:
+    transports.append("tcp")  # (e)'s baseline
+  bad = [t for t in transports if t not in ("unix", "tcp", *SECURE)] + [p for p in payloads if p not in PAYLOADS]
   if bad or not transports or not concs:
     parser.error(f"unknown transports/payloads {bad}")
 
@@ -595,11 +683,11 @@ def main() -> None:
   signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
   tmpdir = tempfile.mkdtemp(prefix="seed-bench-")
   bench = Bench(args, transports, tmpdir)
-  rows, d_rows = [], []
+  rows, d_rows, sec_rows = [], [], []
   try:
-    bench.start(need_py=bool(payloads))
+    bench.start(need_py=bool(payloads) and not args.tls)
     t_start = time.perf_counter()
-    for t in transports:
+    for t in [t for t in transports if t not in SECURE and not args.tls]:
       for pname in payloads:
         for conc in concs:
           p = PAYLOADS[pname]
@@ -620,7 +708,9 @@ def main() -> None:
               flush=True,
             )
           rows.append(((t, pname, conc), res))
-    for t in transports if not args.quick else ["unix"]:
+    if any(t in SECURE for t in transports):
+      sec_rows = measure_security(bench, args, payloads, concs)
+    for t in [t for t in transports if t not in SECURE and not args.tls] if not args.quick else ["unix"]:
       for mode, fn in (("tf.function", bench.seed_tf), ("eager", bench.seed_eager)):
         r = _median([fn(t, D_PAYLOAD, args.d_callers, rows=ROWS_PER_CALL_D) for _ in range(args.repeat)])
         print(
@@ -633,7 +723,7 @@ def main() -> None:
   finally:
     bench.close()
     shutil.rmtree(tmpdir, ignore_errors=True)
-  print_tables(rows, d_rows, args)
+  print_tables(rows, d_rows, sec_rows, args)
 
 
 if __name__ == "__main__":

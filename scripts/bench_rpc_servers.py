@@ -5,10 +5,11 @@ Each serves batched identity tf.functions on the given addresses, prints one
 READY line, answers a "stats" line on stdin with one JSON line, and shuts down
 when stdin closes (so it never outlives the benchmark):
 
-    bench_rpc_servers.py {seed|py|aio} [--flush-timeout S] ADDRESS...
+    bench_rpc_servers.py {seed|py|aio} [--flush-timeout S] [--cert F --key F [--token-file F]] ADDRESS...
 
-  seed: our op's server; py: a Python grpcio server batching on a thread pool;
-  aio: the same batching on grpcio's asyncio server.
+  seed: our op's server (with --cert/--key: TLS on its TCP addresses, with
+  --token-file: a bearer token too); py: a Python grpcio server batching on a
+  thread pool; aio: the same batching on grpcio's asyncio server.
 """
 
 from __future__ import annotations
@@ -84,10 +85,13 @@ def _serve_commands(stats) -> None:
       print(json.dumps(stats()), flush=True)
 
 
-def serve_seed(addresses: list[str], flush_timeout: float) -> None:
+def serve_seed(addresses: list[str], flush_timeout: float, args: argparse.Namespace) -> None:
   from seed import grpc as seed_grpc  # pylint: disable=g-import-not-at-top
 
-  server = seed_grpc.Server(addresses)
+  credentials = None
+  if args.cert:
+    credentials = seed_grpc.ServerCredentials(cert_file=args.cert, key_file=args.key, token_file=args.token_file)
+  server = seed_grpc.Server(addresses, credentials=credentials)
   for name, (fn, _, _) in _functions().items():
     server.bind(fn, name=name, flush_timeout=flush_timeout)
   server.start()
@@ -160,7 +164,8 @@ class _PyBatcher:
         slot.event.set()
 
 
-def serve_py(addresses: list[str], flush_timeout: float) -> None:
+def serve_py(addresses: list[str], flush_timeout: float, args: argparse.Namespace) -> None:
+  del args
   import concurrent.futures  # pylint: disable=g-import-not-at-top
 
   import grpc  # pylint: disable=g-import-not-at-top  (pip grpcio)
@@ -226,7 +231,8 @@ class _AioBatcher:
       self.timer = asyncio.get_running_loop().call_later(self.flush_timeout, self._run)
 
 
-def serve_py_aio(addresses: list[str], flush_timeout: float) -> None:
+def serve_py_aio(addresses: list[str], flush_timeout: float, args: argparse.Namespace) -> None:
+  del args
   import asyncio  # pylint: disable=g-import-not-at-top
 
   import grpc  # pylint: disable=g-import-not-at-top  (pip grpcio)
@@ -263,10 +269,15 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("kind", choices=["seed", "py", "aio"])
   parser.add_argument("--flush-timeout", type=float, default=0.002, help="seconds")
+  parser.add_argument("--cert", help="seed: PEM certificate (TLS)")
+  parser.add_argument("--key", help="seed: PEM private key of --cert")
+  parser.add_argument("--token-file", help="seed: a bearer token every TCP call must carry")
   parser.add_argument("addresses", nargs="+")
   args = parser.parse_args()
+  if args.kind != "seed" and (args.cert or args.token_file):
+    parser.error("--cert/--key/--token-file are for the seed server")
   serve = {"seed": serve_seed, "py": serve_py, "aio": serve_py_aio}[args.kind]
-  serve(args.addresses, args.flush_timeout)
+  serve(args.addresses, args.flush_timeout, args)
 
 
 if __name__ == "__main__":
