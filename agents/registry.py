@@ -1,7 +1,7 @@
 """The one place that maps `config.agent_name` to an agent package.
 
 An agent is a folder `agents/<name>/` with the same modules as every other:
-`config.py` (`get_config()`, optional `validate(run_config)`), `networks.py`,
+`config.py` (`get_config()`, `REPLICA_BATCH`, optional `validate(run_config)`), `networks.py`,
 `losses.py` and `agent.py` (`make_agent(config, observation_space,
 action_space)`). Copying a folder registers it; `tests/test_agent_contract.py`
 checks that it keeps the contract. The learner, config validation and
@@ -45,6 +45,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check = getattr(module(config.agent_name, "config"), "validate", None)
   if check is not None:
     check(config)
+
+
+def replica_batch(config: ml_collections.ConfigDict) -> tuple[str, int]:
+  """(field path, value) of the batch the agent's training step splits over training devices."""
+  path = module(config.agent_name, "config").REPLICA_BATCH
+  value = config
+  for part in path.split("."):
+    value = value[part]
+  return path, value
 
 
 def make_agent(config: ml_collections.ConfigDict, observation_space: gymnasium.Space, action_space: gymnasium.Space):

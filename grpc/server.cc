@@ -131,7 +131,9 @@ std::string RpcServer::StatsJson() {
     os << "\"" << name << "\": {\"calls\": " << m->stats.calls.load()
        << ", \"errors\": " << m->stats.errors.load() << ", \"batches\": " << batches
        << ", \"slots\": " << slots << ", \"batch_size\": " << m->batch_size
-       << ", \"mean_batch_fill\": " << fill << "}";
+       << ", \"mean_batch_fill\": " << fill << ", \"function_runs\": [";
+    for (size_t i = 0; i < m->functions.size(); ++i) os << (i ? ", " : "") << m->functions[i].runs->load();
+    os << "]}";
   }
   os << "}";
   return os.str();
@@ -234,6 +236,7 @@ absl::Status RpcServer::Validate(const Method& m, const std::vector<Tensor>& inp
 void RpcServer::Run(Method* m, std::vector<Tensor> args, seed_transport::ServerCall* call,
                     std::function<void(const absl::Status&, std::vector<Tensor>*)> done) {
   const BoundFunction& fn = m->functions[m->next_function.fetch_add(1) % m->functions.size()];
+  fn.runs->fetch_add(1);
   for (const Tensor& c : fn.captures) args.push_back(c);
   {
     std::lock_guard<std::mutex> lock(runs_mu_);

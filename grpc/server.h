@@ -22,6 +22,8 @@ struct BoundFunction {
   tensorflow::FunctionLibraryRuntime* flr;
   tensorflow::FunctionLibraryRuntime::Handle handle;
   std::vector<tensorflow::Tensor> captures;
+  // Runs of this function (shared: BoundFunction is copied into the method's list).
+  std::shared_ptr<std::atomic<int64_t>> runs = std::make_shared<std::atomic<int64_t>>(0);
 };
 
 struct Method {

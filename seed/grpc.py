@@ -539,7 +539,9 @@ class Server:
     return list(self._ports)
 
   def stats(self) -> dict[str, dict[str, float]]:
-    """Per-method counters: calls, errors, batches, slots, mean_batch_fill.
+    """Per-method counters: calls, errors, batches, slots, mean_batch_fill, and
+    `function_runs`: runs of each bound function, in bind order (a list bound
+    round robin, e.g. one inference function per device, shows the spread).
 
     The "__server__" entry counts `refused_calls` (TCP calls without the right
     token), says whether the server is `complete` and counts the calls

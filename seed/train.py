@@ -24,6 +24,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from seed.runtime import config as seed_config
+from seed.runtime import devices
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
 _MODE = flags.DEFINE_enum("mode", "local", ["local", "learner", "actor"], "What this process runs.")
@@ -90,6 +91,8 @@ def main(argv: list[str]) -> int:
   config = _CONFIG.value
   try:
     seed_config.validate(config)
+    if devices.needs_check(config):  # the devices exist, before any process starts
+      devices.check(config)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   logdir = _LOGDIR.value or _default_logdir(config_flags.get_config_filename(flags.FLAGS["config"]))

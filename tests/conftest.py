@@ -9,6 +9,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import portpicker
 import pytest
 
+# tests/multidevice/ needs a process whose CPU is split into logical devices before TF starts:
+# tests/test_multidevice.py runs it in its own pytest process (SEED_MULTIDEVICE=1).
+collect_ignore = [] if os.environ.get("SEED_MULTIDEVICE") else ["multidevice"]
+
 
 @pytest.fixture
 def sock_dir():

@@ -25,6 +25,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from agents.ppo import losses, networks
+from seed import replicas
 from seed.runtime.agent import Agent, Source
 from seed.tf_utils import masked_mean as _masked_mean
 from seed.tf_utils import time_major
@@ -64,8 +65,12 @@ class PPOAgent(Agent):
     obs = tf.zeros([1, *observation_space.shape], self.observation_spec.dtype)
     self.step(obs, tf.ones([1], tf.bool), (), tf.zeros([1], tf.int32))
     self.value_net(self._normalize(obs))
+    # Optimizer slots before any step is traced (no variable may be created inside a replica step).
+    self.optimizer.build(self.policy_net.trainable_variables + self.value_net.trainable_variables)
+    self.strategy = tf.distribute.get_strategy()  # the learner's, when built in its scope
     self._prepare = tf.function(self._prepare_fn)
-    self._update = tf.function(self._update_fn)
+    # A minibatch is split over the strategy's replicas: the same update as on one device.
+    self._update = tf.function(lambda *data: replicas.run(self.strategy, lambda rows: self._update_fn(*rows), data))
 
   state_spec = ()
 
@@ -119,7 +124,8 @@ class PPOAgent(Agent):
     return adv, returns, values[:, :-1], mask
 
   def _update_fn(self, observation, action, old_log_prob, advantages, returns, old_values, mask):
-    """One minibatch step; all inputs [b, T, ...] for the transitions' first observations."""
+    """One minibatch step (or this replica's rows of it); inputs [b, T, ...] for the transitions' first
+    observations. Every loss term is a mean over `mask`, so replicas weigh in by its sum."""
     c = self.config
     b, t = tf.shape(advantages)[0], tf.shape(advantages)[1]
     flat = lambda x: tf.reshape(x, tf.concat([[b * t], tf.shape(x)[2:]], 0))
@@ -136,11 +142,12 @@ class PPOAgent(Agent):
         unflat(self.value_net.normalized(x)), norm(old_values), norm(returns), c.value_clip_epsilon or None, mask
       )
       total = pg + c.value_cost * value - c.entropy_cost * entropy
-    grads = tape.gradient(total, variables)
-    self.optimizer.apply_gradients(zip(grads, variables))
+    weight = tf.reduce_sum(mask)
+    grads = replicas.mean_gradients(tape.gradient(total, variables), weight)
+    self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
     ratio = tf.exp(log_prob - old_log_prob)
     clipped = tf.cast(tf.abs(ratio - 1.0) > c.clip_epsilon, tf.float32)
-    return {
+    logs = {
       "loss/total": total,
       "loss/policy": pg,
       "loss/value": value,
@@ -148,6 +155,7 @@ class PPOAgent(Agent):
       "clip_fraction": _masked_mean(clipped, mask),
       "grad_norm": tf.linalg.global_norm(grads),
     }
+    return replicas.mean_logs(logs, weight)
 
   def learn(self, source: Source) -> dict:
     c = self.config

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import ml_collections
 
+# The batch a training step splits over the learner's training devices (the unrolls of a minibatch):
+# it must be a multiple of config.training_devices.
+REPLICA_BATCH = "agent.minibatch_size"
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()

@@ -56,6 +56,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from agents.r2d2 import losses, networks
+from seed import replicas
 from seed.replay.buffers import PrioritizedReplay
 from seed.replay.feeder import ReplayFeeder
 from seed.runtime.agent import Agent, Source, serving_function
@@ -136,6 +137,7 @@ class R2D2Agent(Agent):
       net(dummy, tf.ones([1], tf.bool), net.initial_state(1))
     self._copy_to_target()
     self.optimizer.build(self.online.trainable_variables)
+    self.strategy = tf.distribute.get_strategy()  # the learner's, when built in its scope
     # Not checkpointed: the replay (refilled on resume), its feeder and the sampling RNG.
     self.replay = PrioritizedReplay(c.replay_capacity, alpha=c.priority_exponent)
     self._rng = np.random.default_rng(seed)
@@ -238,19 +240,26 @@ class R2D2Agent(Agent):
     return self._train_fn(unroll, weights)
 
   def _train(self, unroll: Unroll, weights: tf.Tensor) -> dict[str, tf.Tensor]:
-    variables = self.online.trainable_variables
-    with tf.GradientTape() as tape:
-      out = self.loss(unroll, weights)
-    grads = tape.gradient(out["loss/total"], variables)
-    self.optimizer.apply_gradients(zip(grads, variables))
+    # The gradient step on every replica's rows; counters and the target copy once, after it.
+    logs = replicas.run(self.strategy, self._replica_train, (unroll, weights))
     self.updates.assign_add(1)
     if self.updates % self.config.target_update_period == 0:
       self._copy_to_target()
-    logs = {k: v for k, v in out.items() if not k.startswith("_")}
-    logs["grad_norm"] = tf.linalg.global_norm(grads)
     logs["updates"] = self.updates.read_value()
     logs["target_updates"] = self.target_updates.read_value()
     return logs
+
+  def _replica_train(self, batch: tuple[Unroll, tf.Tensor]) -> dict[str, tf.Tensor]:
+    unroll, weights = batch
+    variables = self.online.trainable_variables
+    with tf.GradientTape() as tape:
+      out = self.loss(unroll, weights)
+    rows = tf.shape(weights)[0]  # the loss is a mean over sequences
+    grads = replicas.mean_gradients(tape.gradient(out["loss/total"], variables), rows)
+    self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
+    logs = {k: v for k, v in out.items() if not k.startswith("_") and k != "priorities"}
+    logs["grad_norm"] = tf.linalg.global_norm(grads)
+    return {**replicas.mean_logs(logs, rows), "priorities": out["priorities"]}
 
   def _copy_to_target(self):
     for t, o in zip(self.target.variables, self.online.variables):

@@ -38,6 +38,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from agents.sac import losses, networks
+from seed import replicas
 from seed.replay.buffers import UniformReplay
 from seed.replay.feeder import ReplayFeeder, valid_transitions
 from seed.runtime.agent import Agent, Source
@@ -72,6 +73,7 @@ class SACAgent(Agent):
     if not config.initial_alpha > 0:
       raise ValueError(f"agent.initial_alpha must be > 0, got {config.initial_alpha}")
     self.config = config
+    self._seed = seed
     self.observation_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
     self.action_shape = tuple(action_space.shape)
     self.action_dim = int(np.prod(self.action_shape))
@@ -105,6 +107,7 @@ class SACAgent(Agent):
     self.critic_optimizer.build(self._critic_variables)
     self.actor_optimizer.build(self.actor.trainable_variables)
     self.alpha_optimizer.build([self.log_alpha])
+    self.strategy = tf.distribute.get_strategy()  # the learner's, when built in its scope
 
     # Not checkpointed (plain Python/numpy objects, which tf.Module does not track).
     self._replay = UniformReplay(config.replay_capacity)
@@ -218,13 +221,32 @@ class SACAgent(Agent):
     return items, len(items["reward"])
 
   def _train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    # The policy's sampling noise for s and s' is drawn here for the whole batch (seeded by the
+    # step count) and split with it, so the step does not depend on how many replicas share it.
+    rows = tf.shape(batch["observation"])[0]
+    seed = tf.stack([tf.constant(self._seed, tf.int64), self.gradient_steps.read_value()])
+    noise = tf.random.stateless_normal([rows, 2, self.action_dim], seed)
+    logs = replicas.run(self.strategy, self._replica_step, {**batch, "noise": noise})
+    for online, target in ((self.critic1, self.target_critic1), (self.critic2, self.target_critic2)):
+      for s, t in zip(online.variables, target.variables):
+        t.assign(t + self.config.tau * (s - t))
+    self.gradient_steps.assign_add(1)
+    return logs
+
+  def _replica_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Critic, actor and temperature updates from this replica's rows (all three losses are batch means)."""
     c = self.config
     obs, next_obs = batch["observation"], batch["next_observation"]
     alpha = tf.exp(self.log_alpha)
     with tf.GradientTape(persistent=True) as tape:
       # One actor pass over s and s', one pass of each critic over (s, a) and (s, a~pi).
       mean, log_std = self.actor(tf.concat([obs, next_obs], 0))
-      sample, log_prob = losses.tanh_gaussian(mean, log_std).experimental_sample_and_log_prob()
+      # The reparametrised sample a = tanh(u), u = mean + std * noise, and log pi(a) (as TFP's
+      # sample_and_log_prob computes it: base density of u minus the bijector's log-det).
+      pi = losses.tanh_gaussian(mean, log_std)
+      u = mean + tf.exp(log_std) * tf.concat([batch["noise"][:, 0], batch["noise"][:, 1]], 0)
+      sample = pi.bijector.forward(u)
+      log_prob = pi.distribution.log_prob(u) - pi.bijector.forward_log_det_jacobian(u, event_ndims=1)
       pi_action, next_action = tf.split(sample, 2)
       log_prob_pi, next_log_prob = tf.split(log_prob, 2)
       next_q1 = self.target_critic1(next_obs, next_action)
@@ -240,18 +262,21 @@ class SACAgent(Agent):
       temperature_loss = losses.temperature_loss(self.log_alpha, log_prob_pi, self.target_entropy)
     critic_vars = self._critic_variables
     actor_vars = self.actor.trainable_variables
-    critic_grads = tape.gradient(critic_loss, critic_vars)
-    actor_grads = tape.gradient(actor_loss, actor_vars)
-    alpha_grad = tape.gradient(temperature_loss, self.log_alpha)
+    rows = tf.shape(obs)[0]
+    critic_grads, actor_grads, (alpha_grad,) = (
+      replicas.mean_gradients(tape.gradient(loss, variables), rows)
+      for loss, variables in (
+        (critic_loss, critic_vars),
+        (actor_loss, actor_vars),
+        (temperature_loss, [self.log_alpha]),
+      )
+    )
     del tape
-    self.critic_optimizer.apply_gradients(zip(critic_grads, critic_vars))
-    self.actor_optimizer.apply_gradients(zip(actor_grads, actor_vars))
-    self.alpha_optimizer.apply_gradients([(alpha_grad, self.log_alpha)])
-    for online, target in ((self.critic1, self.target_critic1), (self.critic2, self.target_critic2)):
-      for s, t in zip(online.variables, target.variables):
-        t.assign(t + c.tau * (s - t))
-    self.gradient_steps.assign_add(1)
-    return {
+    skip = {"skip_gradients_aggregation": True}
+    self.critic_optimizer.apply_gradients(zip(critic_grads, critic_vars), **skip)
+    self.actor_optimizer.apply_gradients(zip(actor_grads, actor_vars), **skip)
+    self.alpha_optimizer.apply_gradients([(alpha_grad, self.log_alpha)], **skip)
+    logs = {
       "loss/critic": critic_loss,
       "loss/policy": actor_loss,
       "loss/temperature": temperature_loss,
@@ -261,6 +286,7 @@ class SACAgent(Agent):
       "critic_grad_norm": tf.linalg.global_norm(critic_grads),
       "actor_grad_norm": tf.linalg.global_norm(actor_grads),
     }
+    return replicas.mean_logs(logs, rows)
 
 
 def _scale(action: tf.Tensor, low: tf.Tensor, high: tf.Tensor, shape: tuple[int, ...]) -> tf.Tensor:

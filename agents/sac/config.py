@@ -15,6 +15,10 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+# The batch a training step splits over the learner's training devices (the transitions of a gradient step):
+# it must be a multiple of config.training_devices.
+REPLICA_BATCH = "agent.batch_size"
+
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()

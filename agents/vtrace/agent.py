@@ -23,6 +23,7 @@ import tf_keras as keras
 
 import envs
 from agents.vtrace import losses, networks
+from seed import replicas
 from seed.runtime.agent import Agent, serving_function
 from seed.runtime.env_store import Unroll
 from seed.tf_utils import time_major
@@ -53,13 +54,16 @@ class VTraceAgent(Agent):
     if config.lr_decay:
       lr = keras.optimizers.schedules.PolynomialDecay(lr, max(train_steps, 1), end_learning_rate=0.0)
     self.optimizer = keras.optimizers.Adam(lr, epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm)
-    # Build variables now so checkpoints restore eagerly and inference can be traced.
+    # Build variables and optimizer slots now (in the caller's strategy scope) so checkpoints
+    # restore eagerly, inference can be traced, and no variable is created inside a replica step.
     self.step(
       tf.zeros([1, *self.observation_spec.shape], self.observation_spec.dtype),
       tf.ones([1], tf.bool),
       self.initial_state(1),
       tf.zeros([1], tf.int32),
     )
+    self.optimizer.build(self.network.trainable_variables)
+    self.strategy = tf.distribute.get_strategy()
     self.batch_size = batch_size
     self._learn = None
 
@@ -80,6 +84,7 @@ class VTraceAgent(Agent):
     return {"action": action, "logits": logits}, state
 
   def loss(self, unroll: Unroll) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """(total loss, logs); every term is a mean over the real transitions, counted in logs["transitions"]."""
     c = self.config
     # Frames stay batch-major (transposing them would copy every pixel); the rest goes time-major.
     steps = tf.nest.map_structure(time_major, unroll.steps._replace(observation=()))
@@ -116,28 +121,30 @@ class VTraceAgent(Agent):
       "loss/baseline": baseline,
       "entropy": -entropy,
       "mean_rho": tf.reduce_sum(tf.exp(log_rhos) * mask) / tf.maximum(tf.reduce_sum(mask), 1.0),
+      "transitions": tf.reduce_sum(mask),
     }
     return total, logs
 
   def learn(self, source) -> dict[str, tf.Tensor]:
-    if self._learn is None:  # one graph: dequeue and train
-      self._learn = tf.function(lambda: self.train(source.dequeue(self.batch_size)))
+    if self._learn is None:  # one graph: dequeue on the host, train on every replica
+      self._learn = tf.function(lambda: replicas.run(self.strategy, self.train, source.dequeue(self.batch_size)))
     return self._learn()
 
   def train(self, unroll: Unroll) -> dict[str, tf.Tensor]:
+    """One gradient step on `unroll` (this replica's rows of the global batch)."""
     variables = self.network.trainable_variables
     with tf.GradientTape() as tape:
-      _, logs = self.loss(unroll)
-      total = logs["loss/total"]
-    grads = tape.gradient(total, variables)
+      total, logs = self.loss(unroll)
+    weight = logs.pop("transitions")
+    grads = replicas.mean_gradients(tape.gradient(total, variables), weight)
     logs["grad_norm"] = tf.linalg.global_norm(grads)
-    self.optimizer.apply_gradients(zip(grads, variables))
+    self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
     logs["learning_rate"] = tf.convert_to_tensor(
       self.optimizer.learning_rate
       if not callable(self.optimizer.learning_rate)
       else self.optimizer.learning_rate(self.optimizer.iterations)
     )
-    return logs
+    return replicas.mean_logs(logs, weight)
 
   def policy(self) -> tf.Module:
     return Policy(self.network, self.observation_spec)

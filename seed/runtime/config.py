@@ -61,6 +61,17 @@ def runtime_config() -> ml_collections.ConfigDict:
   # and splitting them across threads that the actors keep busy costs more
   # CPU in hand-offs than it saves. Leave 0 on a dedicated learner host.
   c.learner_intra_op_threads = 0
+  # Devices of the learner (seed/runtime/devices.py). Candidates are the accelerators
+  # (TPU cores, else GPUs), or the (logical) CPUs on a host without any.
+  # How many devices train, under tf.distribute (Mirrored, OneDevice or TPU strategy;
+  # each takes an equal share of the batch): 0 = every accelerator found, one CPU if none.
+  c.training_devices = 0
+  # How many devices run batched inference, round robin (0 = the training devices). They are
+  # the devices after the training ones when the host has enough, else the first ones (shared).
+  c.inference_devices = 0
+  # Split the host CPU into this many logical devices (0 = off), before TensorFlow
+  # initializes its devices: how the multi-device learner runs and is tested on a CPU host.
+  c.logical_cpu_devices = 0
   # Local mode: how many times an actor may be restarted within a minute before
   # the run is aborted (a crash loop is a bug, not bad luck).
   c.max_actor_restarts_per_minute = 5
@@ -118,7 +129,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name in ["inference_flush_timeout", "log_interval", "checkpoint_interval", "actor_reconnect_timeout"]:
     if not config[name] > 0:
       raise ValueError(f"config.{name} must be > 0 seconds, got {config[name]!r}")
-  for name in ["server_threads", "learner_intra_op_threads"]:
+  for name in [
+    "server_threads",
+    "learner_intra_op_threads",
+    "training_devices",
+    "inference_devices",
+    "logical_cpu_devices",
+  ]:
     if not isinstance(config[name], int) or config[name] < 0:
       raise ValueError(f"config.{name} must be an integer >= 0, got {config[name]!r}")
   if config.inference_batch_size < config.env_batch_size:

@@ -14,6 +14,7 @@ export) even while training waits for data.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import signal
@@ -29,7 +30,7 @@ from absl import logging
 import envs
 from agents import registry
 from seed import grpc
-from seed.runtime import request
+from seed.runtime import devices, request
 from seed.runtime.env_store import EnvStore, Step, Unroll, step_specs
 
 RECENT_EPISODES = 50  # "mean return" = over the last 50 finished episodes
@@ -98,28 +99,46 @@ class UnrollSource:
 
 
 class Learner:
-  """Builds the agent, store, inference method and training step for a config."""
+  """Builds the agent, store, inference methods and training step for a config.
 
-  def __init__(self, config: ml_collections.ConfigDict, logdir: str):
+  The agent (networks, optimizers) lives in the training strategy's scope, its
+  variables mirrored on the training devices; the store, counters and replay
+  stay on the host CPU. There is one inference function per inference device
+  (`self.inference`, a list the server runs round robin), each running the
+  agent's step on its device and reading the policy's current variables.
+  `strategy_factory` makes the strategy from the device plan
+  (devices.make_strategy; tests and benchmarks pass their own).
+  """
+
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    logdir: str,
+    strategy_factory: devices.StrategyFactory = devices.make_strategy,
+  ):
     self.config = config
     self.logdir = logdir
+    self.devices = devices.check(config)
+    self.strategy = strategy_factory(self.devices)
     tf.random.set_seed(config.seed)
     observation_space, action_space = envs.env_spaces(config.env, seed=config.seed)
-    self.agent = registry.make_agent(config, observation_space, action_space)
+    with self.strategy.scope():
+      self.agent = registry.make_agent(config, observation_space, action_space)
     self.num_envs = config.num_actors * config.env_batch_size
     obs_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
     overlap = self.agent.sequence_overlap
-    self.store = EnvStore(
-      self.num_envs,
-      config.unroll_length,
-      step_specs(obs_spec, self.agent.output_spec),
-      self.agent.state_spec,
-      self.agent.initial_state,
-      config.unroll_queue_capacity,
-      overlap=overlap,
-    )
-    self.train_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_steps")
-    self.frames_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="frames")
+    with tf.device(devices.HOST):
+      self.store = EnvStore(
+        self.num_envs,
+        config.unroll_length,
+        step_specs(obs_spec, self.agent.output_spec),
+        self.agent.state_spec,
+        self.agent.initial_state,
+        config.unroll_queue_capacity,
+        overlap=overlap,
+      )
+      self.train_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_steps")
+      self.frames_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="frames")
     self.source = UnrollSource(
       self.store, self.frames_var, (config.unroll_length + 1 - overlap) * envs.frame_skip(config.env)
     )
@@ -130,21 +149,31 @@ class Learner:
     n = config.inference_batch_size
     # The server appends the padding mask to the actors' request (bind(..., pad_mask=True)).
     signature = [*request.specs(obs_spec, n), tf.TensorSpec([n], tf.bool, name="mask")]
-    self.inference = tf.function(self._inference, input_signature=signature)
+    self.inference = []
+    for i, device in enumerate(self.devices.inference):
+      fn = tf.function(functools.partial(self._inference, device), input_signature=signature)
+      if i:  # a graph's random ops are seeded from the global seed when traced: one stream per device
+        tf.random.set_seed(config.seed + i)
+        fn.get_concrete_function()
+        tf.random.set_seed(config.seed)
+      self.inference.append(fn)
 
-  def _inference(self, *args):
-    """One batched step for up to inference_batch_size envs (padding masked out)."""
+  def _inference(self, device: str, *args):
+    """One batched step for up to inference_batch_size envs (padding masked out); the policy runs on `device`."""
     *fields, mask = args
-    rows = tf.where(mask)[:, 0]
-    req = request.InferenceRequest(*(tf.gather(x, rows) for x in fields))
-    state = self.store.begin(req.env_id, req.run_id)
-    output, new_state = self.agent.step(req.observation, req.first, state, req.env_id)
-    step = Step(req.observation, req.reward, req.terminated, req.truncated, req.first, output)
-    self.store.record(req.env_id, step, state, new_state)
-    action = output["action"]
-    return tf.scatter_nd(
-      rows[:, None], action, tf.concat([tf.shape(mask, tf.int64), tf.shape(action, tf.int64)[1:]], 0)
-    )
+    with tf.device(devices.HOST):
+      rows = tf.where(mask)[:, 0]
+      req = request.InferenceRequest(*(tf.gather(x, rows) for x in fields))
+      state = self.store.begin(req.env_id, req.run_id)
+    with tf.device(device):
+      output, new_state = self.agent.step(req.observation, req.first, state, req.env_id)
+    with tf.device(devices.HOST):
+      step = Step(req.observation, req.reward, req.terminated, req.truncated, req.first, output)
+      self.store.record(req.env_id, step, state, new_state)
+      action = output["action"]
+      return tf.scatter_nd(
+        rows[:, None], action, tf.concat([tf.shape(mask, tf.int64), tf.shape(action, tf.int64)[1:]], 0)
+      )
 
   def train_step(self) -> dict[str, Any]:
     logs = self.agent.learn(self.source)
@@ -194,8 +223,9 @@ def run(
   A run that reaches either tells its actors ("run complete") before the server
   goes away; one stopped by SIGTERM/Ctrl-C does not, so actors wait for a restart.
   """
+  # Both must precede the first TF op of the process (TF fixes its devices and thread pools then).
+  devices.configure_logical_cpus(config)
   if config.learner_intra_op_threads:
-    # Must precede the first TF op of the process (TF fixes its thread pools then).
     tf.config.threading.set_intra_op_parallelism_threads(config.learner_intra_op_threads)
   os.makedirs(logdir, exist_ok=True)
   with open(os.path.join(logdir, "config.json"), "w", encoding="utf-8") as f:
@@ -208,6 +238,13 @@ def run(
   server.bind(learner.inference, name=request.METHOD, flush_timeout=config.inference_flush_timeout, pad_mask=True)
   server.start()
   logging.info("learner serving inference at %s for %d envs", server_address, learner.num_envs)
+  logging.info(
+    "training on %s (%s), inference on %s%s",
+    ", ".join(learner.devices.training),
+    type(learner.strategy).__name__,
+    ", ".join(learner.devices.inference),
+    " (shared)" if learner.devices.shared and len(learner.devices.training) > 1 else "",
+  )
 
   stop = threading.Event()
   completed = threading.Event()  # reached the budget or the goal (not stopped from outside)
@@ -253,6 +290,8 @@ def run(
       batches = stats.get("batches", 0) - last_stats.get("batches", 0)
       slots = stats.get("slots", 0) - last_stats.get("slots", 0)
       fill = slots / (batches * config.inference_batch_size) if batches else float("nan")
+      # Batches each inference device ran in this interval (the server's round robin).
+      runs = np.subtract(stats.get("function_runs", []), last_stats.get("function_runs", 0))
       last_stats = stats
       scalars = {
         "frames_per_second": fps,
@@ -261,6 +300,12 @@ def run(
         "inference_batch_fill": fill,
         **last_logs,
       }
+      spread = ""
+      if len(runs) > 1:
+        scalars.update(
+          {f"inference_batches/{d.split('device:')[-1]}": int(r) for d, r in zip(learner.devices.inference, runs)}
+        )
+        spread = " | inference batches/device " + "/".join(str(int(r)) for r in runs)
       if episodes.recent:
         scalars["mean_episode_return"] = episodes.mean_return()
       with writer.as_default(step=frames):
@@ -269,13 +314,14 @@ def run(
       with open(os.path.join(logdir, "metrics.jsonl"), "a", encoding="utf-8") as f:
         f.write(json.dumps({"time": time.time(), "frames": frames, **scalars}) + "\n")
       logging.info(
-        "frames %s | %s f/s | return %.1f (%d ep) | %s | queue %d | %s elapsed",
+        "frames %s | %s f/s | return %.1f (%d ep) | %s | queue %d%s | %s elapsed",
         f"{frames:,}",
         f"{fps:,.0f}",
         episodes.mean_return(),
         episodes.total,
         _format_logs(last_logs),
         scalars["queue_size"],
+        spread,
         time.strftime("%H:%M:%S", time.gmtime(now - start)),
       )
   finally:

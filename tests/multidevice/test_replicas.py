@@ -1,0 +1,80 @@
+"""Every agent's training step on 2 replicas gives the parameters of the same step on one device.
+
+Same initial weights, same global batch (a deterministic source of real
+unrolls, as the contract test makes them), one `learn` each: under
+MirroredStrategy over 2 logical CPUs and under OneDeviceStrategy, the
+parameters match the plain one-device step within float tolerance.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_agent_contract import PoolSource, _run_config
+
+import envs
+from agents import registry
+from seed.runtime.env_store import Unroll
+
+
+class FixedSource(PoolSource):
+  """The contract's pool of unrolls, handed out in a fixed order (no random draws)."""
+
+  def __init__(self, pool: Unroll):  # pylint: disable=super-init-not-called
+    self._pool = pool
+    self.spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype), pool)
+    self.dequeued = 0
+
+  def dequeue(self, n) -> Unroll:
+    self.dequeued += 1
+    rows = tf.range(n) % tf.shape(self._pool.steps.reward)[0]
+    return tf.nest.map_structure(lambda t: tf.gather(t, rows), self._pool)
+
+
+def _config(name):
+  env_id = "Pendulum-v1" if name == "sac" else "CartPole-v1"
+  c = _run_config(name, env_id)
+  if name == "sac":  # a small replay that one pull fills: the test is the step, not the warm-up
+    c.agent.batch_size, c.agent.min_replay_size = 16, 32
+  return c
+
+
+def _build(config, strategy):
+  tf.random.set_seed(0)
+  with strategy.scope():
+    return registry.make_agent(config, *envs.env_spaces(config.env, seed=0))
+
+
+# One of each per process: strategies over the same devices share collective keys, so a second
+# MirroredStrategy's all-reduces could meet the first one's.
+STRATEGIES = {
+  "mirrored_2": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+  "one_device": tf.distribute.OneDeviceStrategy("/cpu:1"),
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", registry.names())
+def test_training_step_on_replicas_equals_one_device(name, strategy):
+  config = _config(name)
+  plain = _build(config, tf.distribute.get_strategy())
+  distributed = _build(config, STRATEGIES[strategy])
+  replicas = distributed.strategy.num_replicas_in_sync
+  assert replicas == (2 if strategy == "mirrored_2" else 1)
+  if replicas == 2:
+    assert all(len(v.values) == 2 for v in distributed.trainable_variables), "variables mirrored on both devices"
+  assert len(plain.variables) == len(distributed.variables)
+  for a, b in zip(plain.variables, distributed.variables):
+    b.assign(a)  # same start, whatever the strategy did to initializer seeds
+
+  pool = PoolSource(plain, config, config.unroll_length)._pool
+  before = [v.numpy().copy() for v in plain.trainable_variables]
+  logs_plain = plain.learn(FixedSource(pool))
+  logs_distributed = distributed.learn(FixedSource(pool))
+
+  moved = [not np.allclose(b, v.numpy()) for b, v in zip(before, plain.trainable_variables)]
+  assert sum(moved) >= len(moved) // 2, "the step must change the weights for the comparison to mean anything"
+  for a, b in zip(plain.trainable_variables, distributed.trainable_variables):
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=2e-4, atol=2e-5, err_msg=a.name)
+  for key in ("loss/total", "loss/critic", "loss/policy"):
+    if key in logs_plain:
+      np.testing.assert_allclose(float(logs_distributed[key]), float(logs_plain[key]), rtol=1e-4, err_msg=key)

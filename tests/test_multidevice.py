@@ -1,0 +1,57 @@
+"""The multi-device learner on a CPU split into logical devices.
+
+tests/multidevice/ needs its own process (the split must come before TensorFlow
+starts); it runs here as a pytest of its own. The learning test runs
+`python -m seed.train` with 4 logical CPUs, 2 training and 2 inference devices.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+from helpers import REPO
+from test_train import _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
+
+
+def test_multidevice_suite_in_its_own_process():
+  r = subprocess.run(
+    [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(REPO, "tests", "multidevice")],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    env=dict(os.environ, SEED_MULTIDEVICE="1", TF_CPP_MIN_LOG_LEVEL="2"),
+  )
+  summary = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+  assert r.returncode == 0, r.stdout[-8000:] + r.stderr[-3000:]
+  assert " passed" in summary and "skipped" not in summary and "deselected" not in summary, summary
+  print(summary)
+
+
+def test_cartpole_vtrace_learns_on_2_training_and_2_inference_devices(tmp_path, runs):
+  """The one-device learning bar (last-50 mean >= 400), with MirroredStrategy and round-robin inference."""
+  start = time.monotonic()
+  run = runs(
+    tmp_path / "run",
+    "--config.logical_cpu_devices=4",
+    "--config.training_devices=2",
+    "--config.inference_devices=2",
+    "--config.stop_mean_return=475",
+    "--config.total_environment_frames=4000000",
+  )
+  assert run.wait(420) == 0, run.output()
+  returns = _episodes(run.logdir)
+  assert len(returns) >= 50
+  assert np.mean(returns[-50:]) >= 400, f"last 50 mean {np.mean(returns[-50:]):.1f}; {run.metrics()[-1]}"
+  log = run.output(tail=None)
+  assert "training on /device:CPU:0, /device:CPU:1 (MirroredStrategy), inference on /device:CPU:2, /device:CPU:3" in log
+  spread = [m for m in run.metrics() if "inference_batches/CPU:2" in m]
+  assert spread, "the learner logs each inference device's batches"
+  both = sum(m["inference_batches/CPU:2"] for m in spread), sum(m["inference_batches/CPU:3"] for m in spread)
+  assert min(both) > 0.4 * sum(both), both
+  _no_process_left(run)
+  print(
+    f"CartPole on 2+2 logical devices: {len(returns)} episodes, {run.frames()} frames, {time.monotonic() - start:.0f}s"
+  )
