@@ -49,8 +49,10 @@ def test_check_needs_the_split_batch_to_divide_over_training_devices():
 
 
 def test_strategy_factory_one_device_and_tpu(monkeypatch):
+  monkeypatch.setattr(devices, "_strategies", {})
   one = devices.make_strategy(devices.DevicePlan("CPU", ("/device:CPU:0",), ("/device:CPU:0",)))
   assert isinstance(one, tf.distribute.OneDeviceStrategy)
+  assert devices.make_strategy(devices.DevicePlan("CPU", ("/device:CPU:0",), ())) is one  # one per device list
   # A TPUStrategy needs a TPU: record what the factory asks TensorFlow for instead.
   calls = {}
   monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", lambda tpu: calls.setdefault("tpu", tpu))

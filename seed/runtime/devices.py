@@ -97,8 +97,22 @@ def plan(config: ml_collections.ConfigDict, physical: tuple[str, int] | None = N
   return DevicePlan(kind, tuple(names[:train]), tuple(names[first_inference : first_inference + infer]))
 
 
+# One strategy per device list and process: two MirroredStrategy objects over the same devices
+# number their collectives alike, so the all-reduces of one could meet the other's and fail.
+_strategies: dict[tuple[str, ...], object] = {}
+
+
 def make_strategy(devices: DevicePlan):
-  """The training strategy: TPUStrategy on a TPU, else Mirrored over several devices, else OneDevice."""
+  """The training strategy: TPUStrategy on a TPU, else Mirrored over several devices, else OneDevice.
+
+  A second call for the same training devices returns the same strategy.
+  """
+  if devices.training not in _strategies:
+    _strategies[devices.training] = _new_strategy(devices)
+  return _strategies[devices.training]
+
+
+def _new_strategy(devices: DevicePlan):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   if devices.kind == "TPU":

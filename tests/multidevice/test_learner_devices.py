@@ -1,6 +1,5 @@
 """The learner on several logical CPUs: device plan, round-robin inference, checkpoints across device counts."""
 
-import functools
 import os
 import subprocess
 import sys
@@ -16,16 +15,6 @@ from seed import grpc
 from seed.runtime import devices, request
 from seed.runtime import learner as learner_lib
 
-_STRATEGIES = {}
-
-
-@functools.wraps(devices.make_strategy)
-def _one_strategy_per_plan(plan):
-  """devices.make_strategy, made once per device list (see test_replicas.STRATEGIES)."""
-  if plan.training not in _STRATEGIES:
-    _STRATEGIES[plan.training] = devices.make_strategy(plan)
-  return _STRATEGIES[plan.training]
-
 
 def _config(training, inference, **fields):
   c = cartpole_vtrace.get_config()
@@ -39,7 +28,7 @@ def _config(training, inference, **fields):
 
 
 def _learner(tmp_path, config, name="run"):
-  return learner_lib.Learner(config, str(tmp_path / name), strategy_factory=_one_strategy_per_plan)
+  return learner_lib.Learner(config, str(tmp_path / name))
 
 
 def _step_devices(fn) -> set[str]:

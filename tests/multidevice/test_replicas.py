@@ -13,6 +13,7 @@ from test_agent_contract import PoolSource, _run_config
 
 import envs
 from agents import registry
+from seed.runtime import devices
 from seed.runtime.env_store import Unroll
 
 
@@ -44,12 +45,7 @@ def _build(config, strategy):
     return registry.make_agent(config, *envs.env_spaces(config.env, seed=0))
 
 
-# One of each per process: strategies over the same devices share collective keys, so a second
-# MirroredStrategy's all-reduces could meet the first one's.
-STRATEGIES = {
-  "mirrored_2": tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
-  "one_device": tf.distribute.OneDeviceStrategy("/cpu:1"),
-}
+STRATEGIES = {"mirrored_2": ("/device:CPU:0", "/device:CPU:1"), "one_device": ("/device:CPU:1",)}
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
@@ -57,7 +53,7 @@ STRATEGIES = {
 def test_training_step_on_replicas_equals_one_device(name, strategy):
   config = _config(name)
   plain = _build(config, tf.distribute.get_strategy())
-  distributed = _build(config, STRATEGIES[strategy])
+  distributed = _build(config, devices.make_strategy(devices.DevicePlan("CPU", STRATEGIES[strategy], ())))
   replicas = distributed.strategy.num_replicas_in_sync
   assert replicas == (2 if strategy == "mirrored_2" else 1)
   if replicas == 2:
