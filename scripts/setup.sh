@@ -27,7 +27,7 @@ stamp=.venv/.seed-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing Python packages (first time takes a few minutes)"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q -e '.[test,gcp]'
   touch "$stamp"
 fi
 # Build (or reuse the cached) op so the first import is fast.

@@ -48,6 +48,12 @@ _TLS_CA = flags.DEFINE_string(
 _TOKEN_FILE = flags.DEFINE_string(
   "auth_token_file", None, "File holding a bearer token: the learner requires it on TCP calls, actors send it."
 )
+_TLS_SERVER_NAME = flags.DEFINE_string(
+  "tls_server_name",
+  None,
+  "Actor: the name the learner's certificate must carry, when it differs from the host dialled "
+  "(a cloud engine that names hosts itself).",
+)
 _INSECURE = flags.DEFINE_bool(
   "insecure", False, "Allow a learner (or actor) on a non-loopback TCP address without TLS and client auth."
 )
@@ -61,6 +67,7 @@ _OWN_FLAGS = (
   "--tls_key",
   "--tls_ca",
   "--auth_token_file",
+  "--tls_server_name",
   "--insecure",
   "--noinsecure",
 )
@@ -103,7 +110,7 @@ def main(argv: list[str]) -> int:
     if any(files):
       logging.warning("local mode runs over a private unix socket: the TLS and token flags are not used")
     logging.info("local run: learner + %d actors, logdir %s", config.num_actors, logdir)
-    return launcher.run(config, _config_args(sys.argv[1:]), os.path.abspath(logdir))
+    return launcher.run(config, _config_args(sys.argv[1:]), logdir if "://" in logdir else os.path.abspath(logdir))
   from seed.runtime import security  # pylint: disable=g-import-not-at-top
 
   address = _SERVER_ADDRESS.value
@@ -118,7 +125,9 @@ def main(argv: list[str]) -> int:
     learner.run(config, logdir, address, credentials=credentials)
     return 0
   try:
-    credentials = security.channel_credentials(_TLS_CA.value, _TLS_CERT.value, _TLS_KEY.value, _TOKEN_FILE.value)
+    credentials = security.channel_credentials(
+      _TLS_CA.value, _TLS_CERT.value, _TLS_KEY.value, _TOKEN_FILE.value, _TLS_SERVER_NAME.value
+    )
     security.check_actor_address(address, credentials, _INSECURE.value)
   except (ValueError, OSError) as e:
     raise app.UsageError(str(e)) from e

@@ -86,7 +86,7 @@ def test_tls_multihost_run_survives_faults_refuses_intruders_learns_and_ends_by_
   learner.send_signal(signal.SIGTERM)
   assert learner.wait(90) == 0, c.tails()
   stopped_at = max(c.frames())
-  learner = c.learner("learner1", *common, "--config.total_environment_frames=4000000", "--config.stop_mean_return=400")
+  learner = c.learner("learner1", *common, "--config.total_environment_frames=4000000", "--config.stop_mean_return=450")
   c.wait_until(lambda: "resumed from" in c.log("learner1"), 120, "the learner to resume", learner, actor_a, actor_b)
   c.wait_until(
     lambda: (

@@ -48,8 +48,9 @@ class EpisodeLog:
     self._seen = np.zeros(store.num_envs, np.int64)
     self.recent = collections.deque(maxlen=RECENT_EPISODES)
     self.total = 0
-    self._file = open(path, "a", encoding="utf-8")
-    if self._file.tell() == 0:
+    new = not tf.io.gfile.exists(path)
+    self._file = tf.io.gfile.GFile(path, "a")
+    if new:
       self._file.write("time,frames,return,length\n")
 
   def poll(self, frames: int) -> list[tuple[float, float, int]]:
@@ -188,10 +189,14 @@ class Learner:
     """Checkpoint plus a SavedModel of the policy in <logdir>/export/<train step>."""
     path = self.manager.save(checkpoint_number=self.train_steps)
     export = os.path.join(self.logdir, "export", str(int(self.train_steps.numpy())))
-    if not os.path.exists(export):
+    if not tf.io.gfile.exists(export):
       policy = self.agent.policy()
-      tf.saved_model.save(policy, export + ".tmp", signatures={"serving_default": policy.serving_default})
-      os.replace(export + ".tmp", export)  # servers watching export/ never see a partial model
+      signatures = {"serving_default": policy.serving_default}
+      if "://" in export:  # an object store (gs://): no directory rename; saved_model.pb is written last
+        tf.saved_model.save(policy, export, signatures=signatures)
+      else:
+        tf.saved_model.save(policy, export + ".tmp", signatures=signatures)
+        os.replace(export + ".tmp", export)  # servers watching export/ never see a partial model
     return path
 
 
@@ -227,8 +232,12 @@ def run(
   devices.configure_logical_cpus(config)
   if config.learner_intra_op_threads:
     tf.config.threading.set_intra_op_parallelism_threads(config.learner_intra_op_threads)
-  os.makedirs(logdir, exist_ok=True)
-  with open(os.path.join(logdir, "config.json"), "w", encoding="utf-8") as f:
+  # Every file of the run goes through tf.io.gfile: --logdir may be gs://bucket/run.
+  tf.io.gfile.makedirs(logdir)
+  config_path = os.path.join(logdir, "config.json")
+  if tf.io.gfile.exists(config_path):  # a resumed run's config replaces it (ram:// "w" does not truncate)
+    tf.io.gfile.remove(config_path)
+  with tf.io.gfile.GFile(config_path, "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   learner = Learner(config, logdir)
   if learner.manager.latest_checkpoint:
@@ -311,7 +320,7 @@ def run(
       with writer.as_default(step=frames):
         for k, v in scalars.items():
           tf.summary.scalar(k, v)
-      with open(os.path.join(logdir, "metrics.jsonl"), "a", encoding="utf-8") as f:
+      with tf.io.gfile.GFile(os.path.join(logdir, "metrics.jsonl"), "a") as f:
         f.write(json.dumps({"time": time.time(), "frames": frames, **scalars}) + "\n")
       logging.info(
         "frames %s | %s f/s | return %.1f (%d ep) | %s | queue %d%s | %s elapsed",

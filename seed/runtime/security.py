@@ -33,9 +33,14 @@ def server_credentials(
 
 
 def channel_credentials(
-  tls_ca: str | None, tls_cert: str | None, tls_key: str | None, token_file: str | None
+  tls_ca: str | None,
+  tls_cert: str | None,
+  tls_key: str | None,
+  token_file: str | None,
+  server_name: str | None = None,
 ) -> grpc.ChannelCredentials | None:
-  """An actor's credentials: the CA that signed the learner's certificate, a client certificate, a token."""
+  """An actor's credentials: the CA that signed the learner's certificate, a client certificate, a token,
+  and the name the learner's certificate carries (default: the host dialled)."""
   if not (tls_ca or tls_cert or tls_key or token_file):
     return None
   if bool(tls_cert) != bool(tls_key):
@@ -47,6 +52,7 @@ def channel_credentials(
     cert_file=tls_cert or None,
     key_file=tls_key or None,
     token_file=token_file or None,
+    server_name=server_name or None,
     tls=bool(tls_ca),
   )
   creds.attrs()
