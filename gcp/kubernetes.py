@@ -53,6 +53,14 @@ def _labels(name: str, role: str) -> dict:
   return {"app.kubernetes.io/name": "seed", "seed/run": name, "seed/role": role}
 
 
+def _object(api_version: str, kind: str, name: str, role: str) -> dict:
+  return {
+    "apiVersion": api_version,
+    "kind": kind,
+    "metadata": {"name": f"{name}-{role}", "labels": _labels(name, role)},
+  }
+
+
 def _env(name: str) -> list[dict]:
   return [
     {"name": "SEED_LEARNER_SERVICE", "value": f"{name}-learner"},
@@ -108,36 +116,24 @@ def manifests(overrides: list[str]) -> list[dict]:
     del learner_resources["limits"]
   per_host = _ACTORS_PER_HOST.value
   actor_resources = {"requests": {"cpu": str(per_host), "memory": f"{per_host * _ACTOR_MEMORY_PER_ACTOR.value}Mi"}}
-  service = {
-    "apiVersion": "v1",
-    "kind": "Service",
-    "metadata": {"name": f"{name}-learner", "labels": _labels(name, "learner")},
-    "spec": {
-      "clusterIP": "None",
-      "selector": _labels(name, "learner"),
-      "ports": [{"name": "grpc", "port": PORT, "targetPort": PORT}],
-    },
+  service = _object("v1", "Service", name, "learner")
+  service["spec"] = {
+    "clusterIP": "None",
+    "selector": _labels(name, "learner"),
+    "ports": [{"name": "grpc", "port": PORT, "targetPort": PORT}],
   }
-  learner = {
-    "apiVersion": "batch/v1",
-    "kind": "Job",
-    "metadata": {"name": f"{name}-learner", "labels": _labels(name, "learner")},
-    "spec": {
-      "backoffLimit": _RESTARTS.value,
-      "template": _pod(name, "learner", _container(name, "learner", overrides, learner_resources), selector),
-    },
+  learner = _object("batch/v1", "Job", name, "learner")
+  learner["spec"] = {
+    "backoffLimit": _RESTARTS.value,
+    "template": _pod(name, "learner", _container(name, "learner", overrides, learner_resources), selector),
   }
-  actors = {
-    "apiVersion": "batch/v1",
-    "kind": "Job",
-    "metadata": {"name": f"{name}-actors", "labels": _labels(name, "actors")},
-    "spec": {
-      "completionMode": "Indexed",
-      "completions": _ACTOR_HOSTS.value,
-      "parallelism": _ACTOR_HOSTS.value,
-      "backoffLimitPerIndex": _RESTARTS.value,
-      "template": _pod(name, "actors", _container(name, "actors", overrides, actor_resources)),
-    },
+  actors = _object("batch/v1", "Job", name, "actors")
+  actors["spec"] = {
+    "completionMode": "Indexed",
+    "completions": _ACTOR_HOSTS.value,
+    "parallelism": _ACTOR_HOSTS.value,
+    "backoffLimitPerIndex": _RESTARTS.value,
+    "template": _pod(name, "actors", _container(name, "actors", overrides, actor_resources)),
   }
   return [service, learner, actors]
 

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+import netns
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 8686  # each host is a fresh network namespace: nothing else listens there
 
@@ -39,6 +41,14 @@ def read_metrics(logdir: os.PathLike) -> list[dict]:
       return [json.loads(line) for line in f if line.strip()]
   except FileNotFoundError:
     return []
+
+
+def namespace_hosts(names) -> netns.Hosts:
+  """netns.Hosts for `names` (a context manager); fails, never skips, where namespaces are unavailable."""
+  reason = netns.available()
+  if reason:
+    raise AssertionError(f"network namespaces are needed here: {reason}")
+  return netns.Hosts(names, stop_timeout=10.0)
 
 
 class Cluster:

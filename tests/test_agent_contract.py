@@ -118,6 +118,9 @@ def test_every_agent_folder_is_registered_and_alike():
       importlib.import_module(f"agents.{name}.{part}")
     assert callable(registry.module(name).make_agent)
     assert callable(registry.module(name, "config").get_config)
+    # The batch its training step splits over training devices names a real config field.
+    field, value = registry.replica_batch(_run_config(name, _ENVS[0]))
+    assert isinstance(value, int) and value > 0, (name, field, value)
   with pytest.raises(ValueError, match="known agents: .*vtrace"):
     registry.module("nope")
 

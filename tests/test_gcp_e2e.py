@@ -13,10 +13,9 @@ import os
 import subprocess
 import sys
 
-import netns
 import numpy as np
 import pytest
-from cluster import PORT, REPO, make_certs
+from cluster import PORT, REPO, make_certs, namespace_hosts
 
 CARTPOLE = os.path.join(REPO, "configs", "cartpole_vtrace.py")
 HOSTS = ("learner", "actors-0", "actors-1")
@@ -24,10 +23,7 @@ HOSTS = ("learner", "actors-0", "actors-1")
 
 @pytest.fixture
 def hosts():
-  reason = netns.available()
-  if reason:
-    pytest.fail(f"network namespaces are needed here: {reason}")
-  with netns.Hosts(HOSTS, stop_timeout=10.0) as h:
+  with namespace_hosts(HOSTS) as h:
     yield h
 
 

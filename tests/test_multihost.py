@@ -15,10 +15,9 @@ import signal
 import sys
 import time
 
-import netns
 import numpy as np
 import pytest
-from cluster import PORT, REPO, Cluster, make_certs
+from cluster import PORT, REPO, Cluster, make_certs, namespace_hosts
 
 CARTPOLE = os.path.join(REPO, "configs", "cartpole_vtrace.py")
 HOSTS = ("learner", "actors-a", "actors-b", "intruder")
@@ -26,10 +25,7 @@ HOSTS = ("learner", "actors-a", "actors-b", "intruder")
 
 @pytest.fixture
 def hosts():
-  reason = netns.available()
-  if reason:
-    pytest.fail(f"network namespaces are needed here: {reason}")
-  with netns.Hosts(HOSTS, stop_timeout=10.0) as h:
+  with namespace_hosts(HOSTS) as h:
     yield h
 
 
