@@ -119,6 +119,7 @@ class Learner:
   ):
     self.config = config
     self.logdir = logdir
+    devices.configure_logical_cpus(config)  # no-op when run() did it (or the process is split so already)
     self.devices = devices.check(config)
     self.strategy = strategy_factory(self.devices)
     tf.random.set_seed(config.seed)
