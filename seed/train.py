@@ -20,6 +20,10 @@ import os
 import sys
 import time
 
+# TensorFlow's C++ INFO lines (fingerprints, device setup) would flood a run's output; warnings and errors stay.
+# Set before TensorFlow is imported, here and (inherited) in the learner and actor processes.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 

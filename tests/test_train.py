@@ -400,3 +400,39 @@ def test_learner_and_actor_modes_over_tcp_actor_survives_a_learner_restart_and_e
         except subprocess.TimeoutExpired:
           p.kill()
           p.wait()
+
+
+def test_a_run_shorter_than_its_log_interval_still_reports_at_stop(tmp_path, runs):
+  """The final progress line, metrics row and TensorBoard point are written when the run stops."""
+  run = runs(tmp_path / "run", "--config.log_interval=600", "--config.total_environment_frames=20000")
+  assert run.wait(120) == 0, run.output()
+  metrics = run.metrics()
+  assert len(metrics) == 1 and metrics[0]["frames"] >= 20000 and metrics[0]["episodes"] > 0, metrics
+  log = run.output(tail=None)
+  assert f"frames {metrics[0]['frames']:,} (100% of 20,000, ETA -)" in log, log[-3000:]
+  assert "INFO:tensorflow" not in log and "Assets written to" not in log, "TF's INFO chatter stays out"
+  import tensorflow as tf
+
+  events = tf.io.gfile.glob(os.path.join(run.logdir, "tb", "events.*"))
+  tags = {v.tag for e in tf.compat.v1.train.summary_iterator(events[0]) for v in e.summary.value}
+  assert {"frames_per_second", "episodes", "mean_episode_return"} <= tags, tags
+
+  # seed.plot draws the run (a PNG), and says in one line what is wrong with a run dir it cannot draw.
+  png = tmp_path / "curves.png"
+  plot = lambda *args: subprocess.run(
+    [sys.executable, "-m", "seed.plot", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120
+  )
+  for x in ("frames", "minutes"):
+    r = plot(run.logdir, "--x", x, "--out", png)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+  (tmp_path / "empty").mkdir()
+  (tmp_path / "fresh").mkdir()
+  (tmp_path / "fresh" / "episodes.csv").write_text("time,frames,return,length\n")
+  for bad, message in [
+    (tmp_path / "missing", "no such run directory"),
+    (tmp_path / "empty", "no episodes.csv"),
+    (tmp_path / "fresh", "no finished episode yet"),
+  ]:
+    r = plot(bad, "--out", tmp_path / "x.png")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and message in r.stderr, r.stderr

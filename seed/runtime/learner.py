@@ -218,6 +218,74 @@ def _tell_actors_run_complete(server: grpc.Server, since: float) -> None:
     time.sleep(0.1)
 
 
+class Progress:
+  """What a person watching a run sees: every log_interval (and once at stop) a progress line,
+  a metrics.jsonl row and TensorBoard scalars, from the learner's counters and the server's stats."""
+
+  def __init__(self, learner: Learner, server: grpc.Server, episodes: EpisodeLog, logs: dict[str, float]):
+    self._learner, self._server, self._episodes, self._logs = learner, server, episodes, logs
+    self._writer = tf.summary.create_file_writer(os.path.join(learner.logdir, "tb"))
+    self._metrics = os.path.join(learner.logdir, "metrics.jsonl")
+    self._start = self._last_time = time.monotonic()
+    self._start_frames = self._last_frames = learner.frames
+    self._last_stats: dict[str, Any] = {}
+
+  def report(self) -> None:
+    learner, config, episodes = self._learner, self._learner.config, self._episodes
+    now, frames = time.monotonic(), learner.frames
+    episodes.poll(frames)
+    fps = (frames - self._last_frames) / max(now - self._last_time, 1e-9)
+    self._last_frames, self._last_time = frames, now
+    stats = self._server.stats().get(request.METHOD, {})
+    batches = stats.get("batches", 0) - self._last_stats.get("batches", 0)
+    slots = stats.get("slots", 0) - self._last_stats.get("slots", 0)
+    fill = slots / (batches * config.inference_batch_size) if batches else float("nan")
+    # Batches each inference device ran in this interval (the server's round robin).
+    runs = np.subtract(stats.get("function_runs", []), self._last_stats.get("function_runs", 0))
+    self._last_stats = stats
+    scalars = {
+      "frames_per_second": fps,
+      "episodes": episodes.total,
+      "queue_size": float(learner.store.queue.size()),
+      "inference_batch_fill": fill,
+      **self._logs,
+    }
+    spread = ""
+    if len(runs) > 1:
+      scalars.update(
+        {f"inference_batches/{d.split('device:')[-1]}": int(r) for d, r in zip(learner.devices.inference, runs)}
+      )
+      spread = " | inference batches/device " + "/".join(str(int(r)) for r in runs)
+    if episodes.recent:
+      scalars["mean_episode_return"] = episodes.mean_return()
+    with self._writer.as_default(step=frames):
+      for k, v in scalars.items():
+        tf.summary.scalar(k, v)
+    self._writer.flush()
+    with tf.io.gfile.GFile(self._metrics, "a") as f:
+      f.write(json.dumps({"time": time.time(), "frames": frames, **scalars}) + "\n")
+    budget = config.total_environment_frames
+    rate = (frames - self._start_frames) / max(now - self._start, 1e-9)
+    eta = time.strftime("%H:%M:%S", time.gmtime((budget - frames) / rate)) if 0 < rate and frames < budget else "-"
+    logging.info(
+      "frames %s (%.0f%% of %s, ETA %s) | %s f/s | return %.1f (%d ep) | %s | queue %d%s | %s elapsed",
+      f"{frames:,}",
+      min(100.0, 100.0 * frames / budget),
+      f"{budget:,}",
+      eta,
+      f"{fps:,.0f}",
+      episodes.mean_return(),
+      episodes.total,
+      _format_logs(self._logs),
+      scalars["queue_size"],
+      spread,
+      time.strftime("%H:%M:%S", time.gmtime(now - self._start)),
+    )
+
+  def close(self) -> None:
+    self._writer.close()
+
+
 def run(
   config: ml_collections.ConfigDict,
   logdir: str,
@@ -229,6 +297,7 @@ def run(
   A run that reaches either tells its actors ("run complete") before the server
   goes away; one stopped by SIGTERM/Ctrl-C does not, so actors wait for a restart.
   """
+  tf.get_logger().setLevel("WARNING")  # TF's own INFO lines (saver, SavedModel builder) would flood the run's log
   # Both must precede the first TF op of the process (TF fixes its devices and thread pools then).
   devices.configure_logical_cpus(config)
   if config.learner_intra_op_threads:
@@ -287,53 +356,11 @@ def run(
 
   previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
   trainer = threading.Thread(target=train_loop, name="train")
-  writer = tf.summary.create_file_writer(os.path.join(logdir, "tb"))
-  start, last_frames, last_time, last_stats = time.monotonic(), learner.frames, time.monotonic(), {}
+  progress = Progress(learner, server, episodes, last_logs)
   trainer.start()
   try:
     while not stop.wait(config.log_interval):
-      now, frames = time.monotonic(), learner.frames
-      episodes.poll(frames)
-      fps = (frames - last_frames) / (now - last_time)
-      last_frames, last_time = frames, now
-      stats = server.stats().get(request.METHOD, {})
-      batches = stats.get("batches", 0) - last_stats.get("batches", 0)
-      slots = stats.get("slots", 0) - last_stats.get("slots", 0)
-      fill = slots / (batches * config.inference_batch_size) if batches else float("nan")
-      # Batches each inference device ran in this interval (the server's round robin).
-      runs = np.subtract(stats.get("function_runs", []), last_stats.get("function_runs", 0))
-      last_stats = stats
-      scalars = {
-        "frames_per_second": fps,
-        "episodes": episodes.total,
-        "queue_size": float(learner.store.queue.size()),
-        "inference_batch_fill": fill,
-        **last_logs,
-      }
-      spread = ""
-      if len(runs) > 1:
-        scalars.update(
-          {f"inference_batches/{d.split('device:')[-1]}": int(r) for d, r in zip(learner.devices.inference, runs)}
-        )
-        spread = " | inference batches/device " + "/".join(str(int(r)) for r in runs)
-      if episodes.recent:
-        scalars["mean_episode_return"] = episodes.mean_return()
-      with writer.as_default(step=frames):
-        for k, v in scalars.items():
-          tf.summary.scalar(k, v)
-      with tf.io.gfile.GFile(os.path.join(logdir, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps({"time": time.time(), "frames": frames, **scalars}) + "\n")
-      logging.info(
-        "frames %s | %s f/s | return %.1f (%d ep) | %s | queue %d%s | %s elapsed",
-        f"{frames:,}",
-        f"{fps:,.0f}",
-        episodes.mean_return(),
-        episodes.total,
-        _format_logs(last_logs),
-        scalars["queue_size"],
-        spread,
-        time.strftime("%H:%M:%S", time.gmtime(now - start)),
-      )
+      progress.report()
   finally:
     stop.set()
     if completed.is_set():
@@ -341,13 +368,13 @@ def run(
       completed_at = time.monotonic()
     learner.store.close()  # wakes training and inference blocked on the queue
     trainer.join()
-    episodes.poll(learner.frames)
+    progress.report()  # the final line, metrics and TensorBoard point, however short the run
+    progress.close()
     episodes.close()
     learner.save()
     if completed.is_set():
       _tell_actors_run_complete(server, completed_at)
     server.shutdown()
-    writer.close()
     for s, h in previous.items():
       signal.signal(s, h)
     logging.info(

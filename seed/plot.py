@@ -1,0 +1,106 @@
+"""Learning curves as a picture: `python -m seed.plot RUN_DIR [RUN_DIR ...] [--x frames|minutes] --out curves.png`.
+
+Reads each run directory's own files (episodes.csv, config.json; through
+tf.io.gfile for gs:// paths) and draws the mean episode return over the last 50 episodes
+against environment frames or wall-clock minutes since the run's first episode,
+several runs overlaid, env and agent in the title and legend. A run still being
+written works (its episodes so far); a missing or empty run directory, or one
+with no finished episode yet, is a one-line error. Headless (matplotlib Agg).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+
+import numpy as np
+
+WINDOW = 50  # the learner's "mean return" window
+
+
+class PlotError(Exception):
+  """A run directory that cannot be plotted; the message says why in one line."""
+
+
+def _files(path: str):
+  """os.path for local paths; tf.io.gfile for gs:// and the like (TensorFlow is imported only then)."""
+  if "://" not in path:
+    return os.path.isdir, os.path.exists, lambda p: open(p, encoding="utf-8").read()
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  return tf.io.gfile.isdir, tf.io.gfile.exists, lambda p: tf.io.gfile.GFile(p).read()
+
+
+def load_run(run_dir: str) -> dict:
+  """{'label', 'env', 'agent', 'frames', 'minutes', 'returns'} of a run directory's finished episodes."""
+  isdir, exists, read = _files(run_dir)
+  if not isdir(run_dir):
+    raise PlotError(f"{run_dir}: no such run directory")
+  episodes = os.path.join(run_dir, "episodes.csv")
+  if not exists(episodes):
+    raise PlotError(f"{run_dir}: no episodes.csv (not a run directory, or the learner has not started)")
+  rows = [r for r in csv.DictReader(io.StringIO(read(episodes))) if r.get("return") not in (None, "")]
+  if not rows:
+    raise PlotError(f"{run_dir}: no finished episode yet")
+  env, agent = "?", "?"
+  config_path = os.path.join(run_dir, "config.json")
+  if exists(config_path):
+    config = json.loads(read(config_path))
+    env, agent = config.get("env", {}).get("id", "?"), config.get("agent_name", "?")
+  times = np.array([float(r["time"]) for r in rows])
+  returns = np.array([float(r["return"]) for r in rows])
+  kernel = np.ones(min(WINDOW, len(returns)))
+  mean = np.convolve(returns, kernel, "full")[: len(returns)] / np.minimum(np.arange(1, len(returns) + 1), len(kernel))
+  return {
+    "label": f"{os.path.basename(os.path.normpath(run_dir))} ({agent})",
+    "env": env,
+    "agent": agent,
+    "frames": np.array([float(r["frames"]) for r in rows]),
+    "minutes": (times - times[0]) / 60.0,
+    "returns": mean,
+  }
+
+
+def plot(runs: list[dict], x: str, out: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+  for run in runs:
+    ax.plot(run[x], run["returns"], label=run["label"], linewidth=1.5)
+  envs_ = sorted({r["env"] for r in runs})
+  agents = sorted({r["agent"] for r in runs})
+  ax.set_title(f"{', '.join(envs_)}: {', '.join(agents)}")
+  ax.set_xlabel("environment frames" if x == "frames" else "minutes since the first episode")
+  ax.set_ylabel(f"mean return (last {WINDOW} episodes)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(out)
+  plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="python -m seed.plot", description=__doc__.splitlines()[0])
+  p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+  p.add_argument("--x", choices=("frames", "minutes"), default="frames")
+  p.add_argument("--out", default="curves.png")
+  a = p.parse_args(argv)
+  try:
+    runs = [load_run(d) for d in a.run_dirs]
+  except PlotError as e:
+    print(f"seed.plot: {e}", file=sys.stderr)
+    return 2
+  plot(runs, a.x, a.out)
+  print(f"wrote {a.out} ({len(runs)} run(s))")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
