@@ -61,16 +61,24 @@ def _tls_flags(learner: bool) -> list[str]:
   return out + [f"--auth_token_file={path('token')}"]
 
 
-def commands(role: cluster.Role, overrides: list[str]) -> dict[int, list[str]]:
-  """The seed.train command lines this replica runs: the learner's (key -1), or its actors' by task id."""
+def _base_command(role: cluster.Role, overrides: list[str]) -> list[str]:
+  """`python -m seed.train` with the config, its overrides and num_actors from the cluster's shape."""
   try:
     n = cluster.num_actors(role.actor_hosts, _ACTORS_PER_HOST.value, overrides)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  base = [sys.executable, "-m", "seed.train", f"--config={_CONFIG.value}", *overrides, f"--config.num_actors={n}"]
-  if role.learner:
-    logdir = [f"--logdir={_LOGDIR.value}"] if _LOGDIR.value else []
-    return {-1: [*base, "--mode=learner", f"--server_address=0.0.0.0:{role.port}", *logdir, *_tls_flags(True)]}
+  return [sys.executable, "-m", "seed.train", f"--config={_CONFIG.value}", *overrides, f"--config.num_actors={n}"]
+
+
+def learner_command(role: cluster.Role, overrides: list[str]) -> list[str]:
+  logdir = [f"--logdir={_LOGDIR.value}"] if _LOGDIR.value else []
+  base = _base_command(role, overrides)
+  return [*base, "--mode=learner", f"--server_address=0.0.0.0:{role.port}", *logdir, *_tls_flags(True)]
+
+
+def actor_commands(role: cluster.Role, overrides: list[str]) -> dict[int, list[str]]:
+  """This host's actors' command lines, by task id."""
+  base = _base_command(role, overrides)
   first = role.host_index * _ACTORS_PER_HOST.value
   return {
     task: [*base, "--mode=actor", f"--task={task}", f"--server_address={role.learner_address}", *_tls_flags(False)]
@@ -83,10 +91,11 @@ def main(argv: list[str]) -> int:
     role = cluster.detect(os.environ)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  cmds = commands(role, argv[1:])
   if role.learner:
+    command = learner_command(role, argv[1:])
     logging.info("%s: the learner, serving on port %d for %d actor hosts", role.engine, role.port, role.actor_hosts)
-    os.execv(sys.executable, cmds[-1])  # the learner handles SIGTERM (checkpoint, export) itself
+    os.execv(sys.executable, command)  # the learner handles SIGTERM (checkpoint, export) itself
+  cmds = actor_commands(role, argv[1:])
   from seed.runtime import launcher  # pylint: disable=g-import-not-at-top
 
   logging.info(
