@@ -323,7 +323,7 @@ def test_vector_seeding_reproducible():
 
 
 def test_vector_atari_batch_of_three():
-  config = atari()
+  config = atari(native_vector=False)
   vec = envs.make_vector(config, 3, seed=5)
   assert vec.single_observation_space == spaces.Box(0, 255, (84, 84, 4), np.uint8)
   assert vec.action_space == spaces.MultiDiscrete([6, 6, 6])
@@ -340,7 +340,7 @@ def test_vector_atari_batch_of_three():
 
 def test_vector_atari_frame_limit_then_autoreset():
   # No no-ops, so all three hit the 40-frame limit on the same (10th) step.
-  vec = envs.make_vector(atari(max_episode_frames=40, noop_max=0), 3, seed=5)
+  vec = envs.make_vector(atari(max_episode_frames=40, noop_max=0, native_vector=False), 3, seed=5)
   first, _ = vec.reset(seed=5)
   noop = np.zeros(3, int)
   for step in range(1, 11):
@@ -352,3 +352,69 @@ def test_vector_atari_frame_limit_then_autoreset():
   assert not (terminated | truncated).any()
   assert [frame_number(e) for e in vec.envs] == [0, 0, 0]
   np.testing.assert_array_equal(obs, first)  # Pong's start screen, unseeded too
+
+
+# --- ale_py's native vector env --------------------------------------------
+
+
+def test_native_vector_steps_exactly_like_the_gymnasium_wrappers():
+  """Same observations (stack order, reset padding), rewards and episode ends, across episode ends."""
+  python = envs.make_vector(atari(noop_max=0, native_vector=False), 2, seed=3)
+  native = envs.make_vector(atari(noop_max=0), 2, seed=3)
+  assert isinstance(python, gymnasium.vector.SyncVectorEnv) and not isinstance(native, gymnasium.vector.SyncVectorEnv)
+  assert native.single_observation_space == python.single_observation_space
+  assert native.single_action_space == python.single_action_space
+  a, _ = python.reset(seed=3)
+  b, _ = native.reset(seed=3)
+  np.testing.assert_array_equal(a, b)
+  rng = np.random.default_rng(0)
+  ends = 0
+  for _ in range(2_200):  # a random Pong player loses a game in ~900 steps
+    actions = rng.integers(0, 6, size=2)
+    a, ra, ta, ua, _ = python.step(actions)
+    b, rb, tb, ub, _ = native.step(actions)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ra, rb)
+    np.testing.assert_array_equal(ta, tb)
+    np.testing.assert_array_equal(ua, ub)
+    ends += int(ta.sum())
+  assert ends >= 2
+
+
+def test_native_vector_truncates_at_the_frame_limit_and_autoresets():
+  vec = envs.make_vector(atari(max_episode_frames=40, noop_max=0), 3, seed=5)
+  first, _ = vec.reset(seed=5)
+  assert first.shape == (3, 84, 84, 4) and first.dtype == np.uint8
+  for step in range(1, 11):
+    _, _, terminated, truncated, _ = vec.step(np.zeros(3, int))
+    assert not terminated.any() and truncated.all() == (step == 10) and truncated.any() == (step == 10)
+  obs, rewards, terminated, truncated, _ = vec.step(np.array([1, 2, 3]))
+  np.testing.assert_array_equal(rewards, 0)
+  assert not (terminated | truncated).any()
+  np.testing.assert_array_equal(obs, first)  # the reset frame repeated through the stack, as `make` does
+  np.testing.assert_array_equal(obs[..., 0], obs[..., 3])
+
+
+def test_native_vector_seeding_reproducible():
+  def rollout(seed):
+    vec = envs.make_vector(atari(), 3, seed=seed)
+    obs = [vec.reset(seed=seed)[0]]
+    for _ in range(30):
+      obs.append(vec.step(np.full(3, 2))[0])
+    return np.stack(obs)
+
+  a = rollout(11)
+  np.testing.assert_array_equal(a, rollout(11))
+  assert not np.array_equal(a, rollout(12))
+
+
+@pytest.mark.parametrize(
+  "override",
+  [dict(native_vector=False), dict(grayscale=False), dict(max_episode_steps=100)],
+)
+def test_native_vector_only_where_it_reproduces_make(override):
+  vec = envs.make_vector(atari(**override), 1, seed=0)
+  assert isinstance(vec, gymnasium.vector.SyncVectorEnv)
+  config = atari()
+  config.kwargs = {"mode": 0}
+  assert isinstance(envs.make_vector(config, 1, seed=0), gymnasium.vector.SyncVectorEnv)

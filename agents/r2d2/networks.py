@@ -17,37 +17,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 import tf_keras as keras
 
-from agents.vtrace.networks import MLP, ImpalaCNN
-
-
-class NatureCNN(tf.Module):
-  """The DQN torso (Mnih et al. 2015): 3 conv layers and a dense layer, on uint8 frames."""
-
-  def __init__(self, hidden: int = 512):
-    super().__init__(name="nature_cnn")
-    self.convs = [
-      keras.layers.Conv2D(32, 8, 4, activation="relu"),
-      keras.layers.Conv2D(64, 4, 2, activation="relu"),
-      keras.layers.Conv2D(64, 3, 1, activation="relu"),
-    ]
-    self.flatten = keras.layers.Flatten()
-    self.dense = keras.layers.Dense(hidden, activation="relu")
-
-  def __call__(self, frames: tf.Tensor) -> tf.Tensor:
-    x = tf.cast(frames, tf.float32) * (1.0 / 255.0)
-    for conv in self.convs:
-      x = conv(x)
-    return self.dense(self.flatten(x))
-
-
-def make_torso(torso: str, mlp_sizes: Sequence[int], cnn_hidden: int) -> tf.Module:
-  if torso == "mlp":
-    return MLP(mlp_sizes)
-  if torso == "nature_cnn":
-    return NatureCNN(cnn_hidden)
-  if torso == "impala_cnn":
-    return ImpalaCNN(hidden=cnn_hidden)
-  raise ValueError(f"unknown torso {torso!r}; choose 'mlp', 'nature_cnn' or 'impala_cnn'")
+from agents.torsos import make_torso
 
 
 class DuelingHead(tf.Module):

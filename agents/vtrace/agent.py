@@ -49,7 +49,9 @@ class VTraceAgent(Agent):
     self.config = config
     self.observation_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
     self.num_actions = int(action_space.n)
-    self.network = networks.ActorCritic(self.num_actions, config.torso, config.mlp_sizes, config.lstm_size)
+    self.network = networks.ActorCritic(
+      self.num_actions, config.torso, config.mlp_sizes, config.lstm_size, config.compute_dtype
+    )
     lr = config.learning_rate
     if config.lr_decay:
       lr = keras.optimizers.schedules.PolynomialDecay(lr, max(train_steps, 1), end_learning_rate=0.0)

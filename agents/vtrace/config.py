@@ -12,11 +12,15 @@ REPLICA_BATCH = "batch_size"
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  # Network torso: "mlp" for vector observations, "impala_cnn" for frames (IMPALA's deep
-  # ResNet), "linear" (no hidden layer; for benchmarking the runtime).
+  # Network torso: "mlp" for vector observations; for frames "nature_cnn" (the DQN's 3 conv
+  # layers + 512 dense, ~5x fewer multiply-adds per frame) or "impala_cnn" (IMPALA's deep
+  # ResNet); "linear" (no hidden layer; for benchmarking the runtime).
   c.torso = "mlp"
   # Hidden layer sizes of the MLP torso.
   c.mlp_sizes = (64, 64)
+  # The conv torsos' arithmetic: "float32", or "bfloat16" (float32 variables, bfloat16
+  # convolutions; ~2.5x faster training on CPUs with AVX512-BF16/AMX and on TPUs).
+  c.compute_dtype = "float32"
   # LSTM core size after the torso; 0 = feed-forward.
   c.lstm_size = 0
   # Discount factor.

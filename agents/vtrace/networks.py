@@ -1,4 +1,4 @@
-"""Actor-critic networks: MLP or IMPALA CNN torso, optional LSTM core, policy and value heads."""
+"""Actor-critic networks: a torso (agents.torsos), optional LSTM core, policy and value heads."""
 
 from __future__ import annotations
 
@@ -7,41 +7,7 @@ from collections.abc import Sequence
 import tensorflow as tf
 import tf_keras as keras
 
-
-class ImpalaCNN(tf.Module):
-  """The deep residual torso of Espeholt et al. 2018 (IMPALA), fig. 3 (right)."""
-
-  def __init__(self, channels: Sequence[int] = (16, 32, 32), hidden: int = 256):
-    super().__init__(name="impala_cnn")
-    self.stacks = []
-    for c in channels:
-      conv = lambda: keras.layers.Conv2D(c, 3, padding="same")
-      self.stacks.append((conv(), keras.layers.MaxPool2D(3, 2, padding="same"), [(conv(), conv()), (conv(), conv())]))
-    self.flatten = keras.layers.Flatten()
-    self.dense = keras.layers.Dense(hidden, activation="relu")
-
-  def __call__(self, frames: tf.Tensor) -> tf.Tensor:
-    # A multiply, not a divide: a float divide per pixel costs ~4x more
-    # wherever no grappler pass rewrites it.
-    x = tf.cast(frames, tf.float32) * (1.0 / 255.0)
-    for conv, pool, blocks in self.stacks:
-      x = pool(conv(x))
-      for a, b in blocks:
-        x = x + b(tf.nn.relu(a(tf.nn.relu(x))))
-    return self.dense(self.flatten(tf.nn.relu(x)))
-
-
-class MLP(tf.Module):
-  def __init__(self, sizes: Sequence[int]):
-    super().__init__(name="mlp")
-    self.layers = [keras.layers.Dense(n, activation="relu") for n in sizes]
-
-  def __call__(self, x: tf.Tensor) -> tf.Tensor:
-    x = tf.cast(x, tf.float32) * (1.0 / 255.0) if x.dtype == tf.uint8 else tf.cast(x, tf.float32)
-    x = tf.reshape(x, [tf.shape(x)[0], -1])
-    for layer in self.layers:
-      x = layer(x)
-    return x
+from agents.torsos import MLP, make_torso
 
 
 def _heads_initializer(num_actions: int):
@@ -64,16 +30,19 @@ class ActorCritic(tf.Module):
   pixel: the same function, two passes over the frames fewer.
   """
 
-  def __init__(self, num_actions: int, torso: str, mlp_sizes: Sequence[int] = (64, 64), lstm_size: int = 0):
+  def __init__(
+    self,
+    num_actions: int,
+    torso: str,
+    mlp_sizes: Sequence[int] = (64, 64),
+    lstm_size: int = 0,
+    compute_dtype: str = "float32",
+  ):
     super().__init__(name="actor_critic")
-    if torso == "mlp":
-      self.torso = MLP(mlp_sizes)
-    elif torso == "linear":  # no hidden layer: benchmarks the runtime, not the model
+    if torso == "linear":  # no hidden layer: benchmarks the runtime, not the model
       self.torso = MLP(())
-    elif torso == "impala_cnn":
-      self.torso = ImpalaCNN()
     else:
-      raise ValueError(f"unknown torso {torso!r}; choose 'mlp', 'linear' or 'impala_cnn'")
+      self.torso = make_torso(torso, mlp_sizes, compute_dtype=compute_dtype)
     self.num_actions = num_actions
     self._fold_frame_scale = torso == "linear" and not lstm_size
     self.lstm_size = lstm_size
