@@ -261,7 +261,9 @@ void RpcServer::Run(Method* m, std::vector<Tensor> args, seed_transport::ServerC
            [self, step, cancel, args_ptr, rets, done = std::move(done)](const absl::Status& s) {
              delete step;
              delete args_ptr;
-             done(s, rets);
+             // A run that failed because the run completed under it (the learner closed its
+             // queues after Complete) answers like every later call: "run complete", not Cancelled.
+             done(!s.ok() && self->complete_ ? absl::OutOfRangeError(self->complete_message_) : s, rets);
              delete rets;
              std::lock_guard<std::mutex> lock(self->runs_mu_);
              if (--self->running_ == 0) self->runs_cv_.notify_all();

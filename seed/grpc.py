@@ -54,6 +54,12 @@ import tensorflow as tf
 
 from seed.rpc import build_op, wire
 
+# gRPC's fork support restarts its poller thread in a forked child; a child that then closes
+# its inherited fds before exec (subprocess.Popen's close_fds) crashes with "epoll_wait error:
+# Bad file descriptor" (grpc/grpc#43055). Processes here fork only to exec, so it is off,
+# unless the user set it. Read when gRPC initializes: before the op library is loaded.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 DEFAULT_MAX_MESSAGE_SIZE = 256 << 20  # bytes per message, both directions
 _METHOD_LIST = "__methods__"
 # Status message of every call to a server after `Server.complete()` (code OUT_OF_RANGE).

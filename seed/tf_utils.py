@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
 import tensorflow as tf
+import tf_keras
+from absl import logging as absl_logging
 
 TensorLike = tf.types.experimental.TensorLike
 # A tf.nest structure (tensor, spec or array leaves in dicts, tuples, lists, namedtuples).
@@ -45,3 +49,26 @@ def masked_mean(x_t: tf.Tensor, mask_t: TensorLike | None) -> tf.Tensor:
   # multiply_no_nan: a masked-out step contributes 0 even if its term is inf/NaN.
   total = tf.reduce_sum(tf.math.multiply_no_nan(x_t, mask_t))
   return total / tf.maximum(tf.reduce_sum(mask_t), tf.ones([], x_t.dtype))
+
+
+class _DropLibraryInfo(logging.Filter):
+  """Drops INFO (and DEBUG) records logged from inside the given package directories."""
+
+  def __init__(self, directories: Sequence[str]):
+    super().__init__()
+    self.directories = tuple(os.path.join(d, "") for d in directories)
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.pathname.startswith(self.directories)
+
+
+def quiet_tensorflow_logs() -> None:
+  """Silences TensorFlow's and Keras's own INFO lines (saver, SavedModel builder, fingerprints).
+
+  They log through absl's logger, which also carries ours, so a level on TF's
+  logger alone does not stop them. Their warnings and errors stay. Idempotent.
+  """
+  tf.get_logger().setLevel("WARNING")
+  absl = absl_logging.get_absl_logger()
+  if not any(isinstance(f, _DropLibraryInfo) for f in absl.filters):
+    absl.addFilter(_DropLibraryInfo([os.path.dirname(tf.__file__), os.path.dirname(tf_keras.__file__)]))

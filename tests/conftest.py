@@ -5,6 +5,9 @@ import shutil
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Before grpcio or the op initialize gRPC: its fork support crashes children that the tests
+# spawn with close_fds (grpc/grpc#43055; seed/grpc.py sets the same for every process).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import portpicker
 import pytest

@@ -19,6 +19,7 @@ from helpers import REPO
 
 CARTPOLE = os.path.join(REPO, "configs", "cartpole_vtrace.py")
 ATARI = os.path.join(REPO, "configs", "atari_vtrace.py")
+ATARI_FAST = os.path.join(REPO, "configs", "atari_vtrace_fast.py")
 
 
 def _children(pid: int) -> list[int]:
@@ -310,20 +311,25 @@ def test_sigterm_stops_everything_cleanly_with_a_final_checkpoint(tmp_path, runs
   assert not [d for d in os.listdir(os.path.join(run.logdir, "export")) if d.endswith(".tmp")]
 
 
-def test_atari_smoke(tmp_path, runs):
-  """The whole path with frames: Pong, 2 actors, IMPALA CNN, a few thousand frames."""
+@pytest.mark.parametrize("config", [ATARI, ATARI_FAST], ids=["impala_cnn", "fast_nature_cnn_bfloat16"])
+def test_atari_smoke(tmp_path, runs, config):
+  """The whole path with frames: Pong, 2 actors (ale_py's vector env), a few thousand frames, finite losses."""
   run = runs(
     tmp_path / "run",
     "--config.total_environment_frames=4000",
+    "--config.num_actors=2",
     "--config.env_batch_size=2",
     "--config.inference_batch_size=4",
     "--config.batch_size=2",
     "--config.unroll_length=10",
-    config=ATARI,
+    "--config.unroll_queue_capacity=8",
+    config=config,
   )
   assert run.wait(240) == 0, run.output()
   assert "learner stopped at 4000 frames" in run.output()
   assert os.listdir(os.path.join(run.logdir, "export"))
+  last = run.metrics()[-1]
+  assert np.isfinite(last["loss/total"]) and 0 < last["entropy"] <= np.log(6) + 1e-6, last
   _no_process_left(run)
 
 
@@ -411,6 +417,10 @@ def test_a_run_shorter_than_its_log_interval_still_reports_at_stop(tmp_path, run
   log = run.output(tail=None)
   assert f"frames {metrics[0]['frames']:,} (100% of 20,000, ETA -)" in log, log[-3000:]
   assert "INFO:tensorflow" not in log and "Assets written to" not in log, "TF's INFO chatter stays out"
+  # ... including what TensorFlow logs through absl's logger, which also carries our own lines.
+  for chatter in ("functional_saver.py", "fingerprinting_utils.py", "Found untraced functions", "save.py:"):
+    assert chatter not in log, chatter
+  assert "learner stopped at" in log  # our INFO lines stay
   import tensorflow as tf
 
   events = tf.io.gfile.glob(os.path.join(run.logdir, "tb", "events.*"))

@@ -85,11 +85,32 @@ def _grpc_link_flags() -> tuple[list[str], list[str]]:
   if shutil.which("pkg-config") is None:
     raise BuildError(f"pkg-config not found: {APT_HINT}")
   try:
-    libs = _run(["pkg-config", "--libs", "grpc++"]).split()
+    libs = _pkg_config_libs("grpc++", lib_dir / "pkgconfig")
   except BuildError as e:
     raise BuildError(f"pkg-config does not know grpc++: {APT_HINT}") from e
   absl = sorted({f for f in libs if f.startswith("-labsl_")})
   return [str(lib_dir / a) for a in GRPC_ARCHIVES] + [str(re2_pic_archive())], absl
+
+
+def _pkg_config_libs(package: str, pc_dir: pathlib.Path) -> list[str]:
+  """`pkg-config --libs package`, cached while the .pc files stay as they are.
+
+  pkg-config walks grpc++'s whole abseil graph (~1.2 s here), and every process that
+  loads the op asks: the learner and each actor at start-up. The cache is keyed by the
+  mtimes of the pkgconfig directory and the package's file, which an apt upgrade changes.
+  """
+  pc_file = pc_dir / f"{package}.pc"
+  if not pc_file.exists():
+    return _run(["pkg-config", "--libs", package]).split()  # somewhere else on the path: ask each time
+  cache = cache_root() / "pkg-config" / f"{_digest(package, _stamps([str(pc_dir), str(pc_file)]))}.txt"
+  if cache.exists():
+    return cache.read_text().split()
+  libs = _run(["pkg-config", "--libs", package])
+  cache.parent.mkdir(parents=True, exist_ok=True)
+  tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+  tmp.write_text(libs)
+  os.replace(tmp, cache)  # atomic: a concurrent reader sees all of it or nothing
+  return libs.split()
 
 
 def _apt_sources(tmp: pathlib.Path) -> list[str]:

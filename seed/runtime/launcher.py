@@ -30,10 +30,11 @@ _ACTORS_DONE_GRACE = 10.0  # seconds actors get to exit on their own after the l
 
 
 class _Child:
-  def __init__(self, name: str, argv: list[str]):
+  def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None):
     self.name = name
     self.argv = argv
-    self.proc = subprocess.Popen(argv, preexec_fn=processes.die_with_parent)
+    self.env = env
+    self.proc = subprocess.Popen(argv, preexec_fn=processes.die_with_parent, env=env)
 
   def stop(self, timeout: float) -> int | None:
     return processes.stop(self.proc, timeout, self.name)
@@ -43,11 +44,12 @@ class _Actors:
   """Actor processes kept running: one that fails is restarted, too many restarts in a minute
   (a crash loop) is an abort, and one that exits 0 was told the run is complete."""
 
-  def __init__(self, argvs: dict[int, list[str]], max_restarts_per_minute: int):
+  def __init__(self, argvs: dict[int, list[str]], max_restarts_per_minute: int, env: dict[str, str] | None = None):
     self._argvs = argvs
+    self._env = env
     self._max_restarts = max_restarts_per_minute
     self._restarts: collections.deque[float] = collections.deque()
-    self.children = {task: _Child(f"actor {task}", argv) for task, argv in argvs.items()}
+    self.children = {task: _Child(f"actor {task}", argv, env) for task, argv in argvs.items()}
 
   def poll(self) -> bool:
     """Restarts failed actors; False on a crash loop."""
@@ -63,7 +65,7 @@ class _Actors:
         return False
       self._restarts.append(now)
       logging.warning("actor %d exited with status %d; restarting it", task, status)
-      self.children[task] = _Child(f"actor {task}", self._argvs[task])
+      self.children[task] = _Child(f"actor {task}", self._argvs[task], self._env)
     return True
 
   def done(self) -> bool:
@@ -98,10 +100,14 @@ def run(config: ml_collections.ConfigDict, child_argv: list[str], logdir: str) -
   sock_dir = tempfile.mkdtemp(prefix="seed-")  # mode 0700: only we can reach the socket
   address = f"unix:{os.path.join(sock_dir, 'learner.sock')}"
   base = [sys.executable, "-m", "seed.train", *child_argv, f"--logdir={logdir}", f"--server_address={address}"]
+  # Children report times from the start of this process (what a user waited), not their own.
+  env = {processes.RUN_START_ENV: repr(processes.process_start_time()), **os.environ}
   stopping, previous = _stop_requests()
-  learner = _Child("learner", [*base, "--mode=learner"])
+  learner = _Child("learner", [*base, "--mode=learner"], env)
   actors = _Actors(
-    {i: [*base, "--mode=actor", f"--task={i}"] for i in range(config.num_actors)}, config.max_actor_restarts_per_minute
+    {i: [*base, "--mode=actor", f"--task={i}"] for i in range(config.num_actors)},
+    config.max_actor_restarts_per_minute,
+    env,
   )
   code = 0
   try:

@@ -29,8 +29,8 @@ from absl import logging
 
 import envs
 from agents import registry
-from seed import grpc
-from seed.runtime import devices, request
+from seed import grpc, tf_utils
+from seed.runtime import devices, processes, request
 from seed.runtime.env_store import EnvStore, Step, Unroll, step_specs
 
 RECENT_EPISODES = 50  # "mean return" = over the last 50 finished episodes
@@ -297,7 +297,7 @@ def run(
   A run that reaches either tells its actors ("run complete") before the server
   goes away; one stopped by SIGTERM/Ctrl-C does not, so actors wait for a restart.
   """
-  tf.get_logger().setLevel("WARNING")  # TF's own INFO lines (saver, SavedModel builder) would flood the run's log
+  tf_utils.quiet_tensorflow_logs()  # TF's own INFO lines (saver, SavedModel builder) would flood the run's log
   # Both must precede the first TF op of the process (TF fixes its devices and thread pools then).
   devices.configure_logical_cpus(config)
   if config.learner_intra_op_threads:
@@ -346,6 +346,15 @@ def run(
           last_save = time.monotonic()
       if not stop.is_set():
         completed.set()
+        logging.info(
+          "%s at %s frames, %.1f s after the run started (imports and tracing included)",
+          f"goal reached: mean return of the last {RECENT_EPISODES} episodes {episodes.mean_return():.1f} "
+          f">= {config.stop_mean_return}"
+          if reached_goal()
+          else "frame budget reached",
+          f"{learner.frames:,}",
+          processes.seconds_since_run_start(),
+        )
     except (tf.errors.OutOfRangeError, tf.errors.CancelledError):
       if not stop.is_set():
         raise

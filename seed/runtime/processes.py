@@ -6,12 +6,16 @@ Used by the local launcher and by the scripts and tests that start servers.
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
+import time
 
 from absl import logging
 
 _PR_SET_PDEATHSIG = 1
+# Wall-clock time (time.time()) the run's first process started; a launcher sets it for its children.
+RUN_START_ENV = "SEED_RUN_START"
 
 
 def die_with_parent() -> None:
@@ -31,3 +35,18 @@ def stop(proc: subprocess.Popen, timeout: float, name: str | None = None) -> int
       proc.kill()
       proc.wait()
   return proc.returncode
+
+
+def process_start_time() -> float:
+  """Wall-clock time this process started (Linux /proc: interpreter start-up and imports included)."""
+  with open("/proc/self/stat") as f:
+    start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+  with open("/proc/uptime") as f:
+    uptime = float(f.read().split()[0])
+  return time.time() - uptime + start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def seconds_since_run_start() -> float:
+  """Seconds since the run's first process started: the launcher's, when it set RUN_START_ENV, else this one."""
+  start = os.environ.get(RUN_START_ENV)
+  return time.time() - (float(start) if start else process_start_time())
