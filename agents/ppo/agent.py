@@ -24,11 +24,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+import envs
 from agents.ppo import losses, networks
 from seed import replicas
 from seed.runtime.agent import Agent, Source
 from seed.tf_utils import masked_mean as _masked_mean
 from seed.tf_utils import time_major
+
+# What one minibatch update logs (the loop in `_train_fn` carries them).
+_UPDATE_LOGS = ("loss/total", "loss/policy", "loss/value", "entropy", "clip_fraction", "grad_norm", "clip_epsilon")
 
 
 class PPOAgent(Agent):
@@ -40,6 +44,7 @@ class PPOAgent(Agent):
     *,
     batch_size: int,
     seed: int = 0,
+    total_updates: int = 1,
   ):
     super().__init__(name="ppo_agent")
     if batch_size % config.minibatch_size:
@@ -52,9 +57,12 @@ class PPOAgent(Agent):
     self.normalizer = networks.RunningNormalizer(observation_space.shape) if config.normalize_observations else None
     self.policy_net = networks.Policy(action_space, config.hidden_sizes, config.initial_log_std)
     self.value_net = networks.Value(config.hidden_sizes, config.popart, config.popart_step)
-    self.optimizer = keras.optimizers.Adam(
-      config.learning_rate, epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm
-    )
+    # Gradient steps in the whole run: the horizon of the linear decays.
+    self.total_updates = max(int(total_updates), 1)
+    lr = config.learning_rate
+    if config.lr_decay:
+      lr = keras.optimizers.schedules.PolynomialDecay(lr, self.total_updates, end_learning_rate=0.0)
+    self.optimizer = keras.optimizers.Adam(lr, epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm)
     self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
     self._rng = np.random.default_rng(seed)
     if self.policy_net.discrete:
@@ -68,9 +76,9 @@ class PPOAgent(Agent):
     # Optimizer slots before any step is traced (no variable may be created inside a replica step).
     self.optimizer.build(self.policy_net.trainable_variables + self.value_net.trainable_variables)
     self.strategy = tf.distribute.get_strategy()  # the learner's, when built in its scope
-    self._prepare = tf.function(self._prepare_fn)
-    # A minibatch is split over the strategy's replicas: the same update as on one device.
-    self._update = tf.function(lambda *data: replicas.run(self.strategy, lambda rows: self._update_fn(*rows), data))
+    # One graph per batch: advantages, then every epoch's minibatch updates in a loop (a
+    # call per minibatch would cost more than the update of a small network).
+    self._train = tf.function(self._train_fn)
 
   state_spec = ()
 
@@ -131,11 +139,12 @@ class PPOAgent(Agent):
     flat = lambda x: tf.reshape(x, tf.concat([[b * t], tf.shape(x)[2:]], 0))
     unflat = lambda x: tf.reshape(x, [b, t])
     variables = self.policy_net.trainable_variables + self.value_net.trainable_variables
+    clip_epsilon = self._clip_epsilon()
     with tf.GradientTape() as tape:
       x = self._normalize(flat(observation))
       dist = self.policy_net.distribution(x)
       log_prob = unflat(dist.log_prob(flat(action)))
-      pg = losses.clipped_surrogate_loss(log_prob, old_log_prob, advantages, c.clip_epsilon, mask)
+      pg = losses.clipped_surrogate_loss(log_prob, old_log_prob, advantages, clip_epsilon, mask)
       entropy = _masked_mean(unflat(self.policy_net.entropy(dist)), mask)
       norm = self.value_net.normalize_targets
       value = losses.value_loss(
@@ -146,7 +155,7 @@ class PPOAgent(Agent):
     grads = replicas.mean_gradients(tape.gradient(total, variables), weight)
     self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
     ratio = tf.exp(log_prob - old_log_prob)
-    clipped = tf.cast(tf.abs(ratio - 1.0) > c.clip_epsilon, tf.float32)
+    clipped = tf.cast(tf.abs(ratio - 1.0) > clip_epsilon, tf.float32)
     logs = {
       "loss/total": total,
       "loss/policy": pg,
@@ -154,8 +163,17 @@ class PPOAgent(Agent):
       "entropy": entropy,
       "clip_fraction": _masked_mean(clipped, mask),
       "grad_norm": tf.linalg.global_norm(grads),
+      "clip_epsilon": clip_epsilon,
     }
     return replicas.mean_logs(logs, weight)
+
+  def _clip_epsilon(self) -> tf.Tensor:
+    """The surrogate's clipping range for the next gradient step (decayed with the learning rate's horizon)."""
+    eps = tf.constant(self.config.clip_epsilon, tf.float32)
+    if not self.config.clip_decay:
+      return eps
+    done = tf.cast(self.optimizer.iterations, tf.float32) / float(self.total_updates)
+    return eps * tf.maximum(1.0 - done, 0.0)
 
   def learn(self, source: Source) -> dict:
     c = self.config
@@ -172,7 +190,20 @@ class PPOAgent(Agent):
       return logs
     if self.normalizer is not None:
       self.normalizer.update(tf.boolean_mask(steps.observation, fresh))
-    adv, returns, old_values, mask = self._prepare(steps, tf.constant(fresh))
+    orders = np.stack([self._rng.permutation(self.batch_size) for _ in range(c.num_epochs)])
+    out = self._train(steps, tf.constant(fresh), tf.constant(orders, tf.int32))
+    self.updates.assign_add(1)
+    logs.update({k: float(v) for k, v in out.items()})
+    return logs
+
+  def _train_fn(self, steps, fresh, orders):
+    """num_epochs passes over the batch, minibatches of unrolls in the order of `orders` [epochs, B].
+
+    Each minibatch is split over the strategy's replicas: the same update as on one device.
+    Returns the last update's logs.
+    """
+    c = self.config
+    adv, returns, old_values, mask = self._prepare_fn(steps, fresh)
     data = (
       steps.observation[:, :-1],
       self._policy_action(steps)[:, :-1],
@@ -182,13 +213,16 @@ class PPOAgent(Agent):
       old_values,
       mask,
     )
-    for _ in range(c.num_epochs):
-      order = self._rng.permutation(self.batch_size)
-      for start in range(0, self.batch_size, c.minibatch_size):
-        idx = tf.constant(order[start : start + c.minibatch_size])
-        out = self._update(*(tf.gather(x, idx) for x in data))
-    self.updates.assign_add(1)
-    logs.update({k: float(v) for k, v in out.items()})
+    size, per_epoch = c.minibatch_size, self.batch_size // c.minibatch_size
+
+    def update(k, _):
+      idx = orders[k // per_epoch, (k % per_epoch) * size : (k % per_epoch + 1) * size]
+      rows = tuple(tf.gather(x, idx) for x in data)
+      logs = replicas.run(self.strategy, lambda r: self._update_fn(*r), rows)
+      return k + 1, {name: tf.cast(logs[name], tf.float32) for name in _UPDATE_LOGS}
+
+    first = {name: tf.constant(0.0) for name in _UPDATE_LOGS}
+    _, logs = tf.while_loop(lambda k, _: k < c.num_epochs * per_epoch, update, (tf.constant(0), first))
     return logs
 
   def policy(self) -> tf.Module:
@@ -220,4 +254,13 @@ def make_agent(
   config: ml_collections.ConfigDict, observation_space: gymnasium.Space, action_space: gymnasium.Space
 ) -> PPOAgent:
   """Builds the agent from a full run config (config.agent and the runtime fields)."""
-  return PPOAgent(config.agent, observation_space, action_space, batch_size=config.batch_size, seed=config.seed)
+  frames_per_batch = config.batch_size * config.unroll_length * envs.frame_skip(config.env)
+  batches = -(-config.total_environment_frames // frames_per_batch)
+  return PPOAgent(
+    config.agent,
+    observation_space,
+    action_space,
+    batch_size=config.batch_size,
+    seed=config.seed,
+    total_updates=batches * config.agent.num_epochs * (config.batch_size // config.agent.minibatch_size),
+  )

@@ -26,6 +26,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_epochs = 4
   c.minibatch_size = 8
   c.learning_rate = 3e-4
+  # Decay the learning rate and the clipping epsilon linearly to 0 over the run's
+  # total_environment_frames (the RL Zoo's "lin_" schedules); off: both constant.
+  c.lr_decay = False
+  c.clip_decay = False
   c.adam_epsilon = 1e-5
   # Global gradient norm clip.
   c.max_grad_norm = 0.5
