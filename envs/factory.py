@@ -10,9 +10,8 @@ stacking, and channels-last uint8 observations of shape (84, 84, 4).
 
 from __future__ import annotations
 
-from typing import Any
-
 import re
+from typing import Any
 
 import gymnasium
 import ml_collections
@@ -210,11 +209,15 @@ def _native_atari_vector_ok(config: ml_collections.ConfigDict) -> bool:
   )
 
 
-def _native_atari_vector(config: ml_collections.ConfigDict, num_envs: int, seed: int | None) -> gymnasium.vector.VectorEnv:
+def _native_atari_vector(
+  config: ml_collections.ConfigDict, num_envs: int, seed: int | None
+) -> gymnasium.vector.VectorEnv:
   from ale_py.vector_env import AtariVectorEnv  # pylint: disable=g-import-not-at-top
 
   a = config.atari
-  game = re.sub(r"(?<!^)(?=[A-Z])", "_", config.id[len(ATARI_PREFIX) : -len("-v5")]).lower()  # SpaceInvaders -> space_invaders
+  game = re.sub(
+    r"(?<!^)(?=[A-Z])", "_", config.id[len(ATARI_PREFIX) : -len("-v5")]
+  ).lower()  # SpaceInvaders -> space_invaders
   env = AtariVectorEnv(
     game,
     num_envs,
