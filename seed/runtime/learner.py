@@ -36,6 +36,7 @@ from seed.runtime.env_store import EnvStore, Step, Unroll, step_specs
 RECENT_EPISODES = 50  # "mean return" = over the last 50 finished episodes
 # After the run completes, the server answers "run complete" until no actor
 # has called for _TOLD_QUIET seconds (all of them heard it), at most _TOLD_MAX.
+_EPISODE_POLL = 0.25  # seconds between reads of finished episodes (stop_mean_return's check)
 _TOLD_QUIET = 2.0
 _TOLD_MAX = 15.0
 
@@ -331,14 +332,20 @@ def run(
   last_logs: dict[str, float] = {}
   episodes = EpisodeLog(learner.store, os.path.join(logdir, "episodes.csv"))
 
-  def reached_goal() -> bool:
+  # Set by the main thread, which alone reads finished episodes (the training thread only waits on it).
+  goal_reached: list[float] = []  # the mean return that met config.stop_mean_return
+
+  def poll_episodes() -> None:
+    episodes.poll(learner.frames)
     goal = config.stop_mean_return
-    return goal is not None and len(episodes.recent) == RECENT_EPISODES and episodes.mean_return() >= goal
+    if not goal_reached and goal is not None and len(episodes.recent) == RECENT_EPISODES:
+      if episodes.mean_return() >= goal:
+        goal_reached.append(episodes.mean_return())
 
   def train_loop() -> None:
     last_save = time.monotonic()
     try:
-      while not stop.is_set() and learner.frames < config.total_environment_frames and not reached_goal():
+      while not stop.is_set() and learner.frames < config.total_environment_frames and not goal_reached:
         logs = learner.train_step()
         last_logs.update({k: float(v) for k, v in logs.items()})
         if time.monotonic() - last_save > config.checkpoint_interval:
@@ -348,9 +355,9 @@ def run(
         completed.set()
         logging.info(
           "%s at %s frames, %.1f s after the run started (imports and tracing included)",
-          f"goal reached: mean return of the last {RECENT_EPISODES} episodes {episodes.mean_return():.1f} "
+          f"goal reached: mean return of the last {RECENT_EPISODES} episodes {goal_reached[0]:.1f} "
           f">= {config.stop_mean_return}"
-          if reached_goal()
+          if goal_reached
           else "frame budget reached",
           f"{learner.frames:,}",
           processes.seconds_since_run_start(),
@@ -368,8 +375,12 @@ def run(
   progress = Progress(learner, server, episodes, last_logs)
   trainer.start()
   try:
-    while not stop.wait(config.log_interval):
-      progress.report()
+    next_report = time.monotonic() + config.log_interval
+    while not stop.wait(min(_EPISODE_POLL, config.log_interval)):
+      poll_episodes()  # the goal is seen within _EPISODE_POLL of the episode that met it
+      if time.monotonic() >= next_report:
+        progress.report()
+        next_report += config.log_interval
   finally:
     stop.set()
     if completed.is_set():
