@@ -339,8 +339,9 @@ def run(
     episodes.poll(learner.frames)
     goal = config.stop_mean_return
     if not goal_reached and goal is not None and len(episodes.recent) == RECENT_EPISODES:
-      if episodes.mean_return() >= goal:
-        goal_reached.append(episodes.mean_return())
+      mean = episodes.mean_return()
+      if mean >= goal:
+        goal_reached.append(mean)
 
   def train_loop() -> None:
     last_save = time.monotonic()
