@@ -1,6 +1,7 @@
 """Small helpers for tests that run work in threads or subprocesses."""
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -33,13 +34,43 @@ def run_parallel(fn, args_list, timeout=60):
   return results
 
 
-def run_python(code: str, timeout=120, env=None) -> subprocess.CompletedProcess:
-  """Runs code in a fresh interpreter (own import order); returns the result."""
-  full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+def run_python(code: str, timeout=120, env=None, cwd=REPO) -> subprocess.CompletedProcess:
+  """Runs code in a fresh interpreter (own import order) in a process group of its own; returns the result.
+
+  Whatever the code starts is killed with it at the end (no orphan holds the output pipes open).
+  On timeout every thread's Python stack is dumped (PYTHONFAULTHANDLER + SIGABRT) and the
+  test fails with it, instead of hanging until pytest's own timeout.
+  """
+  full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO, PYTHONFAULTHANDLER="1")
   full_env.update(env or {})
-  return subprocess.run(
-    [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO
+  proc = subprocess.Popen(
+    [sys.executable, "-c", code],
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    env=full_env,
+    cwd=cwd,
+    start_new_session=True,
   )
+  try:
+    out, err = proc.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    proc.send_signal(signal.SIGABRT)
+    time.sleep(2.0)  # the fault handler writes the stacks
+    _kill_group(proc.pid)
+    out, err = proc.communicate(timeout=30)
+    stacks = f"{out[-3000:]}\n{err[-12000:]}"
+    raise AssertionError(f"still running after {timeout}s; its stacks and output:\n{stacks}") from None
+  finally:
+    _kill_group(proc.pid)
+  return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _kill_group(pgid: int) -> None:
+  try:
+    os.killpg(pgid, signal.SIGKILL)
+  except ProcessLookupError:
+    pass
 
 
 def catch(fn, *args, **kwargs):

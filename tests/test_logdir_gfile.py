@@ -8,10 +8,8 @@ local "ram:" directory (or fail): the test checks there is none.
 """
 
 import os
-import subprocess
-import sys
 
-from helpers import REPO
+from helpers import run_python
 
 _SCRIPT = r"""
 import json, os, shutil, subprocess, sys, tempfile
@@ -29,8 +27,11 @@ def run(frames):
   config.total_environment_frames = frames
   actor = subprocess.Popen([sys.executable, "-m", "seed.train", "--config=" + cartpole_vtrace.__file__, "--mode=actor",
                             "--task=0", "--server_address=" + address, "--config.num_actors=1"])
-  learner.run(config, "ram://run", address)
-  assert actor.wait(60) == 0
+  try:
+    learner.run(config, "ram://run", address)
+    assert actor.wait(60) == 0
+  finally:
+    actor.kill()
 
 run(20000)
 first = sorted(f.rstrip("/") for f in g.listdir("ram://run"))
@@ -51,14 +52,7 @@ print(json.dumps({"files": first, "frames": int(steps), "exports": exports, "met
 
 
 def test_run_directory_through_gfile_checkpoints_resumes_exports_and_logs(tmp_path):
-  r = subprocess.run(
-    [sys.executable, "-c", _SCRIPT],
-    cwd=tmp_path,
-    capture_output=True,
-    text=True,
-    timeout=300,
-    env=dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2"),
-  )
+  r = run_python(_SCRIPT, timeout=240, cwd=tmp_path)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
   import json
 
