@@ -36,13 +36,18 @@ class NatureCNN(tf.Module):
     super().__init__(name="nature_cnn")
     dtype = _layer_dtype(compute_dtype)
     self.compute_dtype = tf.as_dtype(compute_dtype)
+    # Orthogonal weights with gain sqrt(2) (the ReLU gain), as OpenAI Baselines' and CleanRL's
+    # Atari agents do. Keras's default Glorot init gives this stack's first layers 3-9x less
+    # weight variance than a ReLU stack needs, so the features come out several times smaller
+    # at init; with it, V-trace on Pong kept a uniform policy (entropy 1.77 of 1.79) for 2M frames.
+    init = lambda: keras.initializers.Orthogonal(2**0.5)  # noqa: E731  (one per layer: Keras warns on reuse)
     self.convs = [
-      keras.layers.Conv2D(32, 8, 4, activation="relu", dtype=dtype),
-      keras.layers.Conv2D(64, 4, 2, activation="relu", dtype=dtype),
-      keras.layers.Conv2D(64, 3, 1, activation="relu", dtype=dtype),
+      keras.layers.Conv2D(32, 8, 4, activation="relu", kernel_initializer=init(), dtype=dtype),
+      keras.layers.Conv2D(64, 4, 2, activation="relu", kernel_initializer=init(), dtype=dtype),
+      keras.layers.Conv2D(64, 3, 1, activation="relu", kernel_initializer=init(), dtype=dtype),
     ]
     self.flatten = keras.layers.Flatten(dtype=dtype)
-    self.dense = keras.layers.Dense(hidden, activation="relu", dtype=dtype)
+    self.dense = keras.layers.Dense(hidden, activation="relu", kernel_initializer=init(), dtype=dtype)
 
   def __call__(self, frames: tf.Tensor) -> tf.Tensor:
     x = _scaled_frames(frames, self.compute_dtype)
