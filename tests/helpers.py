@@ -37,13 +37,13 @@ def run_parallel(fn, args_list, timeout=60):
 def run_python(code: str, timeout=120, env=None, cwd=REPO) -> subprocess.CompletedProcess:
   """Runs code in a fresh interpreter (own import order) in a process group of its own; returns the result.
 
-  Whatever the code starts is killed with it at the end (no orphan holds the output pipes open).
-  On timeout every thread's Python stack is dumped (PYTHONFAULTHANDLER + SIGABRT) and the
-  test fails with it, instead of hanging until pytest's own timeout.
+  On timeout every process of the group dumps its Python stacks (PYTHONFAULTHANDLER + SIGABRT),
+  the group is killed, and the test fails with the stacks, instead of hanging until pytest's own
+  timeout (a child left running would hold the output pipes open).
   """
   full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO, PYTHONFAULTHANDLER="1")
   full_env.update(env or {})
-  proc = subprocess.Popen(
+  with subprocess.Popen(
     [sys.executable, "-c", code],
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
@@ -51,25 +51,29 @@ def run_python(code: str, timeout=120, env=None, cwd=REPO) -> subprocess.Complet
     env=full_env,
     cwd=cwd,
     start_new_session=True,
-  )
-  try:
-    out, err = proc.communicate(timeout=timeout)
-  except subprocess.TimeoutExpired:
-    proc.send_signal(signal.SIGABRT)
-    time.sleep(2.0)  # the fault handler writes the stacks
-    _kill_group(proc.pid)
-    out, err = proc.communicate(timeout=30)
-    stacks = f"{out[-3000:]}\n{err[-12000:]}"
-    raise AssertionError(f"still running after {timeout}s; its stacks and output:\n{stacks}") from None
-  finally:
-    _kill_group(proc.pid)
+  ) as proc:
+    try:
+      out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      signal_group(proc, signal.SIGABRT)
+      time.sleep(2.0)  # the fault handlers write the stacks
+      signal_group(proc, signal.SIGKILL)
+      out, err = proc.communicate(timeout=30)
+      stacks = f"{out[-3000:]}\n{err[-12000:]}"
+      raise AssertionError(f"still running after {timeout}s; its stacks and output:\n{stacks}") from None
+    except BaseException:
+      signal_group(proc, signal.SIGKILL)
+      raise
   return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _kill_group(pgid: int) -> None:
+def signal_group(p: subprocess.Popen, sig: int) -> None:
+  """Signals p's process group, only while p is unreaped (else its PID may belong to someone else by now)."""
+  if p.returncode is not None:
+    return
   try:
-    os.killpg(pgid, signal.SIGKILL)
-  except ProcessLookupError:
+    os.killpg(p.pid, sig)
+  except (ProcessLookupError, PermissionError):
     pass
 
 

@@ -36,6 +36,8 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 
+from helpers import signal_group
+
 PREFIX = "seedt-"  # every namespace this module creates; remove_netns refuses anything else
 ETC_NETNS = "/etc/netns"
 _PR_SET_PDEATHSIG = 1
@@ -318,14 +320,14 @@ class Hosts:
       try:
         out, err = p.communicate(input, timeout=timeout)
       except subprocess.TimeoutExpired:
-        _signal_group(p, signal.SIGKILL)
+        signal_group(p, signal.SIGKILL)
         try:
           out, err = p.communicate(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:  # someone outside the group holds the pipes open
           out = err = None
         raise subprocess.TimeoutExpired(list(argv), timeout, output=out, stderr=err) from None
       except BaseException:
-        _signal_group(p, signal.SIGKILL)
+        signal_group(p, signal.SIGKILL)
         raise
     r = subprocess.CompletedProcess(list(argv), p.returncode, out, err)
     if check:
@@ -367,7 +369,7 @@ class Hosts:
   def _stop(self, procs: list[subprocess.Popen]) -> None:
     live = [p for p in procs if p.returncode is None]
     for p in live:
-      _signal_group(p, signal.SIGTERM)
+      signal_group(p, signal.SIGTERM)
     deadline = time.monotonic() + self.stop_timeout
     pending = list(live)
     while pending and time.monotonic() < deadline:
@@ -377,7 +379,7 @@ class Hosts:
     # SIGKILL every group whose leader is still unreaped (its PID, hence the group ID, cannot be reused yet):
     # catches group members that outlived a leader that did exit on SIGTERM.
     for p in live:
-      _signal_group(p, signal.SIGKILL)
+      signal_group(p, signal.SIGKILL)
     for p in live:
       p.wait(timeout=10)
 
@@ -400,13 +402,3 @@ def _exited(p: subprocess.Popen) -> bool:
   except ChildProcessError:  # reaped behind Popen's back
     p.poll()
     return True
-
-
-def _signal_group(p: subprocess.Popen, sig: int) -> None:
-  """Signals p's process group, only while p is unreaped (else its PID may belong to someone else by now)."""
-  if p.returncode is not None:
-    return
-  try:
-    os.killpg(p.pid, sig)
-  except (ProcessLookupError, PermissionError):
-    pass
