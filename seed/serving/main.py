@@ -13,7 +13,7 @@ from absl import app, flags, logging
 from seed.serving.config import ModelConfig, parse_config_text
 from seed.serving.errors import ServingError
 from seed.serving.models import State
-from seed.serving.server import ModelServer, join_host_port
+from seed.serving.server import MAX_REQUEST_BYTES, REST_READ_TIMEOUT, ModelServer, join_host_port
 
 _MODEL_NAME = flags.DEFINE_string("model_name", "default", "Name of the model (with --model_base_path).")
 _MODEL_BASE_PATH = flags.DEFINE_string(
@@ -36,6 +36,17 @@ _BATCH_TIMEOUT = flags.DEFINE_integer(
   "batch_timeout_micros", 1000, "Longest wait for a batch to fill (with --enable_batching)."
 )
 _GRPC_MAX_THREADS = flags.DEFINE_integer("grpc_max_threads", 64, "Threads handling gRPC calls.")
+_MAX_REQUEST_BYTES = flags.DEFINE_integer(
+  "max_request_bytes",
+  MAX_REQUEST_BYTES,
+  "Largest request accepted: a REST body (larger: HTTP 413, decided from Content-Length before reading it) "
+  "or a gRPC message (larger: RESOURCE_EXHAUSTED).",
+)
+_REST_READ_TIMEOUT = flags.DEFINE_float(
+  "rest_read_timeout",
+  REST_READ_TIMEOUT,
+  "Seconds a REST client may take to send its request, or leave its connection idle; then it is closed.",
+)
 _TENSOR_RPC_ADDRESS = flags.DEFINE_string(
   "tensor_rpc_address",
   None,
@@ -62,6 +73,8 @@ def main(argv: list[str]) -> int:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _MAX_BATCH_SIZE.value < 1 or _BATCH_TIMEOUT.value < 0:
     raise app.UsageError("--max_batch_size must be >= 1 and --batch_timeout_micros >= 0")
+  if _MAX_REQUEST_BYTES.value < 1 or _REST_READ_TIMEOUT.value <= 0:
+    raise app.UsageError("--max_request_bytes must be >= 1 and --rest_read_timeout > 0")
   configs = _configs_from_flags()
   for c in configs:
     if not os.path.isdir(c.base_path):
@@ -81,6 +94,8 @@ def main(argv: list[str]) -> int:
       batch_timeout_micros=_BATCH_TIMEOUT.value,
       grpc_max_threads=_GRPC_MAX_THREADS.value,
       tensor_rpc_address=_TENSOR_RPC_ADDRESS.value,
+      max_request_bytes=_MAX_REQUEST_BYTES.value,
+      rest_read_timeout=_REST_READ_TIMEOUT.value,
     )
   except OSError as e:
     print(f"error: {e}", file=sys.stderr, flush=True)

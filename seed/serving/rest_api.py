@@ -7,6 +7,7 @@ import http.server
 import json
 import re
 import socket
+import sys
 
 import numpy as np
 import tensorflow as tf
@@ -244,7 +245,11 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
   protocol_version = "HTTP/1.1"  # keep-alive
   server_version = "seed.serve"
   disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
-  core: Core = None  # set on a subclass per server
+  # Set on a subclass per server. `timeout` is the socket timeout of every read: a client that stops
+  # sending mid-request, or keeps an idle connection, is dropped after it and frees its thread.
+  core: Core = None
+  max_request_bytes: int = 0
+  timeout: float = None
 
   def log_message(self, format, *args):  # pylint: disable=redefined-builtin
     logging.vlog(1, "REST %s " + format, self.address_string(), *args)
@@ -263,26 +268,55 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
     self.end_headers()
     self.wfile.write(data)
 
+  def _error(self, code: int, message: str) -> None:
+    self._send(code, json.dumps({"error": message}))
+
+  def _read_body(self) -> bytes | None:
+    """The request body, or None after answering a body that will not be read (the connection then closes)."""
+    if "Transfer-Encoding" in self.headers:
+      self.close_connection = True
+      self._error(411, "Content-Length required: chunked request bodies are not accepted")
+      return None
+    raw = self.headers.get("Content-Length") or "0"
+    if not raw.isdigit():  # no sign, no spaces: the body's end must be unambiguous
+      self.close_connection = True
+      self._error(400, f"Malformed request: bad Content-Length {raw!r}")
+      return None
+    length = int(raw)
+    if length > self.max_request_bytes:  # decided before reading a byte of the body
+      self.close_connection = True
+      self._error(413, f"request body of {length} bytes exceeds --max_request_bytes={self.max_request_bytes}")
+      return None
+    body = self.rfile.read(length) if length else b""
+    if len(body) < length:  # the client closed mid-body
+      self.close_connection = True
+      return None
+    return body
+
   def _handle(self, method: str) -> None:
     try:
       try:
-        length = int(self.headers.get("Content-Length") or 0)
-      except ValueError:
+        body = self._read_body()
+      except TimeoutError:
         self.close_connection = True
-        raise invalid(f"Malformed request: bad Content-Length {self.headers.get('Content-Length')!r}") from None
-      body = self.rfile.read(length) if length > 0 else b""
+        self._error(408, f"request body not received within {self.timeout:g} s")
+        return
+      if body is None:
+        return
       path = self.path.split("?", 1)[0]
       if method == "GET" and path == "/monitoring/prometheus/metrics":
         self._send(200, _metrics_text(self.core), "text/plain; version=0.0.4")
         return
       self._send(200, self._route(method, path, body))
     except ServingError as e:
-      self._send(_HTTP_STATUS.get(e.code, 500), json.dumps({"error": e.message}))
-    except (ConnectionError, BrokenPipeError):
-      pass
+      self._error(_HTTP_STATUS.get(e.code, 500), e.message)
+    except (ConnectionError, BrokenPipeError, TimeoutError):
+      self.close_connection = True
+    except RecursionError:  # a body nested deeper than Python's recursion limit anywhere in the decoding
+      self._error(400, f"JSON nested too deeply: over {sys.getrecursionlimit()} levels")
     except Exception as e:  # pylint: disable=broad-except  (nothing a client sends may crash the server)
       logging.exception("REST %s %s failed", method, self.path)
-      self._send(500, json.dumps({"error": f"{type(e).__name__}: {e}"}))
+      self._error(500, f"{type(e).__name__}: {e}")
 
   def _route(self, method: str, path: str, body: bytes) -> str:
     match = _REST_PATH.fullmatch(path)
@@ -339,8 +373,16 @@ class _HTTPServer6(_HTTPServer):
   address_family = socket.AF_INET6
 
 
-def make_server(core: Core, host: str, port: int) -> http.server.ThreadingHTTPServer:
-  """An HTTP server answering the REST API from core (serve_forever() starts it)."""
-  handler = type("RestHandler", (_RestHandler,), {"core": core})
+def make_server(
+  core: Core, host: str, port: int, max_request_bytes: int, read_timeout: float
+) -> http.server.ThreadingHTTPServer:
+  """An HTTP server answering the REST API from core (serve_forever() starts it).
+
+  Bodies over `max_request_bytes` get 413 from their Content-Length, unread; a connection that
+  sends nothing for `read_timeout` seconds (mid-request or idle) is closed.
+  """
+  handler = type(
+    "RestHandler", (_RestHandler,), {"core": core, "max_request_bytes": max_request_bytes, "timeout": read_timeout}
+  )
   server_class = _HTTPServer6 if ":" in host else _HTTPServer
   return server_class((host, port), handler)

@@ -21,7 +21,9 @@ from seed.serving.core import Core
 from seed.serving.grpc_api import MODEL_SERVICE, PREDICT_SERVICE, ModelServicer, PredictionServicer
 from seed.serving.models import DEFAULT_SIGNATURE, ModelManager, Servable, Signature
 
-MAX_MESSAGE_SIZE = 256 << 20
+MAX_MESSAGE_SIZE = 256 << 20  # largest gRPC response
+MAX_REQUEST_BYTES = 64 << 20  # largest REST body or gRPC request, unless --max_request_bytes says otherwise
+REST_READ_TIMEOUT = 30.0  # seconds a REST connection may take to send a request, or sit idle between two
 
 
 def _natural_key(name: str) -> list:
@@ -60,6 +62,8 @@ class ModelServer:
     batch_timeout_micros: int = 1000,
     grpc_max_threads: int = 64,
     tensor_rpc_address: str | None = None,
+    max_request_bytes: int = MAX_REQUEST_BYTES,
+    rest_read_timeout: float = REST_READ_TIMEOUT,
   ):
     self.manager = ModelManager(configs)
     batcher = Batcher(max_batch_size, batch_timeout_micros / 1e6) if enable_batching else None
@@ -69,7 +73,7 @@ class ModelServer:
     self._stop = threading.Event()
     self._watcher: threading.Thread | None = None
     options = [
-      ("grpc.max_receive_message_length", MAX_MESSAGE_SIZE),
+      ("grpc.max_receive_message_length", max_request_bytes),
       ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
       ("grpc.so_reuseport", 0),
     ]
@@ -89,7 +93,7 @@ class ModelServer:
     self._http = None
     self.rest_api_port = 0
     if rest_api_port:
-      self._http = rest_api.make_server(self.core, host, rest_api_port)
+      self._http = rest_api.make_server(self.core, host, rest_api_port, max_request_bytes, rest_read_timeout)
       self.rest_api_port = self._http.server_address[1]
     self._rpc = None
     self._rpc_models: list[Servable] = []

@@ -18,7 +18,9 @@ import os
 import pytest
 
 from tests.serving.serving_helpers import (
+  LIMIT_BYTES,
   POLL_SECONDS,
+  READ_TIMEOUT,
   BatchSize,
   Half,
   Multi,
@@ -77,6 +79,8 @@ def servers(models):
         "--max_batch_size=4",
         "--batch_timeout_micros=300000",
         "--file_system_poll_wait_seconds=0",
+        f"--max_request_bytes={LIMIT_BYTES}",
+        f"--rest_read_timeout={READ_TIMEOUT}",
       ],
       os.path.join(models["root"], "batch_server.log"),
     )

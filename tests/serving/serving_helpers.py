@@ -32,6 +32,9 @@ from tests.helpers import REPO, make_policy_run
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 END = get_model_status_pb2.ModelVersionStatus.END
 POLL_SECONDS = 0.3
+# The batching server's limits (tests/serving/test_limits.py): small, so the tests can cross them cheaply.
+LIMIT_BYTES = 100_000
+READ_TIMEOUT = 2.0
 
 
 # --- models -----------------------------------------------------------------------------------------
