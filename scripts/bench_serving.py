@@ -32,6 +32,16 @@ hundreds of ms).
 
 The machine is small and shared (2 cores; clients and server compete for
 them): compare the columns, not absolute numbers.
+
+    .venv/bin/python scripts/bench_serving.py --load 60 [--load_clients 64]
+
+instead runs a mixed load against the cartpole policy: --load_clients closed-loop clients
+(half gRPC, half REST) for --load seconds, each request drawn at random: valid (half of
+them; its logits must equal the export's own, computed in this process) or one of the
+invalid kinds in INVALID (wrong dtype or shape, unknown model or signature, garbage or
+too-deep JSON, a body over --max_request_bytes), each of which must get its own error
+status. The server's RSS is sampled every 5 s; after --load_warmup seconds it must not
+grow by more than 5 %. Prints counts per kind, RSS and a verdict; exits 1 on any miss.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -221,6 +232,174 @@ def measure(make_client, model: str, clients: int, warmup: float, duration: floa
   }
 
 
+# --- mixed load ---------------------------------------------------------------------------------------
+
+LOAD_MAX_REQUEST_BYTES = 1 << 20  # the load's server limit, so an oversize body is cheap to send
+# Invalid requests: kind -> (expected gRPC status or None if REST-only, expected HTTP status or None if gRPC-only).
+INVALID = {
+  "wrong_dtype": (grpc.StatusCode.INVALID_ARGUMENT, 400),
+  "wrong_shape": (grpc.StatusCode.INVALID_ARGUMENT, 400),
+  "unknown_model": (grpc.StatusCode.NOT_FOUND, 404),
+  "unknown_signature": (grpc.StatusCode.INVALID_ARGUMENT, 400),
+  "oversize": (grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
+  "garbage_json": (None, 400),
+  "deep_json": (None, 400),
+}
+
+
+def _rss_kb(pid: int) -> int:
+  with open(f"/proc/{pid}/status", encoding="ascii") as f:
+    return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+class _LoadClient:
+  """One connection (gRPC channel or HTTP keep-alive) sending valid and invalid cartpole requests."""
+
+  def __init__(self, protocol: str, port: int):
+    self.protocol = protocol
+    if protocol == "grpc":
+      self.channel = grpc.insecure_channel(
+        f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 4 * LOAD_MAX_REQUEST_BYTES)]
+      )
+      self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+    else:
+      self.port = port
+      self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+  def close(self) -> None:
+    if self.protocol == "grpc":
+      self.channel.close()
+    else:
+      self.connection.close()
+
+  def grpc_call(self, model: str, signature: str, obs: np.ndarray):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.model_spec.signature_name = signature
+    request.inputs["observation"].CopyFrom(tf.make_tensor_proto(obs))
+    try:
+      response = self.stub.Predict(request, timeout=60)
+    except grpc.RpcError as e:
+      return e.code(), None
+    return grpc.StatusCode.OK, tf.make_ndarray(response.outputs["logits"])
+
+  def rest_call(self, model: str, body: bytes):
+    self.connection.request("POST", f"/v1/models/{model}:predict", body, {"Content-Type": "application/json"})
+    response = self.connection.getresponse()
+    data = response.read()
+    if response.will_close:  # e.g. after a 413: the server closed this connection
+      self.connection.close()
+    if response.status != 200:
+      return response.status, None
+    return 200, np.array(json.loads(data)["predictions"][0]["logits"], np.float32)[None]
+
+  def send(self, kind: str, obs: np.ndarray):
+    """(status, logits or None) of one request of `kind` carrying observation `obs` [1, 4]."""
+    if self.protocol == "grpc":
+      model, signature, x = "cartpole", "", obs
+      if kind == "wrong_dtype":
+        x = obs.astype(np.int64)
+      elif kind == "wrong_shape":
+        x = np.concatenate([obs, obs], 1)
+      elif kind == "unknown_model":
+        model = "nope"
+      elif kind == "unknown_signature":
+        signature = "nope"
+      elif kind == "oversize":
+        x = np.zeros([LOAD_MAX_REQUEST_BYTES // 16 + 1, 4], np.float32)
+      return self.grpc_call(model, signature, x)
+    model, row = "cartpole", obs[0].tolist()
+    body = {"instances": [row]}
+    if kind == "wrong_dtype":
+      body = {"instances": [["a", "b", "c", "d"]]}
+    elif kind == "wrong_shape":
+      body = {"instances": [row + row]}
+    elif kind == "unknown_model":
+      model = "nope"
+    elif kind == "unknown_signature":
+      body = {"signature_name": "nope", "instances": [row]}
+    elif kind == "oversize":  # headers only, on a connection of its own: the server answers without the body
+      with socket.create_connection(("127.0.0.1", self.port), timeout=60) as s:
+        s.sendall(
+          f"POST /v1/models/{model}:predict HTTP/1.1\r\nHost: x\r\n"
+          f"Content-Length: {LOAD_MAX_REQUEST_BYTES + 1}\r\n\r\n".encode()
+        )
+        return int(s.recv(4096).split()[1]), None
+    elif kind == "garbage_json":
+      return self.rest_call(model, b'{"instances": [1.0, ')
+    elif kind == "deep_json":
+      return self.rest_call(model, b'{"instances": ' + b"[" * 20_000 + b"]" * 20_000 + b"}")
+    return self.rest_call(model, json.dumps(body).encode())
+
+
+def mixed_load(export_dir: str, proc: subprocess.Popen, port: int, rest_port: int, args) -> int:
+  policy = tf.saved_model.load(export_dir).signatures["serving_default"]
+  rng = np.random.default_rng(0)
+  observations = rng.normal(size=[64, 1, 4]).astype(np.float32)
+  expected = [policy(observation=tf.constant(o))["logits"].numpy() for o in observations]
+  kinds = ["valid"] * len(INVALID) + list(INVALID)  # half valid
+  counts = {k: 0 for k in ["valid", *INVALID]}
+  misses: list[str] = []
+  lock = threading.Lock()
+  end = time.monotonic() + args.load
+
+  def loop(i: int) -> None:
+    client = _LoadClient("grpc" if i % 2 == 0 else "rest", port if i % 2 == 0 else rest_port)
+    r = np.random.default_rng(i)
+    try:
+      while time.monotonic() < end:
+        kind = kinds[r.integers(len(kinds))]
+        want = INVALID.get(kind, (grpc.StatusCode.OK, 200))[0 if client.protocol == "grpc" else 1]
+        if want is None:
+          continue
+        k = int(r.integers(len(observations)))
+        try:
+          status, logits = client.send(kind, observations[k])
+        except Exception as e:  # pylint: disable=broad-except  (a dropped connection is a miss, then reconnect)
+          status, logits = repr(e), None
+          client.close()
+          client = _LoadClient(client.protocol, client.port if client.protocol == "rest" else port)
+        ok = status == want and (kind != "valid" or np.allclose(logits, expected[k], atol=1e-5))
+        with lock:
+          counts[kind] += 1
+          if not ok:
+            misses.append(f"{client.protocol} {kind}: got {status}, want {want}")
+    finally:
+      client.close()
+
+  rss: list[tuple[float, int]] = []
+  threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(args.load_clients)]
+  start = time.monotonic()
+  for t in threads:
+    t.start()
+  while any(t.is_alive() for t in threads):
+    rss.append((time.monotonic() - start, _rss_kb(proc.pid)))
+    print(
+      f"  {rss[-1][0]:5.0f} s: server RSS {rss[-1][1] / 1024:.1f} MiB, {sum(counts.values()):,} requests", flush=True
+    )
+    time.sleep(5.0)
+  for t in threads:
+    t.join()
+  after_warmup = [kb for t, kb in rss if t >= args.load_warmup] or [rss[-1][1]]
+  first, last, peak = after_warmup[0], _rss_kb(proc.pid), max(after_warmup)
+  growth = (last - first) / first * 100
+  print(f"requests in {args.load:g} s with {args.load_clients} clients (half gRPC, half REST):")
+  for kind, n in counts.items():
+    print(f"  {kind:18s} {n:8,}")
+  print(
+    f"server RSS after {args.load_warmup:g} s warm-up {first / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB, "
+    f"end {last / 1024:.1f} MiB: growth {growth:+.1f} %"
+  )
+  for miss in misses[:10]:
+    print(f"  miss: {miss}")
+  verdict = not misses and counts["valid"] > 0 and growth <= 5.0
+  print(
+    f"verdict: {'PASS' if verdict else 'FAIL'} ({len(misses)} wrong answers of {sum(counts.values()):,}, "
+    f"RSS growth {growth:+.1f} % against a 5 % bound)"
+  )
+  return 0 if verdict else 1
+
+
 # --- main ---------------------------------------------------------------------------------------------
 
 
@@ -233,7 +412,12 @@ def main() -> int:
   parser.add_argument("--enable_batching", action="store_true", help="serve with server-side batching")
   parser.add_argument("--max_batch_size", type=int, default=16)
   parser.add_argument("--batch_timeout_micros", type=int, default=1000)
+  parser.add_argument("--load", type=float, default=0.0, help="seconds of mixed valid/invalid load instead")
+  parser.add_argument("--load_clients", type=int, default=64, help="clients of the mixed load")
+  parser.add_argument("--load_warmup", type=float, default=10.0, help="seconds before the RSS baseline")
   args = parser.parse_args()
+  if args.load:
+    args.models = ["cartpole"]
 
   tmp = tempfile.mkdtemp(prefix="bench-serving-")
   proc = None
@@ -250,9 +434,9 @@ def main() -> int:
         + "}\n"
       )
     port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
-    extra = []
+    extra = [f"--max_request_bytes={LOAD_MAX_REQUEST_BYTES}"] if args.load else []
     if args.enable_batching:
-      extra = [
+      extra += [
         "--enable_batching",
         f"--max_batch_size={args.max_batch_size}",
         f"--batch_timeout_micros={args.batch_timeout_micros}",
@@ -261,13 +445,21 @@ def main() -> int:
     proc = start_server(config_path, port, rest_port, extra, log_path)
     wait_ready(proc, port, log_path)
     print(
-      f"seed.serve pid {proc.pid} ready (gRPC {port}, REST {rest_port}{', batching' if extra else ''}); "
-      f"{args.warmup:g} s warm-up + {args.duration:g} s per cell; {os.cpu_count()} cores, "
+      f"seed.serve pid {proc.pid} ready (gRPC {port}, REST {rest_port}{', batching' if args.enable_batching else ''}); "
+      + (
+        f"{args.load:g} s of mixed load; "
+        if args.load
+        else f"{args.warmup:g} s warm-up + {args.duration:g} s per cell; "
+      )
+      + f"{os.cpu_count()} cores, "
       f"load average {os.getloadavg()[0]:.1f}",
       flush=True,
     )
 
     gc.freeze()  # this process holds TensorFlow too: keep full GCs (triggered by JSON's lists) short
+    if args.load:
+      versions = sorted(int(v) for v in os.listdir(paths["cartpole"]) if v.isdigit())
+      return mixed_load(os.path.join(paths["cartpole"], str(versions[-1])), proc, port, rest_port, args)
     rows = []
     for model in args.models:
       for clients in args.clients:
