@@ -6,6 +6,7 @@
 #include "tensorflow/core/common_runtime/device.h"
 #include "tensorflow/core/common_runtime/device_mgr.h"
 #include "tensorflow/core/framework/resource_mgr.h"
+#include "validate.h"
 #include "wire.h"
 
 namespace seed_rpc {
@@ -16,8 +17,6 @@ namespace {
 
 constexpr char kMethodPrefix[] = "/seed/";
 constexpr char kListMethods[] = "__methods__";
-
-std::string ShapeString(const PartialTensorShape& s) { return s.DebugString(); }
 
 }  // namespace
 
@@ -182,55 +181,9 @@ void RpcServer::ListMethods(seed_transport::ServerCall* call) {
 }
 
 absl::Status RpcServer::Validate(const Method& m, const std::vector<Tensor>& inputs, int64_t* rows, bool* single) {
-  if (inputs.size() != m.client_inputs()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "method '", m.name, "' takes ", m.client_inputs(), " input(s), got ", inputs.size()));
-  }
-  *rows = -1;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const Tensor& t = inputs[i];
-    auto where = [&] { return absl::StrCat("method '", m.name, "', input ", i, " ('", m.input_names[i], "'): "); };
-    if (t.dtype() != m.input_dtypes[i]) {
-      return absl::InvalidArgumentError(absl::StrCat(where(), "expected dtype ", DataTypeString(m.input_dtypes[i]),
-                                                     ", got ", DataTypeString(t.dtype())));
-    }
-    const PartialTensorShape& spec = m.input_shapes[i];
-    if (m.batch_size == 0) {
-      if (!spec.IsCompatibleWith(t.shape())) {
-        return absl::InvalidArgumentError(absl::StrCat(where(), "expected shape ", ShapeString(spec),
-                                                       ", got ", t.shape().DebugString()));
-      }
-      continue;
-    }
-    // Batched: one element (spec without its leading dim) or k <= batch rows.
-    const TensorShape& element = m.element_shapes[i];
-    bool is_single = t.shape() == element;
-    int64_t k = 1;
-    if (!is_single) {
-      bool rows_match = t.dims() == element.dims() + 1;
-      for (int d = 0; rows_match && d < element.dims(); ++d) rows_match = t.dim_size(d + 1) == element.dim_size(d);
-      if (!rows_match) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where(), "expected one element of shape ", element.DebugString(), " or a batch of shape ",
-            PartialTensorShape({-1}).Concatenate(element).DebugString(), ", got ", t.shape().DebugString()));
-      }
-      k = t.dim_size(0);
-      if (k == 0) return absl::InvalidArgumentError(where() + "empty batch (0 rows)");
-      if (k > m.batch_size) {
-        return absl::InvalidArgumentError(absl::StrCat(where(), "a call carries ", k, " rows but the batch size is ",
-                                                       m.batch_size));
-      }
-    }
-    if (*rows == -1) {
-      *rows = k;
-      *single = is_single;
-    } else if (*rows != k || *single != is_single) {
-      return absl::InvalidArgumentError(absl::StrCat("method '", m.name,
-                                                     "': all inputs must carry the same number of rows"));
-    }
-  }
-  if (*rows == -1) *rows = 0;
-  return absl::OkStatus();
+  return ValidateCall({m.name, m.client_inputs(), m.input_dtypes, m.input_shapes, m.element_shapes, m.input_names,
+                       m.batch_size},
+                      inputs, rows, single);
 }
 
 void RpcServer::Run(Method* m, std::vector<Tensor> args, seed_transport::ServerCall* call,

@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # libssl-dev, libre2-dev, make, dpkg-dev: the op links static OpenSSL and a -fPIC re2 rebuilt from
-# Debian's source package (seed/rpc/build_op.py); openssl: scripts/make_certs.sh.
-APT_PKGS=(libgrpc++-dev libssl-dev libre2-dev zlib1g-dev pkg-config g++ make dpkg-dev perl openssl python3-venv)
+# Debian's source package (seed/rpc/build_op.py); openssl: scripts/make_certs.sh; clang: the libFuzzer
+# target (grpc/fuzz_wire.cc, scripts/fuzz.sh).
+APT_PKGS=(libgrpc++-dev libssl-dev libre2-dev zlib1g-dev pkg-config g++ make dpkg-dev perl openssl python3-venv clang)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -35,8 +35,15 @@ def _source_dir() -> pathlib.Path:
 
 
 GRPC_SOURCES = ["transport.cc"]  # compiled without TF headers
-TF_SOURCES = ["wire.cc", "batcher.cc", "server.cc", "server_kernels.cc", "client_ops.cc"]  # without gRPC headers
-HEADERS = ["transport.h", "wire.h", "batcher.h", "server.h"]
+TF_SOURCES = [  # without gRPC headers
+  "wire.cc",
+  "validate.cc",
+  "batcher.cc",
+  "server.cc",
+  "server_kernels.cc",
+  "client_ops.cc",
+]
+HEADERS = ["transport.h", "wire.h", "validate.h", "batcher.h", "server.h"]
 GRPC_ARCHIVES = [
   "libgrpc++.a",
   "libgrpc.a",
@@ -52,7 +59,7 @@ APT_HINT = (
   "apt-get install -y libgrpc++-dev libssl-dev libre2-dev zlib1g-dev pkg-config g++ make dpkg-dev perl "
   "(or run scripts/setup.sh)"
 )
-_BUILD_VERSION = "5"  # bump when the flags below change
+_BUILD_VERSION = "6"  # bump when the flags below change
 
 
 class BuildError(RuntimeError):
@@ -368,6 +375,40 @@ def batcher_test_path() -> pathlib.Path:
     return out
 
   return _locked_build("batcher_test", key, build)
+
+
+def fuzz_target_path() -> pathlib.Path:
+  """Builds the libFuzzer target of the wire parser and call validation (clang, ASan + UBSan; cached)."""
+  if shutil.which("clang++") is None:
+    raise BuildError("clang++ not found (the fuzz targets need clang's libFuzzer): apt-get install -y clang")
+  cflags, lflags, tf_version = _tf_flags()
+  sources = ["wire.cc", "validate.cc", "fuzz_wire.cc"]
+  headers = ["wire.h", "validate.h"]
+  sanitize = "-fsanitize=fuzzer,address,undefined"
+  key = _digest(
+    _BUILD_VERSION,
+    "fuzz_wire",
+    tf_version,
+    " ".join(cflags + lflags),
+    _run(["clang++", "--version"]),
+    *[(SOURCE_DIR / s).read_bytes() for s in sources + headers],
+  )
+
+  def build(tmp: pathlib.Path) -> pathlib.Path:
+    objs = [tmp / (src + ".o") for src in sources]
+    compile_cmds = []
+    for src, obj in zip(sources, objs):
+      cmd = _tf_object_cmd(SOURCE_DIR / src, obj, cflags)
+      cmd[0] = "clang++"
+      # -fsanitize=fuzzer instruments for coverage; the fuzzer's main() is linked once, below.
+      cmd[2:3] = ["-O1", "-g", sanitize.replace("fuzzer,", "fuzzer-no-link,"), "-fno-sanitize-recover=undefined"]
+      compile_cmds.append([c for c in cmd if c != "-Wno-interference-size"])  # a g++-only warning
+    _compile_all(compile_cmds)
+    out = tmp / "fuzz_wire"
+    _run(["clang++", sanitize, "-o", str(out), *map(str, objs), *lflags, *_rpaths(lflags), "-lpthread"])
+    return out
+
+  return _locked_build("fuzz_wire", key, build)
 
 
 def main() -> None:
