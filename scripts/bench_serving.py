@@ -256,14 +256,13 @@ class _LoadClient:
   """One connection (gRPC channel or HTTP keep-alive) sending valid and invalid cartpole requests."""
 
   def __init__(self, protocol: str, port: int):
-    self.protocol = protocol
+    self.protocol, self.port = protocol, port
     if protocol == "grpc":
       self.channel = grpc.insecure_channel(
         f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 4 * LOAD_MAX_REQUEST_BYTES)]
       )
       self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
     else:
-      self.port = port
       self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
   def close(self) -> None:
@@ -358,7 +357,7 @@ def mixed_load(export_dir: str, proc: subprocess.Popen, port: int, rest_port: in
         except Exception as e:  # pylint: disable=broad-except  (a dropped connection is a miss, then reconnect)
           status, logits = repr(e), None
           client.close()
-          client = _LoadClient(client.protocol, client.port if client.protocol == "rest" else port)
+          client = _LoadClient(client.protocol, client.port)
         ok = status == want and (kind != "valid" or np.allclose(logits, expected[k], atol=1e-5))
         with lock:
           counts[kind] += 1

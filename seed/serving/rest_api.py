@@ -271,22 +271,21 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
   def _error(self, code: int, message: str) -> None:
     self._send(code, json.dumps({"error": message}))
 
+  def _refuse(self, code: int, message: str) -> None:
+    """Answers a request whose body is not (fully) read; the connection then closes, as its stream is unusable."""
+    self.close_connection = True
+    self._error(code, message)
+
   def _read_body(self) -> bytes | None:
-    """The request body, or None after answering a body that will not be read (the connection then closes)."""
+    """The request body, or None after refusing it (or when the client closed mid-body)."""
     if "Transfer-Encoding" in self.headers:
-      self.close_connection = True
-      self._error(411, "Content-Length required: chunked request bodies are not accepted")
-      return None
+      return self._refuse(411, "Content-Length required: chunked request bodies are not accepted")
     raw = self.headers.get("Content-Length") or "0"
     if not raw.isdigit():  # no sign, no spaces: the body's end must be unambiguous
-      self.close_connection = True
-      self._error(400, f"Malformed request: bad Content-Length {raw!r}")
-      return None
+      return self._refuse(400, f"Malformed request: bad Content-Length {raw!r}")
     length = int(raw)
     if length > self.max_request_bytes:  # decided before reading a byte of the body
-      self.close_connection = True
-      self._error(413, f"request body of {length} bytes exceeds --max_request_bytes={self.max_request_bytes}")
-      return None
+      return self._refuse(413, f"request body of {length} bytes exceeds --max_request_bytes={self.max_request_bytes}")
     body = self.rfile.read(length) if length else b""
     if len(body) < length:  # the client closed mid-body
       self.close_connection = True
@@ -298,8 +297,7 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
       try:
         body = self._read_body()
       except TimeoutError:
-        self.close_connection = True
-        self._error(408, f"request body not received within {self.timeout:g} s")
+        self._refuse(408, f"request body not received within {self.timeout:g} s")
         return
       if body is None:
         return
