@@ -6,6 +6,7 @@
 #include "tensorflow/core/common_runtime/device.h"
 #include "tensorflow/core/common_runtime/device_mgr.h"
 #include "tensorflow/core/framework/resource_mgr.h"
+#include "run_cancellation.h"
 #include "validate.h"
 #include "wire.h"
 
@@ -198,7 +199,7 @@ void RpcServer::Run(Method* m, std::vector<Tensor> args, seed_transport::ServerC
   FunctionLibraryRuntime::Options opts;
   // A child per run: a failing multi-device function cancels its own
   // manager, which must not cancel every other run.
-  auto cancel = std::make_shared<CancellationManager>(&cancellation_);
+  std::shared_ptr<CancellationManager> cancel = NewRunCancellation(&cancellation_);
   opts.cancellation_manager = cancel.get();
   if (call != nullptr) call->OnCancel([cancel] { cancel->StartCancel(); });
   opts.create_rendezvous = true;

@@ -39,11 +39,12 @@ TF_SOURCES = [  # without gRPC headers
   "wire.cc",
   "validate.cc",
   "batcher.cc",
+  "run_cancellation.cc",
   "server.cc",
   "server_kernels.cc",
   "client_ops.cc",
 ]
-HEADERS = ["transport.h", "wire.h", "validate.h", "batcher.h", "server.h"]
+HEADERS = ["transport.h", "wire.h", "validate.h", "batcher.h", "run_cancellation.h", "server.h"]
 GRPC_ARCHIVES = [
   "libgrpc++.a",
   "libgrpc.a",
