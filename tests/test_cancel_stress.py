@@ -13,8 +13,7 @@ def test_deadlines_cancel_blocked_runs_20_rounds_in_a_row():
   already left runs uncancelled: they took later queue items and shutdown waited forever.
   """
   out = subprocess.run(
-    [sys.executable, "scripts/stress_cancel.py", "--rounds", "20", "--calls", "500", "--threads", "16",
-     "--timeout", "240"],
+    [sys.executable, "scripts/stress_cancel.py", "--rounds=20", "--calls=500", "--threads=16", "--timeout=240"],
     cwd=REPO,
     capture_output=True,
     text=True,
