@@ -30,21 +30,25 @@ def test_multidevice_suite_in_its_own_process():
   print(summary)
 
 
-def test_cartpole_vtrace_learns_on_2_training_and_2_inference_devices(tmp_path, runs):
-  """The one-device learning bar (last-50 mean >= 400), with MirroredStrategy and round-robin inference."""
+def test_cartpole_ppo_learns_on_2_training_and_2_inference_devices(tmp_path, runs):  # noqa: F811
+  """The main job's bar (last-50 mean >= 475), with MirroredStrategy and round-robin inference.
+
+  PPO, not V-trace: the same learner path (the strategy and the inference round robin know no agent)
+  at a third of the minutes; V-trace's own learning bar is tests/test_train.py's.
+  """
   start = time.monotonic()
   run = runs(
     tmp_path / "run",
     "--config.logical_cpu_devices=4",
     "--config.training_devices=2",
     "--config.inference_devices=2",
-    "--config.stop_mean_return=475",
-    "--config.total_environment_frames=4000000",
+    config=os.path.join(REPO, "configs", "cartpole_ppo.py"),
   )
-  assert run.wait(420) == 0, run.output()
+  assert run.wait(240) == 0, run.output()
   returns = _episodes(run.logdir)
   assert len(returns) >= 50
-  assert np.mean(returns[-50:]) >= 400, f"last 50 mean {np.mean(returns[-50:]):.1f}; {run.metrics()[-1]}"
+  best = np.convolve(returns, np.ones(50) / 50, "valid").max()  # what stopped it (episodes may end after)
+  assert best >= 475, f"best last-50 mean {best:.1f}; {run.metrics()[-1]}"
   log = run.output(tail=None)
   assert "training on /device:CPU:0, /device:CPU:1 (MirroredStrategy), inference on /device:CPU:2, /device:CPU:3" in log
   spread = [m for m in run.metrics() if "inference_batches/CPU:2" in m]
