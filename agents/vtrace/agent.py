@@ -55,7 +55,12 @@ class VTraceAgent(Agent):
     lr = config.learning_rate
     if config.lr_decay:
       lr = keras.optimizers.schedules.PolynomialDecay(lr, max(train_steps, 1), end_learning_rate=0.0)
-    self.optimizer = keras.optimizers.Adam(lr, epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm)
+    if config.optimizer == "rmsprop":
+      self.optimizer = keras.optimizers.RMSprop(
+        lr, rho=config.rmsprop_decay, epsilon=config.rmsprop_epsilon, global_clipnorm=config.max_grad_norm
+      )
+    else:  # "adam" (config.validate checked it)
+      self.optimizer = keras.optimizers.Adam(lr, epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm)
     # Build variables and optimizer slots now (in the caller's strategy scope) so checkpoints
     # restore eagerly, inference can be traced, and no variable is created inside a replica step.
     self.step(

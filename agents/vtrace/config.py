@@ -35,10 +35,22 @@ def get_config() -> ml_collections.ConfigDict:
   c.entropy_cost = 0.01
   # Rewards are clipped to [-reward_clip, reward_clip] (None: unclipped; Atari uses 1).
   c.reward_clip = config_dict.placeholder(float)
-  # Adam learning rate, decayed linearly to 0 over total_environment_frames when lr_decay.
+  # Optimizer: "adam", or "rmsprop" (IMPALA's and A2C's on Atari). Its learning rate decays
+  # linearly to 0 over total_environment_frames when lr_decay.
+  c.optimizer = "adam"
   c.learning_rate = 1e-3
   c.lr_decay = True
   c.adam_epsilon = 1e-7
+  # RMSProp: moving-average decay of the squared gradients, and epsilon, added to that average
+  # under the square root (as in IMPALA's Atari runs: 0.99 and 0.01).
+  c.rmsprop_decay = 0.99
+  c.rmsprop_epsilon = 0.01
   # Gradients are clipped to this global norm.
   c.max_grad_norm = 40.0
   return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks made before any process starts."""
+  if config.agent.optimizer not in ("adam", "rmsprop"):
+    raise ValueError(f"config.agent.optimizer must be 'adam' or 'rmsprop', got {config.agent.optimizer!r}")
