@@ -42,9 +42,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.lr_decay = True
   c.adam_epsilon = 1e-7
   # RMSProp: moving-average decay of the squared gradients, and epsilon, added to that average
-  # under the square root (as in IMPALA's Atari runs: 0.99 and 0.01).
+  # under the square root (tf_keras, like TF1's RMSPropOptimizer). Epsilon and max_grad_norm
+  # scale with the loss: ours are means over a batch's transitions, IMPALA's were sums, so its
+  # Atari epsilon 0.01 and clip 40 become 0.01 / N**2 and 40 / N for N transitions (N = 320:
+  # ~1e-7 and 0.125). At 0.01 on a mean loss RMSProp is plain SGD at 10x the learning rate
+  # (a Pong run's policy stayed uniform for 2M frames).
   c.rmsprop_decay = 0.99
-  c.rmsprop_epsilon = 0.01
+  c.rmsprop_epsilon = 1e-7
   # Gradients are clipped to this global norm.
   c.max_grad_norm = 40.0
   return c
