@@ -222,6 +222,7 @@ def run(args: argparse.Namespace, workdir: str) -> int:
   duration = args.minutes * 60.0
   events: list[tuple[float, str]] = []
   restart_at = resume_frames = resumed_at = None
+  broken = None  # a learner that exited by itself ends the soak early
   try:
     soak.start_learner()
     for task in range(args.actors):
@@ -233,7 +234,9 @@ def run(args: argparse.Namespace, workdir: str) -> int:
       for note in soak.restart_exited_actors():
         events.append((t, note))
       if soak.learner.popen.poll() is not None:
-        raise RuntimeError(f"the learner exited by itself with status {soak.learner.popen.returncode}")
+        broken = f"the learner exited by itself with status {soak.learner.popen.returncode} at {t:.0f} s"
+        soak.end(soak.learner, f"exited {soak.learner.popen.returncode}")
+        break
       if t >= next_sample:
         soak.sample()
         next_sample += args.sample_every
@@ -252,15 +255,18 @@ def run(args: argparse.Namespace, workdir: str) -> int:
           events.append((resumed_at, f"training resumed: {rows[-1]['frames']:,} frames"))
   finally:
     soak.stop_all()
-  left = [p for p in soak.procs if group_alive(p.popen.pid)]
-  for proc in left:  # never leave them behind, even when the verdict is that they were there
-    os.killpg(proc.popen.pid, signal.SIGKILL)
-  return report(args, soak, events, restart_at, resumed_at, left)
+    left = [p for p in soak.procs if group_alive(p.popen.pid)]
+    for proc in left:  # never leave them behind, even when the verdict is that they were there
+      try:
+        os.killpg(proc.popen.pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
+  return report(args, soak, events, restart_at, resumed_at, left, broken)
 
 
-def report(args, soak: Soak, events, restart_at, resumed_at, left: list[Proc]) -> int:
+def report(args, soak: Soak, events, restart_at, resumed_at, left: list[Proc], broken: str | None) -> int:
   rows = soak.metrics()
-  failures = []
+  failures = [broken] if broken else []
   print("events:")
   for t, note in events:
     print(f"  {t:6.1f} s  {note}")
