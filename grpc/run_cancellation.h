@@ -9,7 +9,7 @@
 // again at the same address restarts its tokens at 0, so a later run's entry
 // can hide behind a stale one: its client's deadline, and Shutdown, no longer
 // reach it. The run keeps waiting, takes an item enqueued later for nobody,
-// and Shutdown waits for it forever (scripts/repro_cancel_race.py).
+// and Shutdown waits for it forever (scripts/stress_cancel.py).
 #pragma once
 
 #include <memory>

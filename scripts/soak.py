@@ -57,7 +57,7 @@ class Proc:
   up: float = float("inf")  # seconds into the soak when it was seen working
   rss: list[tuple[float, int]] = dataclasses.field(default_factory=list)  # (seconds into the soak, bytes)
   ended: float | None = None
-  how: str = ""  # how it ended: "killed", "restarted", "stopped", or its exit status
+  how: str = ""  # how it ended: "killed", or its exit status (after SIGTERM or by itself)
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -325,7 +325,8 @@ def report(args, soak: Soak, events, restart_at, resumed_at, left: list[Proc], b
   if failures:
     print("VERDICT: FAIL - " + "; ".join(failures))
     return 1
-  print(f"VERDICT: PASS - {args.minutes:g} min, {len(soak.procs) - 1 - args.actors} actor kills, 1 learner restart")
+  kills = sum(p.how == "killed" for p in soak.procs)
+  print(f"VERDICT: PASS - {args.minutes:g} min, {kills} actor kills, 1 learner restart")
   return 0
 
 

@@ -30,7 +30,7 @@ def test_multidevice_suite_in_its_own_process():
   print(summary)
 
 
-def test_cartpole_ppo_learns_on_2_training_and_2_inference_devices(tmp_path, runs):  # noqa: F811
+def test_cartpole_ppo_learns_on_2_training_and_2_inference_devices(tmp_path, runs):
   """The main job's bar (last-50 mean >= 475), with MirroredStrategy and round-robin inference.
 
   PPO, not V-trace: the same learner path (the strategy and the inference round robin know no agent)
