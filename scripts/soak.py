@@ -6,7 +6,9 @@ Runs `python -m seed.train --mode=learner` and --actors `--mode=actor` processes
 with the linear policy) over a unix socket in a private directory, each in a process group of its
 own. Every --kill_every seconds a random actor gets SIGKILL and is started again (as the local
 launcher would); halfway the learner gets SIGTERM (it checkpoints) and is started again on the same
-logdir. Every --sample_every seconds it reads each process's RSS from /proc.
+logdir. Every --sample_every seconds it reads each process's RSS from /proc. On a loaded machine
+the restarted learner can come up so late that --minutes end before its warm-up does; the soak
+then runs on (up to --overtime seconds, noted as an event) until that learner can be judged.
 
 Prints frames/s per minute (from the learner's metrics.jsonl), each process's RSS after warm-up and
 at its end, and a last line with the verdict. Exits 1 when a target is missed:
@@ -169,6 +171,10 @@ class Soak:
     if working:
       proc.up = self.now()
 
+  def warm_samples(self, proc: Proc) -> int:
+    """How many RSS samples of proc count for its verdict so far."""
+    return sum(t >= proc.up + self.args.warmup for t, _ in proc.rss)
+
   def sample(self) -> None:
     for proc in self.procs:
       if proc.ended is None:
@@ -228,9 +234,16 @@ def run(args: argparse.Namespace, workdir: str) -> int:
     for task in range(args.actors):
       soak.start_actor(task)
     next_sample, next_kill = 0.0, args.kill_every
-    while soak.now() < duration:
+    overtime = False
+    while True:
       time.sleep(0.5)
       t = soak.now()
+      if t >= duration:
+        if restart_at is None or soak.warm_samples(soak.learner) >= 3 or t >= duration + args.overtime:
+          break
+        if not overtime:
+          overtime = True
+          events.append((t, "the restarted learner is not warm yet: running on until it can be judged"))
       for note in soak.restart_exited_actors():
         events.append((t, note))
       if soak.learner.popen.poll() is not None:
@@ -339,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--warmup", type=float, default=60.0, help="seconds after a process is up before RSS counts")
   parser.add_argument("--rss_growth", type=float, default=0.05, help="allowed RSS growth after warm-up")
   parser.add_argument("--resume_within", type=float, default=60.0, help="seconds for training to resume")
+  parser.add_argument(
+    "--overtime", type=float, default=120.0, help="at most this many seconds past --minutes for the restarted learner"
+  )
   parser.add_argument("--log_interval", type=float, default=5.0, help="the learner's metrics interval")
   parser.add_argument("--seed", type=int, default=0, help="which actors get killed")
   parser.add_argument("--keep", action="store_true", help="keep the run directory and the processes' logs")
