@@ -114,13 +114,17 @@ void RpcServer::Complete(const std::string& message) {
 
 std::string RpcServer::StatsJson() {
   std::ostringstream os;
-  int64_t refused = 0;
+  int64_t refused = 0, running = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (transport_ != nullptr) refused = transport_->refused_calls();
   }
+  {
+    std::lock_guard<std::mutex> lock(runs_mu_);
+    running = running_;
+  }
   os << "{\"__server__\": {\"refused_calls\": " << refused << ", \"complete\": " << (complete_ ? 1 : 0)
-     << ", \"completed_calls\": " << completed_calls_.load() << "}";
+     << ", \"completed_calls\": " << completed_calls_.load() << ", \"running\": " << running << "}";
   bool first = false;
   for (auto& [name, m] : methods_) {
     if (!first) os << ", ";

@@ -5,10 +5,12 @@
 Each round, in one child process, makes a server binding two functions that block: `take`
 dequeues from an empty FIFOQueue, `put` enqueues into a full one. --calls calls (half each) with
 deadlines drawn from 1-50 ms come from --threads threads while a CPU hog runs beside them. Every
-call must fail with DeadlineExceeded and its run on the server must be cancelled: afterwards 20
-items are enqueued into the empty queue (a run that missed its cancellation takes one), the server
-is shut down (it waits for every run; a missed `put` never ends), and both queues must hold exactly
-what the round put there. Prints one line per round and a verdict; exits 1 on the first failed
+call must fail with DeadlineExceeded and its run on the server must be cancelled: the server's
+`running` count must fall to 0 within 30 s (a run's cancellation can still be on its way for a
+few ms after its client gave up; one that was lost never ends), then 20 items are enqueued into
+the empty queue (a run that missed its cancellation takes one), the server is shut down (it
+waits for every run; a missed `put` never ends), and both queues must hold exactly what the
+round put there. Prints one line per round and a verdict; exits 1 on the first failed
 round, or when a round does not finish within --timeout in total (a shutdown that never returns).
 
 This reproduced TensorFlow's queue cancellation matching stale entries by a reused
@@ -31,6 +33,7 @@ import concurrent.futures, json, sys, tempfile, time
 import numpy as np, tensorflow as tf
 from seed import grpc
 rounds, calls, threads = (int(a) for a in sys.argv[1:4])
+SETTLE_S = 30.0
 sock_dir = tempfile.mkdtemp()
 
 def run_round(r):
@@ -70,11 +73,21 @@ def run_round(r):
   with concurrent.futures.ThreadPoolExecutor(threads) as pool:
     outcomes = list(pool.map(call, work))
   calls_s = time.monotonic() - start
+  # The client's deadline and the server's fire apart: a run may still be in flight (its
+  # cancellation on the way) when the last client gives up. Wait until none is; a run whose
+  # cancellation was lost never ends.
+  running_after_calls = running = server.stats()["__server__"]["running"]
+  settle = time.monotonic()
+  while running and time.monotonic() - settle < SETTLE_S:
+    time.sleep(0.01)
+    running = server.stats()["__server__"]["running"]
+  settled_s = time.monotonic() - settle
   empty.enqueue_many([list(range(1, 21))])
   start = time.monotonic()
   server.shutdown()
   return {"round": r, "outcomes": {o: outcomes.count(o) for o in sorted(set(outcomes))},
-          "calls_s": round(calls_s, 2), "shutdown_s": round(time.monotonic() - start, 3),
+          "calls_s": round(calls_s, 2), "running_after_calls": running_after_calls,
+          "still_running": running, "settled_s": round(settled_s, 3), "shutdown_s": round(time.monotonic() - start, 3),
           "take_queue": int(empty.size()), "put_queue": int(full.size())}
 
 for r in range(rounds):
@@ -83,8 +96,13 @@ for r in range(rounds):
 
 
 def round_ok(result: dict, calls: int) -> bool:
-  """All calls timed out, no stale `take` took an item, no stale `put` added one."""
-  return result["outcomes"] == {"deadline": calls} and result["take_queue"] == 20 and result["put_queue"] == 1
+  """All calls timed out, every run ended, no stale `take` took an item, no stale `put` added one."""
+  return (
+    result["outcomes"] == {"deadline": calls}
+    and result["still_running"] == 0
+    and result["take_queue"] == 20
+    and result["put_queue"] == 1
+  )
 
 
 def main(argv: list[str] | None = None) -> int:

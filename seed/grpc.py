@@ -550,8 +550,9 @@ class Server:
     round robin, e.g. one inference function per device, shows the spread).
 
     The "__server__" entry counts `refused_calls` (TCP calls without the right
-    token), says whether the server is `complete` and counts the calls
-    answered "run complete" since (`completed_calls`).
+    token), says whether the server is `complete`, counts the calls
+    answered "run complete" since (`completed_calls`) and the function runs
+    in flight (`running`: blocked ones included, e.g. on a queue).
     """
     return json.loads(_ops().seed_rpc_server_stats(self._id[0]).numpy())
 

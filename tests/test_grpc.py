@@ -533,3 +533,32 @@ def test_stats(address):
   assert stats["pair"]["calls"] == 4 and stats["pair"]["batches"] == 2
   assert stats["pair"]["mean_batch_fill"] == 1.0 and stats["pair"]["errors"] == 0
   assert stats["fails"]["calls"] == 2 and stats["fails"]["errors"] == 1
+
+
+def test_stats_count_runs_in_flight_until_they_are_cancelled(address):
+  queue = tf.queue.FIFOQueue(1, tf.int32, shapes=[[]])
+
+  @tf.function(input_signature=[spec([])])
+  def take(x):
+    return queue.dequeue() + x
+
+  server = grpc.Server(address)
+  server.bind(take)
+  with server:
+    client = grpc.Client(address)
+    assert server.stats()["__server__"]["running"] == 0
+    outcome = []
+    waiting = threading.Thread(target=lambda: outcome.append(catch(client.take, 1, timeout=2.0)))
+    waiting.start()
+    deadline = time.monotonic() + 10
+    while server.stats()["__server__"]["running"] == 0 and time.monotonic() < deadline:
+      time.sleep(0.01)
+    assert server.stats()["__server__"]["running"] == 1  # blocked on the empty queue
+    waiting.join(10)
+    assert isinstance(outcome[0], tf.errors.DeadlineExceededError), outcome
+    deadline = time.monotonic() + 10
+    while server.stats()["__server__"]["running"] and time.monotonic() < deadline:
+      time.sleep(0.01)
+    assert server.stats()["__server__"]["running"] == 0  # the deadline cancelled it
+    queue.enqueue(5)
+    assert client.take(1).numpy() == 6  # the cancelled run took nothing
