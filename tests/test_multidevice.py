@@ -10,9 +10,8 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 from helpers import REPO
-from test_train import _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
+from test_train import _best_recent_mean, _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
 
 
 def test_multidevice_suite_in_its_own_process():
@@ -47,7 +46,7 @@ def test_cartpole_ppo_learns_on_2_training_and_2_inference_devices(tmp_path, run
   assert run.wait(240) == 0, run.output()
   returns = _episodes(run.logdir)
   assert len(returns) >= 50
-  best = np.convolve(returns, np.ones(50) / 50, "valid").max()  # what stopped it (episodes may end after)
+  best = _best_recent_mean(returns)
   assert best >= 475, f"best last-50 mean {best:.1f}; {run.metrics()[-1]}"
   log = run.output(tail=None)
   assert "training on /device:CPU:0, /device:CPU:1 (MirroredStrategy), inference on /device:CPU:2, /device:CPU:3" in log

@@ -145,6 +145,14 @@ def _episodes(logdir):
     return [float(row["return"]) for row in csv.DictReader(f)]
 
 
+def _best_recent_mean(returns):
+  """The best mean over RECENT_EPISODES consecutive episodes: what stop_mean_return met (episodes
+  that end after the goal may pull the last window below it)."""
+  from seed.runtime.learner import RECENT_EPISODES as n  # pylint: disable=g-import-not-at-top
+
+  return np.convolve(returns, np.ones(n) / n, "valid").max()
+
+
 def _no_process_left(run):
   deadline = time.monotonic() + 10
   while time.monotonic() < deadline and any(_alive(p) for p in run.seen):
