@@ -171,10 +171,6 @@ class Soak:
     if working:
       proc.up = self.now()
 
-  def warm_samples(self, proc: Proc) -> int:
-    """How many RSS samples of proc count for its verdict so far."""
-    return sum(t >= proc.up + self.args.warmup for t, _ in proc.rss)
-
   def sample(self) -> None:
     for proc in self.procs:
       if proc.ended is None:
@@ -239,7 +235,8 @@ def run(args: argparse.Namespace, workdir: str) -> int:
       time.sleep(0.5)
       t = soak.now()
       if t >= duration:
-        if restart_at is None or soak.warm_samples(soak.learner) >= 3 or t >= duration + args.overtime:
+        judged = growth(soak.learner.rss, soak.learner.up + args.warmup) is not None
+        if restart_at is None or judged or t >= duration + args.overtime:
           break
         if not overtime:
           overtime = True
