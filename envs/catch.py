@@ -28,8 +28,8 @@ _LIT = 255
 class Catch(gymnasium.Env):
   """Catch on a `rows` x `columns` board, observed as a (rows * cell[0], columns * cell[1], 1) uint8 image.
 
-  The defaults (10 x 5 cells of 4 x 8 pixels: 40 x 40) are the smallest square frames the DQN
-  "Nature CNN" accepts (valid padding: 40 -> 9 -> 3 -> 1), while keeping bsuite's board.
+  The defaults (bsuite's 10 x 5 board, cells of 4 x 8 pixels: 40 x 40) give square frames the
+  DQN "Nature CNN" accepts (valid padding: 40 -> 9 -> 3 -> 1; 36 is its smallest side).
   """
 
   metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
