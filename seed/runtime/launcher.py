@@ -100,8 +100,8 @@ def run(config: ml_collections.ConfigDict, child_argv: list[str], logdir: str) -
   sock_dir = tempfile.mkdtemp(prefix="seed-")  # mode 0700: only we can reach the socket
   address = f"unix:{os.path.join(sock_dir, 'learner.sock')}"
   base = [sys.executable, "-m", "seed.train", *child_argv, f"--logdir={logdir}", f"--server_address={address}"]
-  # Children report times from the start of this process (what a user waited), not their own.
-  env = {processes.RUN_START_ENV: repr(processes.process_start_time()), **os.environ}
+  # Children report times from the start of this Python process (what a user waited), not their own.
+  env = {processes.RUN_START_ENV: repr(processes.python_start_time()), **os.environ}
   stopping, previous = _stop_requests()
   learner = _Child("learner", [*base, "--mode=learner"], env)
   actors = _Actors(

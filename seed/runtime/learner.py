@@ -355,7 +355,7 @@ def run(
       if not stop.is_set():
         completed.set()
         logging.info(
-          "%s at %s frames, %.1f s after the run started (imports and tracing included)",
+          "%s at %s frames, %.1f s after the Python process started (imports and tracing included)",
           f"goal reached: mean return of the last {RECENT_EPISODES} episodes {goal_reached[0]:.1f} "
           f">= {config.stop_mean_return}"
           if goal_reached
