@@ -51,6 +51,26 @@ def masked_mean(x_t: tf.Tensor, mask_t: TensorLike | None) -> tf.Tensor:
   return total / tf.maximum(tf.reduce_sum(mask_t), tf.ones([], x_t.dtype))
 
 
+def masked_std(x_t: tf.Tensor, mask_t: TensorLike) -> tf.Tensor:
+  """Standard deviation of [T, B, ...] x_t over its real [T, B] steps (mask_t 1), one per trailing index."""
+  mask_t = float_tensor(mask_t, x_t.dtype)
+  check_rank("mask_t", mask_t, 2)
+  w = mask_t / tf.maximum(tf.reduce_sum(mask_t), tf.ones([], x_t.dtype))
+  w = tf.reshape(w, tf.concat([tf.shape(w), tf.ones([x_t.shape.rank - 2], tf.int32)], 0))
+  mean = tf.reduce_sum(w * x_t, [0, 1])
+  return tf.sqrt(tf.reduce_sum(w * tf.square(x_t - mean), [0, 1]))
+
+
+def spreads(logits_t: tf.Tensor, values_t: tf.Tensor, mask_t: TensorLike) -> dict[str, tf.Tensor]:
+  """How much V ([T, B]) and the logits ([T, B, A]; the mean over actions) vary across a batch's
+  real states. A torso that stops telling states apart shows as both shrinking toward 0 long
+  before the return says so."""
+  return {
+    "spread/value": masked_std(values_t, mask_t),
+    "spread/logits": tf.reduce_mean(masked_std(logits_t, mask_t)),
+  }
+
+
 class _DropLibraryInfo(logging.Filter):
   """Drops INFO (and DEBUG) records logged from inside the given package directories."""
 

@@ -16,9 +16,9 @@ import tensorflow as tf
 
 import envs
 from agents import registry
+from seed.diagnostics import RecordedSource, record_unrolls
 from seed.runtime import config as seed_config
-from seed.runtime.agent import Agent, Source
-from seed.runtime.env_store import Step, Unroll
+from seed.runtime.agent import Agent
 
 # Tried in order: the first env whose action space the agent accepts.
 _ENVS = ("CartPole-v1", "Pendulum-v1")
@@ -38,11 +38,11 @@ def _run_config(name: str, env_id: str):
 
 
 def _build(name: str, seed: int = 0):
-  """(config, agent, spaces) for the first env the agent supports."""
+  """(config, agent, spaces) for the first env the agent supports; `seed` is config.seed."""
   for env_id in _ENVS:
     config = _run_config(name, env_id)
+    config.seed = seed
     spaces = envs.env_spaces(config.env, seed=0)
-    tf.random.set_seed(seed)
     try:
       return config, registry.make_agent(config, *spaces), spaces
     except ValueError as e:
@@ -51,48 +51,10 @@ def _build(name: str, seed: int = 0):
   raise AssertionError(f"agent {name!r} accepts none of {_ENVS}")
 
 
-class PoolSource(Source):
-  """Serves unrolls drawn (in TF, so it works inside tf.function) from a pool of real ones:
-  the config's envs stepped with the agent's own `step`, laid out as the learner's store lays them out."""
-
-  def __init__(self, agent: Agent, config, length: int):
-    vec = envs.make_vector(config.env, _NUM_ENVS, seed=1)
-    obs, _ = vec.reset(seed=1)
-    state = agent.initial_state(_NUM_ENVS)
-    initial_state = state
-    env_ids = tf.range(_NUM_ENVS, dtype=tf.int32)
-    first = np.ones(_NUM_ENVS, bool)
-    reward = np.zeros(_NUM_ENVS, np.float32)
-    terminated = truncated = np.zeros(_NUM_ENVS, bool)
-    steps = []
-    for _ in range(length + 1):
-      out, state = agent.step(tf.constant(obs), tf.constant(first), state, env_ids)
-      steps.append(
-        Step(
-          tf.constant(obs),
-          tf.constant(reward),
-          tf.constant(terminated),
-          tf.constant(truncated),
-          tf.constant(first),
-          out,
-        )
-      )
-      first = terminated | truncated
-      obs, reward, terminated, truncated, _ = vec.step(np.asarray(out["action"]))
-      reward = reward.astype(np.float32)
-    vec.close()
-    batch_major = lambda *xs: tf.stack(xs, axis=1)
-    self._pool = Unroll(initial_state, tf.nest.map_structure(batch_major, *steps))
-    self.spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype), self._pool)
-    self.dequeued = 0
-
-  def size(self) -> tf.Tensor:
-    return tf.constant(2 * _NUM_ENVS, tf.int32)
-
-  def dequeue(self, n) -> Unroll:
-    self.dequeued += 1  # counts traces inside tf.function, calls outside: only "> 0" is asserted
-    idx = tf.random.uniform([n], 0, _NUM_ENVS, dtype=tf.int32)
-    return tf.nest.map_structure(lambda t: tf.gather(t, idx), self._pool)
+def PoolSource(agent: Agent, config, length: int) -> RecordedSource:
+  """Unrolls drawn at random from a pool of real ones: the config's envs stepped with the agent's
+  own `step`, laid out as the learner's store lays them out."""
+  return RecordedSource(record_unrolls(agent, config, _NUM_ENVS, length, seed=1), sample=True)
 
 
 def _specs_ok(nest) -> bool:

@@ -22,13 +22,16 @@ import gymnasium
 import ml_collections
 import numpy as np
 import tensorflow as tf
-import tf_keras as keras
 
 import envs
+from agents import optimizers
+from agents.initializers import Initializers
 from agents.ppo import losses, networks
+from agents.torsos import dead_fractions, make_torso
 from seed import replicas
 from seed.runtime.agent import Agent, Source
 from seed.tf_utils import masked_mean as _masked_mean
+from seed.tf_utils import masked_std as _masked_std
 from seed.tf_utils import time_major
 
 # What one minibatch update logs (the loop in `_train_fn` carries them).
@@ -55,14 +58,18 @@ class PPOAgent(Agent):
     self.batch_size = batch_size
     self.observation_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
     self.normalizer = networks.RunningNormalizer(observation_space.shape) if config.normalize_observations else None
-    self.policy_net = networks.Policy(action_space, config.hidden_sizes, config.initial_log_std)
-    self.value_net = networks.Value(config.hidden_sizes, config.popart, config.popart_step)
+    init = Initializers(seed, "ppo")
+    # A conv torso is shared by linear heads; with the MLP torso the heads are the two MLPs.
+    self.torso = None
+    hidden = config.hidden_sizes
+    if config.get("torso", "mlp") != "mlp":
+      self.torso = make_torso(config.torso, compute_dtype=config.compute_dtype, init=init.child("torso"))
+      hidden = ()
+    self.policy_net = networks.Policy(action_space, hidden, config.initial_log_std, init.child("policy"))
+    self.value_net = networks.Value(hidden, config.popart, config.popart_step, init.child("value"))
     # Gradient steps in the whole run: the horizon of the linear decays.
     self.total_updates = max(int(total_updates), 1)
-    lr = config.learning_rate
-    if config.lr_decay:
-      lr = keras.optimizers.schedules.PolynomialDecay(lr, self.total_updates, end_learning_rate=0.0)
-    self.optimizer = keras.optimizers.Adam(lr, epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm)
+    self.optimizer = optimizers.make(config, self.total_updates)
     self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="updates")
     self._rng = np.random.default_rng(seed)
     if self.policy_net.discrete:
@@ -74,7 +81,7 @@ class PPOAgent(Agent):
     self.step(obs, tf.ones([1], tf.bool), (), tf.zeros([1], tf.int32))
     self.value_net(self._normalize(obs))
     # Optimizer slots before any step is traced (no variable may be created inside a replica step).
-    self.optimizer.build(self.policy_net.trainable_variables + self.value_net.trainable_variables)
+    self.optimizer.build(self._trained_variables)
     self.strategy = tf.distribute.get_strategy()  # the learner's, when built in its scope
     # One graph per batch: advantages, then every epoch's minibatch updates in a loop (a
     # call per minibatch would cost more than the update of a small network).
@@ -93,7 +100,15 @@ class PPOAgent(Agent):
   def initial_state(self, batch_size):
     return ()
 
+  @property
+  def _trained_variables(self) -> list[tf.Variable]:
+    torso = list(self.torso.trainable_variables) if self.torso is not None else []
+    return torso + list(self.policy_net.trainable_variables) + list(self.value_net.trainable_variables)
+
   def _normalize(self, obs: tf.Tensor) -> tf.Tensor:
+    """What the heads see: the conv torso's features, else the (normalised) observation."""
+    if self.torso is not None:
+      return self.torso(obs)
     return self.normalizer(obs) if self.normalizer is not None else tf.cast(obs, tf.float32)
 
   def step(self, observation, first, state, env_ids):
@@ -138,10 +153,15 @@ class PPOAgent(Agent):
     b, t = tf.shape(advantages)[0], tf.shape(advantages)[1]
     flat = lambda x: tf.reshape(x, tf.concat([[b * t], tf.shape(x)[2:]], 0))
     unflat = lambda x: tf.reshape(x, [b, t])
-    variables = self.policy_net.trainable_variables + self.value_net.trainable_variables
+    variables = self._trained_variables
     clip_epsilon = self._clip_epsilon()
+    health = {}
     with tf.GradientTape() as tape:
-      x = self._normalize(flat(observation))
+      if self.torso is not None:
+        x, activations = self.torso.forward(flat(observation))
+        health = dead_fractions(activations)
+      else:
+        x = self._normalize(flat(observation))
       dist = self.policy_net.distribution(x)
       log_prob = unflat(dist.log_prob(flat(action)))
       pg = losses.clipped_surrogate_loss(log_prob, old_log_prob, advantages, clip_epsilon, mask)
@@ -151,6 +171,8 @@ class PPOAgent(Agent):
         unflat(self.value_net.normalized(x)), norm(old_values), norm(returns), c.value_clip_epsilon or None, mask
       )
       total = pg + c.value_cost * value - c.entropy_cost * entropy
+      if self.torso is not None:
+        health["spread/value"] = _masked_std(unflat(self.value_net(x)), mask)
     weight = tf.reduce_sum(mask)
     grads = replicas.mean_gradients(tape.gradient(total, variables), weight)
     self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
@@ -164,8 +186,16 @@ class PPOAgent(Agent):
       "clip_fraction": _masked_mean(clipped, mask),
       "grad_norm": tf.linalg.global_norm(grads),
       "clip_epsilon": clip_epsilon,
+      **health,
     }
     return replicas.mean_logs(logs, weight)
+
+  @property
+  def _health_logs(self) -> tuple[str, ...]:
+    """The conv torso's dead-unit fractions per layer and V's spread, logged per update."""
+    if self.torso is None:
+      return ()
+    return (*(f"dead/{name}" for name in self.torso.layer_names), "spread/value")
 
   def _clip_epsilon(self) -> tf.Tensor:
     """The surrogate's clipping range for the next gradient step (decayed with the learning rate's horizon)."""
@@ -219,9 +249,10 @@ class PPOAgent(Agent):
       idx = orders[k // per_epoch, (k % per_epoch) * size : (k % per_epoch + 1) * size]
       rows = tuple(tf.gather(x, idx) for x in data)
       logs = replicas.run(self.strategy, lambda r: self._update_fn(*r), rows)
-      return k + 1, {name: tf.cast(logs[name], tf.float32) for name in _UPDATE_LOGS}
+      return k + 1, {name: tf.cast(logs[name], tf.float32) for name in names}
 
-    first = {name: tf.constant(0.0) for name in _UPDATE_LOGS}
+    names = _UPDATE_LOGS + self._health_logs
+    first = {name: tf.constant(0.0) for name in names}
     _, logs = tf.while_loop(lambda k, _: k < c.num_epochs * per_epoch, update, (tf.constant(0), first))
     return logs
 
@@ -235,6 +266,7 @@ class Policy(tf.Module):
   def __init__(self, agent: PPOAgent):
     super().__init__(name="policy")
     self.normalizer, self.policy_net, self.value_net = agent.normalizer, agent.policy_net, agent.value_net
+    self.torso = agent.torso
     normalize = agent._normalize  # pylint: disable=protected-access
     spec = agent.observation_spec
 

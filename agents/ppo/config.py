@@ -11,6 +11,12 @@ REPLICA_BATCH = "agent.minibatch_size"
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  # Feature torso: "mlp" = separate policy and value MLPs (tanh, hidden_sizes) on the
+  # (normalised) observation; "nature_cnn" or "impala_cnn" = one conv torso on frames
+  # shared by linear policy and value heads (CleanRL's Atari PPO), hidden_sizes then unused.
+  c.torso = "mlp"
+  # The conv torso's arithmetic: "float32", "bfloat16", or "auto" (bfloat16 where native).
+  c.compute_dtype = "float32"
   # Hidden sizes of the policy and value MLPs (separate networks, tanh activations).
   c.hidden_sizes = (64, 64)
   c.discount = 0.99
@@ -26,6 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_epochs = 4
   c.minibatch_size = 8
   c.learning_rate = 3e-4
+  # Linear learning-rate warm-up over this many gradient steps (agents/optimizers.py).
+  c.warmup_steps = 0
   # Decay the learning rate and the clipping epsilon linearly to 0 over the run's
   # total_environment_frames (the RL Zoo's "lin_" schedules); off: both constant.
   c.lr_decay = False
@@ -51,6 +59,10 @@ def get_config() -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks that need the runtime fields too (called before any process starts)."""
+  if config.agent.torso not in ("mlp", "nature_cnn", "impala_cnn"):
+    raise ValueError(f"config.agent.torso must be 'mlp', 'nature_cnn' or 'impala_cnn', got {config.agent.torso!r}")
+  if config.agent.torso != "mlp" and config.agent.normalize_observations:
+    raise ValueError("config.agent.normalize_observations is for vector observations: set it False with a conv torso")
   if config.batch_size % config.agent.minibatch_size:
     raise ValueError(
       f"config.batch_size ({config.batch_size}) must be a multiple of "

@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as keras
 
+from agents.initializers import Initializers
 from agents.sac.losses import tanh_gaussian
 
 
@@ -37,25 +38,32 @@ class RunningNormalizer(tf.Module):
     return tf.clip_by_value(z, -self.clip, self.clip)
 
 
-def _mlp(sizes: Sequence[int], out: int, out_scale: float) -> keras.Sequential:
-  layers = [
-    keras.layers.Dense(n, activation="tanh", kernel_initializer=keras.initializers.Orthogonal(2**0.5)) for n in sizes
-  ]
-  layers.append(keras.layers.Dense(out, kernel_initializer=keras.initializers.Orthogonal(out_scale)))
+def _mlp(sizes: Sequence[int], out: int, out_scale: float, init: Initializers) -> keras.Sequential:
+  """tanh hidden layers (orthogonal, gain sqrt(2)) and a linear output (orthogonal, gain out_scale);
+  no hidden layer: a linear head on features (the conv torso's)."""
+  layers = [keras.layers.Dense(n, activation="tanh", kernel_initializer=init.orthogonal(2**0.5)) for n in sizes]
+  layers.append(keras.layers.Dense(out, kernel_initializer=init.orthogonal(out_scale)))
   return keras.Sequential(layers)
 
 
 class Policy(tf.Module):
   """pi(a|s): categorical over logits, or a tanh-squashed Gaussian rescaled to the action bounds."""
 
-  def __init__(self, action_space: gymnasium.Space, hidden: Sequence[int], initial_log_std: float):
+  def __init__(
+    self,
+    action_space: gymnasium.Space,
+    hidden: Sequence[int],
+    initial_log_std: float,
+    init: Initializers | None = None,
+  ):
     super().__init__(name="policy")
+    init = init or Initializers(0, "policy")
     self.discrete = isinstance(action_space, gymnasium.spaces.Discrete)
     if self.discrete:
-      self.net = _mlp(hidden, int(action_space.n), 0.01)
+      self.net = _mlp(hidden, int(action_space.n), 0.01, init)
     elif isinstance(action_space, gymnasium.spaces.Box) and len(action_space.shape) == 1:
       dim = action_space.shape[0]
-      self.net = _mlp(hidden, dim, 0.01)
+      self.net = _mlp(hidden, dim, 0.01, init)
       self.log_std = tf.Variable(tf.fill([dim], float(initial_log_std)), name="log_std")
       self.low = tf.constant(action_space.low, tf.float32)
       self.high = tf.constant(action_space.high, tf.float32)
@@ -86,15 +94,13 @@ class Policy(tf.Module):
 class Value(tf.Module):
   """V(s). With PopArt the head predicts a normalised value; `__call__` returns it unnormalised."""
 
-  def __init__(self, hidden: Sequence[int], popart: bool, popart_step: float):
+  def __init__(self, hidden: Sequence[int], popart: bool, popart_step: float, init: Initializers | None = None):
     super().__init__(name="value")
+    init = init or Initializers(0, "value")
     self.torso = keras.Sequential(
-      [
-        keras.layers.Dense(n, activation="tanh", kernel_initializer=keras.initializers.Orthogonal(2**0.5))
-        for n in hidden
-      ]
+      [keras.layers.Dense(n, activation="tanh", kernel_initializer=init.orthogonal(2**0.5)) for n in hidden]
     )
-    self.head = keras.layers.Dense(1, kernel_initializer=keras.initializers.Orthogonal(1.0))
+    self.head = keras.layers.Dense(1, kernel_initializer=init.orthogonal(1.0))
     self.popart = popart
     self.step_size = popart_step
     self.mu = tf.Variable(0.0, trainable=False)

@@ -55,6 +55,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from agents.initializers import Initializers
 from agents.r2d2 import losses, networks
 from seed import replicas
 from seed.replay.buffers import PrioritizedReplay
@@ -122,8 +123,17 @@ class R2D2Agent(Agent):
     self.batch_size = batch_size
     self._overlap = int(overlap)
     self.observation_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
+    # The target starts as a copy of the online network (_copy_to_target below).
     make_net = lambda: networks.RecurrentQNetwork(
-      self.num_actions, c.torso, tuple(c.mlp_sizes), c.cnn_hidden, c.lstm_size, c.head_hidden, c.dueling
+      self.num_actions,
+      c.torso,
+      tuple(c.mlp_sizes),
+      c.cnn_hidden,
+      c.lstm_size,
+      c.head_hidden,
+      c.dueling,
+      c.compute_dtype,
+      Initializers(seed, "r2d2"),
     )
     self.online = make_net()
     self.target = make_net()

@@ -32,6 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.torso = "mlp"
   # Hidden layer sizes of the MLP torso.
   c.mlp_sizes = (64,)
+  # The conv torsos' arithmetic: "float32", "bfloat16", or "auto" (bfloat16 where native).
+  c.compute_dtype = "float32"
   # Width of the dense layer closing the conv torsos.
   c.cnn_hidden = 512
   # LSTM core size (R2D2: 512). Must be >= 1: the agent is recurrent.

@@ -17,18 +17,21 @@ from collections.abc import Sequence
 import tensorflow as tf
 import tf_keras as keras
 
+from agents.initializers import Initializers
 from agents.torsos import make_torso
 
 
 class DuelingHead(tf.Module):
   """Q(s, a) = V(s) + A(s, a) - mean_a A(s, a), each stream an MLP (hidden: 0 = linear)."""
 
-  def __init__(self, num_actions: int, hidden: int, dueling: bool = True):
+  def __init__(self, num_actions: int, hidden: int, dueling: bool = True, init: Initializers | None = None):
     super().__init__(name="dueling_head")
-    hidden_layers = lambda: [keras.layers.Dense(hidden, activation="relu")] if hidden else []
+    init = init or Initializers(0, "dueling_head")
+    dense = lambda n, **kw: keras.layers.Dense(n, kernel_initializer=init.glorot_uniform(), **kw)
+    hidden_layers = lambda: [dense(hidden, activation="relu")] if hidden else []
     self.dueling = dueling
-    self.advantage = hidden_layers() + [keras.layers.Dense(num_actions)]
-    self.value = (hidden_layers() + [keras.layers.Dense(1)]) if dueling else []
+    self.advantage = hidden_layers() + [dense(num_actions)]
+    self.value = (hidden_layers() + [dense(1)]) if dueling else []
 
   def __call__(self, x: tf.Tensor) -> tf.Tensor:
     a = x
@@ -54,15 +57,18 @@ class RecurrentQNetwork(tf.Module):
     lstm_size: int = 64,
     head_hidden: int = 64,
     dueling: bool = True,
+    compute_dtype: str = "float32",
+    init: Initializers | None = None,
   ):
     super().__init__(name="recurrent_q_network")
+    init = init or Initializers(0, "recurrent_q_network")
     if lstm_size < 1:
       raise ValueError(f"R2D2 needs an LSTM: lstm_size must be >= 1, got {lstm_size}")
     self.num_actions = num_actions
     self.lstm_size = lstm_size
-    self.torso = make_torso(torso, mlp_sizes, cnn_hidden)
-    self.core = keras.layers.LSTMCell(lstm_size)
-    self.head = DuelingHead(num_actions, head_hidden, dueling)
+    self.torso = make_torso(torso, mlp_sizes, cnn_hidden, compute_dtype, init.child("torso"))
+    self.core = init.lstm_cell(lstm_size)
+    self.head = DuelingHead(num_actions, head_hidden, dueling, init.child("head"))
 
   @property
   def state_spec(self):

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from agents.initializers import Initializers
 from agents.sac import losses, networks
 from seed import replicas
 from seed.replay.buffers import UniformReplay
@@ -82,9 +83,13 @@ class SACAgent(Agent):
     self._high = tf.constant(self._high_np)
     self.target_entropy = float(-self.action_dim if config.target_entropy is None else config.target_entropy)
 
-    self.actor = networks.Actor(self.action_dim, config.actor_sizes, config.log_std_min, config.log_std_max)
-    self.critic1 = networks.Critic(config.critic_sizes, name="critic1")
-    self.critic2 = networks.Critic(config.critic_sizes, name="critic2")
+    init = Initializers(seed, "sac")
+    self.actor = networks.Actor(
+      self.action_dim, config.actor_sizes, config.log_std_min, config.log_std_max, init.child("actor")
+    )
+    self.critic1 = networks.Critic(config.critic_sizes, name="critic1", init=init.child("critic1"))
+    self.critic2 = networks.Critic(config.critic_sizes, name="critic2", init=init.child("critic2"))
+    # The targets start as copies of the critics (copy_variables below).
     self.target_critic1 = networks.Critic(config.critic_sizes, name="target_critic1")
     self.target_critic2 = networks.Critic(config.critic_sizes, name="target_critic2")
     self.log_alpha = tf.Variable(np.log(config.initial_alpha), dtype=tf.float32, name="log_alpha")

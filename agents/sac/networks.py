@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import tensorflow as tf
 import tf_keras as keras
 
+from agents.initializers import Initializers
+
 
 def flat_float(x: tf.Tensor) -> tf.Tensor:
   """[B, ...] observations as float32 [B, features] (uint8 scaled to [0, 1])."""
@@ -17,10 +19,12 @@ def flat_float(x: tf.Tensor) -> tf.Tensor:
 class MLP(tf.Module):
   """ReLU hidden layers followed by a linear output layer of `out` units."""
 
-  def __init__(self, sizes: Sequence[int], out: int, name: str = "mlp"):
+  def __init__(self, sizes: Sequence[int], out: int, name: str = "mlp", init: Initializers | None = None):
     super().__init__(name=name)
-    self.hidden = [keras.layers.Dense(int(n), activation="relu") for n in sizes]
-    self.out = keras.layers.Dense(out)
+    init = init or Initializers(0, name)
+    dense = lambda n, **kw: keras.layers.Dense(int(n), kernel_initializer=init.glorot_uniform(), **kw)
+    self.hidden = [dense(n, activation="relu") for n in sizes]
+    self.out = dense(out)
 
   def __call__(self, x: tf.Tensor) -> tf.Tensor:
     for layer in self.hidden:
@@ -31,14 +35,21 @@ class MLP(tf.Module):
 class Actor(tf.Module):
   """observation -> (mean, log_std) of the Gaussian that tanh squashes into [-1, 1]^A."""
 
-  def __init__(self, action_dim: int, sizes: Sequence[int], log_std_min: float, log_std_max: float):
+  def __init__(
+    self,
+    action_dim: int,
+    sizes: Sequence[int],
+    log_std_min: float,
+    log_std_max: float,
+    init: Initializers | None = None,
+  ):
     super().__init__(name="actor")
     if not log_std_min < log_std_max:
       raise ValueError(f"log_std_min ({log_std_min}) must be < log_std_max ({log_std_max})")
     self.action_dim = action_dim
     self.log_std_min = float(log_std_min)
     self.log_std_max = float(log_std_max)
-    self.mlp = MLP(sizes, 2 * action_dim, name="actor_mlp")
+    self.mlp = MLP(sizes, 2 * action_dim, name="actor_mlp", init=init)
 
   def __call__(self, observation: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     mean, raw = tf.split(self.mlp(flat_float(observation)), 2, axis=-1)
@@ -50,9 +61,9 @@ class Actor(tf.Module):
 class Critic(tf.Module):
   """Q(observation, action) -> [B], an MLP on their concatenation (action in [-1, 1]^A)."""
 
-  def __init__(self, sizes: Sequence[int], name: str = "critic"):
+  def __init__(self, sizes: Sequence[int], name: str = "critic", init: Initializers | None = None):
     super().__init__(name=name)
-    self.mlp = MLP(sizes, 1, name=f"{name}_mlp")
+    self.mlp = MLP(sizes, 1, name=f"{name}_mlp", init=init)
 
   def __call__(self, observation: tf.Tensor, action: tf.Tensor) -> tf.Tensor:
     x = tf.concat([flat_float(observation), tf.cast(action, tf.float32)], axis=-1)

@@ -19,14 +19,15 @@ from __future__ import annotations
 import gymnasium
 import ml_collections
 import tensorflow as tf
-import tf_keras as keras
 
 import envs
+from agents import optimizers
+from agents.initializers import Initializers
 from agents.vtrace import losses, networks
 from seed import replicas
 from seed.runtime.agent import Agent, serving_function
 from seed.runtime.env_store import Unroll
-from seed.tf_utils import time_major
+from seed.tf_utils import spreads, time_major
 
 _MASKED_LOG_RHO = -1e9  # exp() of it is 0: a masked step has importance weight 0
 
@@ -42,6 +43,7 @@ class VTraceAgent(Agent):
     *,
     batch_size: int,
     train_steps: int,
+    seed: int = 0,
   ):
     super().__init__(name="vtrace_agent")
     if not isinstance(action_space, gymnasium.spaces.Discrete):
@@ -50,17 +52,14 @@ class VTraceAgent(Agent):
     self.observation_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
     self.num_actions = int(action_space.n)
     self.network = networks.ActorCritic(
-      self.num_actions, config.torso, config.mlp_sizes, config.lstm_size, config.compute_dtype
+      self.num_actions,
+      config.torso,
+      config.mlp_sizes,
+      config.lstm_size,
+      config.compute_dtype,
+      init=Initializers(seed, "vtrace"),
     )
-    lr = config.learning_rate
-    if config.lr_decay:
-      lr = keras.optimizers.schedules.PolynomialDecay(lr, max(train_steps, 1), end_learning_rate=0.0)
-    if config.optimizer == "rmsprop":
-      self.optimizer = keras.optimizers.RMSprop(
-        lr, rho=config.rmsprop_decay, epsilon=config.rmsprop_epsilon, global_clipnorm=config.max_grad_norm
-      )
-    else:  # "adam" (config.validate checked it)
-      self.optimizer = keras.optimizers.Adam(lr, epsilon=config.adam_epsilon, global_clipnorm=config.max_grad_norm)
+    self.optimizer = optimizers.make(config, train_steps)
     # Build variables and optimizer slots now (in the caller's strategy scope) so checkpoints
     # restore eagerly, inference can be traced, and no variable is created inside a replica step.
     self.step(
@@ -95,7 +94,8 @@ class VTraceAgent(Agent):
     c = self.config
     # Frames stay batch-major (transposing them would copy every pixel); the rest goes time-major.
     steps = tf.nest.map_structure(time_major, unroll.steps._replace(observation=()))
-    logits, values = self.network.unroll(unroll.steps.observation, steps.first, unroll.initial_state)
+    stats = {}
+    logits, values = self.network.unroll(unroll.steps.observation, steps.first, unroll.initial_state, stats)
     actions = steps.agent_output["action"][:-1]
     target_logp = -tf.nn.sparse_softmax_cross_entropy_with_logits(labels=actions, logits=logits[:-1])
     behaviour_logp = -tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -118,7 +118,10 @@ class VTraceAgent(Agent):
       clip_pg_rho_threshold=c.clip_pg_rho_threshold,
       lambda_=c.lambda_,
     )
-    pg = losses.policy_gradient_loss(logits[:-1], actions, returns.pg_advantages, mask)
+    advantages = returns.pg_advantages
+    if c.normalize_advantages:
+      advantages = losses.scale_by_std(advantages, mask)
+    pg = losses.policy_gradient_loss(logits[:-1], actions, advantages, mask)
     baseline = losses.baseline_loss(values[:-1], returns.vs, mask)
     entropy = losses.entropy_loss(logits[:-1], mask)
     total = pg + c.baseline_cost * baseline + c.entropy_cost * entropy
@@ -129,6 +132,8 @@ class VTraceAgent(Agent):
       "entropy": -entropy,
       "mean_rho": tf.reduce_sum(tf.exp(log_rhos) * mask) / tf.maximum(tf.reduce_sum(mask), 1.0),
       "transitions": tf.reduce_sum(mask),
+      **stats,
+      **spreads(logits[:-1], values[:-1], mask),
     }
     return total, logs
 
@@ -146,11 +151,7 @@ class VTraceAgent(Agent):
     grads = replicas.mean_gradients(tape.gradient(total, variables), weight)
     logs["grad_norm"] = tf.linalg.global_norm(grads)
     self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
-    logs["learning_rate"] = tf.convert_to_tensor(
-      self.optimizer.learning_rate
-      if not callable(self.optimizer.learning_rate)
-      else self.optimizer.learning_rate(self.optimizer.iterations)
-    )
+    logs["learning_rate"] = optimizers.current_learning_rate(self.optimizer)
     return replicas.mean_logs(logs, weight)
 
   def policy(self) -> tf.Module:
@@ -188,4 +189,5 @@ def make_agent(
     action_space,
     batch_size=config.batch_size,
     train_steps=-(-config.total_environment_frames // frames_per_step),
+    seed=config.seed,
   )

@@ -35,11 +35,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.entropy_cost = 0.01
   # Rewards are clipped to [-reward_clip, reward_clip] (None: unclipped; Atari uses 1).
   c.reward_clip = config_dict.placeholder(float)
-  # Optimizer: "adam", or "rmsprop" (IMPALA's and A2C's on Atari). Its learning rate decays
-  # linearly to 0 over total_environment_frames when lr_decay.
+  # Policy-gradient advantages divided by their standard deviation over the batch's real
+  # steps (not re-centred: V-trace's advantages are already centred by the baseline). Off
+  # keeps IMPALA's loss; on makes the policy term's scale independent of the reward scale.
+  c.normalize_advantages = False
+  # Optimizer (agents/optimizers.py): "adam", or "rmsprop" (IMPALA's and A2C's on Atari). Its
+  # learning rate warms up linearly over warmup_steps gradient steps, then decays linearly to
+  # 0 over total_environment_frames when lr_decay.
   c.optimizer = "adam"
   c.learning_rate = 1e-3
+  c.warmup_steps = 0
   c.lr_decay = True
+  c.adam_beta1 = 0.9
   c.adam_epsilon = 1e-7
   # RMSProp: moving-average decay of the squared gradients, and epsilon, added to that average
   # under the square root (tf_keras, like TF1's RMSPropOptimizer). Epsilon and max_grad_norm
@@ -49,7 +56,11 @@ def get_config() -> ml_collections.ConfigDict:
   # (a Pong run's policy stayed uniform for 2M frames).
   c.rmsprop_decay = 0.99
   c.rmsprop_epsilon = 1e-7
-  # Gradients are clipped to this global norm.
+  # Where the mean-square slots start: TF1's RMSPropOptimizer (IMPALA's) used 1.0, which makes
+  # the first steps SGD-sized; tf_keras uses 0, a first step of ~10 x lr x sign(g).
+  c.rmsprop_initial_mean_square = 1.0
+  # Gradients are clipped to this global norm (0: no clip). Our losses are means, so this is
+  # on the scale of a mean loss's gradient (0.06-10 measured on Pong), not IMPALA's sum-loss 40.
   c.max_grad_norm = 40.0
   return c
 
@@ -58,3 +69,5 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Checks made before any process starts."""
   if config.agent.optimizer not in ("adam", "rmsprop"):
     raise ValueError(f"config.agent.optimizer must be 'adam' or 'rmsprop', got {config.agent.optimizer!r}")
+  if not isinstance(config.agent.warmup_steps, int) or config.agent.warmup_steps < 0:
+    raise ValueError(f"config.agent.warmup_steps must be an integer >= 0, got {config.agent.warmup_steps!r}")

@@ -130,6 +130,31 @@ def vtrace(
     return VTraceReturns(vs=tf.stop_gradient(vs_t), pg_advantages=tf.stop_gradient(pg_advantages_t))
 
 
+def scale_by_std(advantages_t: TensorLike, mask_t: TensorLike | None = None, epsilon: float = 1e-8) -> tf.Tensor:
+  """advantages_t / (std + epsilon), the std over the counted steps; not re-centred.
+
+  The policy term's scale then no longer follows the reward scale (as CleanRL's and
+  Baselines' PPO normalise per batch). V-trace advantages are already centred by the
+  baseline, and subtracting their batch mean would bias an off-policy estimate, so only
+  the scale changes.
+
+  Args:
+    advantages_t: [T, B] advantages.
+    mask_t: optional [T, B] weights (1 = step counts, 0 = ignored).
+    epsilon: added to the std (a batch of equal advantages stays finite).
+
+  Returns:
+    [T, B] scaled advantages, gradient-free.
+  """
+  advantages_t = _float_tensor(advantages_t)
+  _check_rank("advantages_t", advantages_t, 2)
+  if mask_t is None:
+    mask_t = tf.ones_like(advantages_t)
+  mean = _masked_mean(advantages_t, mask_t)
+  std = tf.sqrt(_masked_mean(tf.square(advantages_t - mean), mask_t))
+  return tf.stop_gradient(advantages_t / (std + epsilon))
+
+
 # -------------------------------------------------------------- loss terms ---
 
 

@@ -7,13 +7,14 @@ from collections.abc import Sequence
 import tensorflow as tf
 import tf_keras as keras
 
-from agents.torsos import MLP, make_torso
+from agents.initializers import Initializers
+from agents.torsos import MLP, dead_fractions, make_torso
 
 
-def _heads_initializer(num_actions: int):
+def _heads_initializer(num_actions: int, init: Initializers):
   """Policy columns near zero (an almost uniform first policy), the value column Glorot."""
-  policy = keras.initializers.VarianceScaling(0.01)
-  value = keras.initializers.GlorotUniform()
+  policy = init.variance_scaling(0.01)
+  value = init.glorot_uniform()
 
   def init(shape, dtype=None):
     return tf.concat([policy([shape[0], num_actions], dtype), value([shape[0], 1], dtype)], axis=-1)
@@ -37,17 +38,19 @@ class ActorCritic(tf.Module):
     mlp_sizes: Sequence[int] = (64, 64),
     lstm_size: int = 0,
     compute_dtype: str = "float32",
+    init: Initializers | None = None,
   ):
     super().__init__(name="actor_critic")
+    init = init or Initializers()
     if torso == "linear":  # no hidden layer: benchmarks the runtime, not the model
       self.torso = MLP(())
     else:
-      self.torso = make_torso(torso, mlp_sizes, compute_dtype=compute_dtype)
+      self.torso = make_torso(torso, mlp_sizes, compute_dtype=compute_dtype, init=init.child("torso"))
     self.num_actions = num_actions
     self._fold_frame_scale = torso == "linear" and not lstm_size
     self.lstm_size = lstm_size
-    self.core = keras.layers.LSTMCell(lstm_size) if lstm_size else None
-    self.heads = keras.layers.Dense(num_actions + 1, kernel_initializer=_heads_initializer(num_actions))
+    self.core = init.lstm_cell(lstm_size) if lstm_size else None
+    self.heads = keras.layers.Dense(num_actions + 1, kernel_initializer=_heads_initializer(num_actions, init))
 
   @property
   def state_spec(self):
@@ -58,11 +61,15 @@ class ActorCritic(tf.Module):
   def initial_state(self, batch_size):
     return tf.nest.map_structure(lambda s: tf.zeros([batch_size, *s.shape], s.dtype), self.state_spec)
 
-  def _torso(self, observation):
-    """[N, ...] observations -> ([N, F] features, factor the heads apply after their matmul)."""
+  def _torso(self, observation, stats: dict | None = None):
+    """[N, ...] observations -> ([N, F] features, factor the heads apply after their matmul).
+    A `stats` dict gets the torso's dead-unit fractions (torsos.dead_fractions)."""
     if self._fold_frame_scale and observation.dtype == tf.uint8:
       return tf.reshape(tf.cast(observation, tf.float32), [tf.shape(observation)[0], -1]), 1.0 / 255.0
-    return self.torso(observation), 1.0
+    features, activations = self.torso.forward(observation)
+    if stats is not None:
+      stats.update(dead_fractions(activations))
+    return features, 1.0
 
   def _heads(self, x, scale=1.0):
     """[N, F] features -> (logits [N, A], value [N])."""
@@ -87,15 +94,16 @@ class ActorCritic(tf.Module):
     keep = tf.cast(tf.logical_not(first), tf.float32)[:, None]
     return tuple(s * keep for s in state)
 
-  def unroll(self, observation, first, state):
+  def unroll(self, observation, first, state, stats: dict | None = None):
     """Sequences: `observation` batch-major [B, T, ...], `first` time-major [T, B].
 
     Returns time-major (logits [T, B, A], values [T, B]). The torso runs on the
     frames as they come out of the queue; only its small outputs are transposed.
+    A `stats` dict passed in gets the torso's dead-unit fractions over the batch.
     """
     b, t = tf.shape(first)[1], tf.shape(first)[0]
     flat = tf.nest.map_structure(lambda o: tf.reshape(o, tf.concat([[b * t], tf.shape(o)[2:]], 0)), observation)
-    x, scale = self._torso(flat)
+    x, scale = self._torso(flat, stats)
     if not self.core:  # heads batch-major too (the linear torso's features are the frames)
       logits, values = self._heads(x, scale)
       to_time_major = lambda y, *inner: tf.transpose(tf.reshape(y, [b, t, *inner]), [1, 0, *range(2, 2 + len(inner))])

@@ -203,8 +203,15 @@ class Learner:
 
 
 def _format_logs(logs: dict[str, float]) -> str:
+  """Losses and entropy, then the torso's health: dead units per layer and V's spread across states."""
   keys = [k for k in logs if k.startswith("loss/")] + [k for k in ("entropy",) if k in logs]
-  return " ".join(f"{k.split('/')[-1]} {logs[k]:.4g}" for k in keys)
+  text = " ".join(f"{k.split('/')[-1]} {logs[k]:.4g}" for k in keys)
+  dead = [f"{k.split('/')[-1]} {100 * logs[k]:.0f}%" for k in logs if k.startswith("dead/")]
+  if dead:
+    text += " | dead " + " ".join(dead)
+  if "spread/value" in logs:
+    text += f" | V spread {logs['spread/value']:.3g}"
+  return text
 
 
 def _tell_actors_run_complete(server: grpc.Server, since: float) -> None:

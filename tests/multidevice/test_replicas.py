@@ -1,7 +1,7 @@
 """Every agent's training step on 2 replicas gives the parameters of the same step on one device.
 
-Same initial weights, same global batch (a deterministic source of real
-unrolls, as the contract test makes them), one `learn` each: under
+Same initial weights, same global batch (recorded unrolls of real play in
+a fixed order), one `learn` each: under
 MirroredStrategy over 2 logical CPUs and under OneDeviceStrategy, the
 parameters match the plain one-device step within float tolerance.
 """
@@ -9,26 +9,12 @@ parameters match the plain one-device step within float tolerance.
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_agent_contract import PoolSource, _run_config
+from test_agent_contract import _NUM_ENVS, _run_config
 
 import envs
 from agents import registry
+from seed.diagnostics import RecordedSource, record_unrolls
 from seed.runtime import devices
-from seed.runtime.env_store import Unroll
-
-
-class FixedSource(PoolSource):
-  """The contract's pool of unrolls, handed out in a fixed order (no random draws)."""
-
-  def __init__(self, pool: Unroll):  # pylint: disable=super-init-not-called
-    self._pool = pool
-    self.spec = tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape[1:], t.dtype), pool)
-    self.dequeued = 0
-
-  def dequeue(self, n) -> Unroll:
-    self.dequeued += 1
-    rows = tf.range(n) % tf.shape(self._pool.steps.reward)[0]
-    return tf.nest.map_structure(lambda t: tf.gather(t, rows), self._pool)
 
 
 def _config(name):
@@ -62,10 +48,10 @@ def test_training_step_on_replicas_equals_one_device(name, strategy):
   for a, b in zip(plain.variables, distributed.variables):
     b.assign(a)  # same start, whatever the strategy did to initializer seeds
 
-  pool = PoolSource(plain, config, config.unroll_length)._pool
+  pool = record_unrolls(plain, config, _NUM_ENVS, config.unroll_length, seed=1)
   before = [v.numpy().copy() for v in plain.trainable_variables]
-  logs_plain = plain.learn(FixedSource(pool))
-  logs_distributed = distributed.learn(FixedSource(pool))
+  logs_plain = plain.learn(RecordedSource(pool))  # unrolls in a fixed order: no random draws
+  logs_distributed = distributed.learn(RecordedSource(pool))
 
   moved = [not np.allclose(b, v.numpy()) for b, v in zip(before, plain.trainable_variables)]
   assert sum(moved) >= len(moved) // 2, "the step must change the weights for the comparison to mean anything"
