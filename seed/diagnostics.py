@@ -39,11 +39,12 @@ def record_unrolls(
   reward = np.zeros(num_envs, np.float32)
   terminated = truncated = np.zeros(num_envs, bool)
   steps, initial_state = [], state
+  step = tf.function(agent.step)  # eager convolutions per env step would dominate the recording
   try:
     for i in range(warmup_steps + length + 1):
       if i == warmup_steps:
         initial_state = state
-      out, state = agent.step(tf.constant(obs), tf.constant(first), state, env_ids)
+      out, state = step(tf.constant(obs), tf.constant(first), state, env_ids)
       if i >= warmup_steps:
         steps.append(Step(obs, reward, terminated, truncated, first, tf.nest.map_structure(np.asarray, out)))
       first = terminated | truncated

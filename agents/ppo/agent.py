@@ -135,7 +135,10 @@ class PPOAgent(Agent):
     real = tf.cast(tf.logical_not(steps.first[:, 1:]), tf.float32)
     mask = real * tf.cast(fresh, tf.float32)[:, None]
     discounts = c.discount * real * (1.0 - tf.cast(steps.terminated[:, 1:], tf.float32))
-    rewards = tf.where(real > 0, steps.reward[:, 1:], values[:, :-1])
+    rewards = steps.reward[:, 1:]
+    if c.reward_clip is not None:
+      rewards = tf.clip_by_value(rewards, -c.reward_clip, c.reward_clip)
+    rewards = tf.where(real > 0, rewards, values[:, :-1])
     tm = time_major
     adv = tm(losses.gae(tm(rewards), tm(discounts), tm(values[:, :-1]), values[:, -1], c.gae_lambda))
     returns = adv + values[:, :-1]

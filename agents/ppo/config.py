@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 # The batch a training step splits over the learner's training devices (the unrolls of a minibatch):
 # it must be a multiple of config.training_devices.
@@ -20,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Hidden sizes of the policy and value MLPs (separate networks, tanh activations).
   c.hidden_sizes = (64, 64)
   c.discount = 0.99
+  # Rewards are clipped to [-reward_clip, reward_clip] (None: unclipped; Atari uses 1).
+  c.reward_clip = config_dict.placeholder(float)
   # GAE lambda.
   c.gae_lambda = 0.95
   # Clipping epsilon of the surrogate objective.
