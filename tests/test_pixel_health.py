@@ -6,8 +6,8 @@ test fails if a torso layer's dead-unit fraction or V's collapse across states p
 bounds below. Measured (README "Learning from pixels"): V-trace on the Nature CNN with the
 settings Pong stayed flat with (Adam epsilon 1e-5, raw advantages, clip 40) took V's spread
 from 0.017 to 0.004 in 40 updates and conv3 from 28% to 58% dead; the shipped settings at
-their full learning rate kept V's spread and conv3 at 30-34% over 100 updates. The old settings are checked to fail, so the bounds
-do separate them.
+their full learning rate kept V's spread and conv3 at 30-34% over 100 updates. The old
+settings are checked to fail, so the bounds do separate them.
 """
 
 import importlib
