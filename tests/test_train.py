@@ -20,6 +20,7 @@ from helpers import REPO
 CARTPOLE = os.path.join(REPO, "configs", "cartpole_vtrace.py")
 ATARI = os.path.join(REPO, "configs", "atari_vtrace.py")
 ATARI_FAST = os.path.join(REPO, "configs", "atari_vtrace_fast.py")
+ATARI_PPO = os.path.join(REPO, "configs", "atari_ppo.py")
 
 
 def _children(pid: int) -> list[int]:
@@ -319,9 +320,14 @@ def test_sigterm_stops_everything_cleanly_with_a_final_checkpoint(tmp_path, runs
   assert not [d for d in os.listdir(os.path.join(run.logdir, "export")) if d.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("config", [ATARI, ATARI_FAST], ids=["impala_cnn", "fast_nature_cnn_bfloat16"])
-def test_atari_smoke(tmp_path, runs, config):
-  """The whole path with frames: Pong, 2 actors (ale_py's vector env), a few thousand frames, finite losses."""
+@pytest.mark.parametrize(
+  "config, extra",
+  [(ATARI, ()), (ATARI_FAST, ()), (ATARI_PPO, ("--config.agent.minibatch_size=1",))],
+  ids=["vtrace_impala_cnn", "vtrace_nature_cnn", "ppo_nature_cnn"],
+)
+def test_atari_smoke(tmp_path, runs, config, extra):
+  """The whole path with frames: Pong, 2 actors (ale_py's vector env), a few thousand frames, finite losses,
+  and the torso's health (dead units per layer, V's spread) in the metrics."""
   run = runs(
     tmp_path / "run",
     "--config.total_environment_frames=4000",
@@ -330,7 +336,8 @@ def test_atari_smoke(tmp_path, runs, config):
     "--config.inference_batch_size=4",
     "--config.batch_size=2",
     "--config.unroll_length=10",
-    "--config.unroll_queue_capacity=8",
+    "--config.unroll_queue_capacity=4",
+    *extra,
     config=config,
   )
   assert run.wait(240) == 0, run.output()
@@ -338,6 +345,8 @@ def test_atari_smoke(tmp_path, runs, config):
   assert os.listdir(os.path.join(run.logdir, "export"))
   last = run.metrics()[-1]
   assert np.isfinite(last["loss/total"]) and 0 < last["entropy"] <= np.log(6) + 1e-6, last
+  assert 0 <= last["dead/dense"] <= 1 and last["spread/value"] >= 0, last
+  assert " | dead " in run.output() and "V spread" in run.output()
   _no_process_left(run)
 
 
