@@ -86,6 +86,6 @@ def make(config: ml_collections.ConfigDict, total_steps: int) -> keras.optimizer
 
 
 def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> tf.Tensor:
-  """The learning rate the optimizer's next step uses."""
+  """The learning rate the optimizer's last step used (tf_keras evaluates a schedule as it applies a step)."""
   lr = optimizer.learning_rate
   return tf.convert_to_tensor(lr(optimizer.iterations) if callable(lr) else lr)

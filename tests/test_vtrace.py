@@ -287,3 +287,21 @@ def test_loss_shape_errors():
     vt.baseline_loss(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32), np.ones((2, 1), np.float32))
   with pytest.raises(ValueError, match="mask_t must have rank 2"):
     vt.entropy_loss(PG_LOGITS, np.ones((2,), np.float32))
+
+
+def test_scale_by_std_matches_numpy_over_the_counted_steps():
+  rng = np.random.default_rng(3)
+  adv = rng.normal(0.2, 0.05, size=(5, 4)).astype(np.float32)
+  mask = (rng.random((5, 4)) > 0.3).astype(np.float32)
+  counted = adv[mask > 0]
+  expected = adv / (counted.std() + 1e-8)  # scale only: the mean is kept
+  np.testing.assert_allclose(vt.scale_by_std(adv, mask).numpy(), expected, rtol=1e-5)
+  np.testing.assert_allclose(vt.scale_by_std(adv).numpy(), adv / (adv.std() + 1e-8), rtol=1e-5)
+  # Equal advantages stay finite; the result carries no gradient.
+  assert np.all(np.isfinite(vt.scale_by_std(np.ones((3, 2), np.float32)).numpy()))
+  x = tf.Variable(adv)
+  with tf.GradientTape() as tape:
+    y = tf.reduce_sum(vt.scale_by_std(x, mask))
+  assert tape.gradient(y, x) is None
+  with pytest.raises(ValueError, match="advantages_t"):
+    vt.scale_by_std(np.ones(3, np.float32))
