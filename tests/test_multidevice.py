@@ -10,17 +10,20 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from helpers import REPO
 from test_train import _best_recent_mean, _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
 
 
+@pytest.mark.timeout(900)  # ~95 s alone; 264 s beside a Pong run and two trainings
 def test_multidevice_suite_in_its_own_process():
   r = subprocess.run(
     [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(REPO, "tests", "multidevice")],
     cwd=REPO,
     capture_output=True,
     text=True,
-    timeout=600,
+    timeout=840,
     env=dict(os.environ, SEED_MULTIDEVICE="1", TF_CPP_MIN_LOG_LEVEL="2"),
   )
   summary = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from helpers import REPO
-from test_replicas import FixedSource
 
 from configs import cartpole_vtrace
 from seed import grpc
+from seed.diagnostics import RecordedSource
 from seed.runtime import devices, request
 from seed.runtime import learner as learner_lib
 
@@ -89,7 +89,7 @@ def _train(learner, steps=2):
     learner.store.unroll_spec,
   )
   for _ in range(steps):
-    learner.agent.learn(FixedSource(batch))
+    learner.agent.learn(RecordedSource(batch))
     learner.train_steps.assign_add(1)
 
 
