@@ -11,7 +11,6 @@ import sys
 import time
 
 import pytest
-
 from helpers import REPO
 from test_train import _best_recent_mean, _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
 
