@@ -1,0 +1,40 @@
+"""Learning from pixels, end to end: each agent with the Nature CNN learns seed/Catch-v0 within its frame budget.
+
+Each run is `python -m seed.train` on its config as shipped (configs/catch_*.py): it stops once the
+mean of the last 50 episodes reaches 0.8 (a random policy averages -0.6), and must get there within
+the config's total_environment_frames. About a minute each on 2 cores; the timeouts leave room for a
+loaded machine.
+"""
+
+import importlib
+import os
+import re
+
+import pytest
+from helpers import REPO
+from test_train import _best_recent_mean, _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
+
+from seed.runtime.learner import RECENT_EPISODES
+
+GOAL = 0.8
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("agent", ["vtrace", "ppo", "r2d2"])
+def test_catch_is_learnt_from_pixels_within_the_frame_budget(tmp_path, runs, agent):  # noqa: F811
+  config = importlib.import_module(f"configs.catch_{agent}").get_config()
+  assert config.agent.torso == "nature_cnn" and config.stop_mean_return == GOAL
+  budget = config.total_environment_frames
+  run = runs(tmp_path / "run", config=os.path.join(REPO, "configs", f"catch_{agent}.py"))
+  assert run.wait(540) == 0, run.output()
+  goal = re.search(
+    rf"goal reached: mean return of the last {RECENT_EPISODES} episodes (-?[\d.]+) >= {GOAL} at ([\d,]+) frames, "
+    r"([\d.]+) s after the Python process started",
+    run.output(),
+  )
+  assert goal, f"no goal line (the frame budget ran out?):\n{run.output()}"
+  frames = int(goal[2].replace(",", ""))
+  assert frames <= budget, run.output()
+  assert _best_recent_mean(_episodes(run.logdir)) >= GOAL
+  print(f"Catch {agent}: last-{RECENT_EPISODES} mean {goal[1]} at {frames:,} frames, {goal[3]} s")
+  _no_process_left(run)
