@@ -29,7 +29,10 @@ class Catch(gymnasium.Env):
   """Catch on a `rows` x `columns` board, observed as a (rows * cell[0], columns * cell[1], 1) uint8 image.
 
   The defaults (bsuite's 10 x 5 board, cells of 4 x 8 pixels: 40 x 40) give square frames the
-  DQN "Nature CNN" accepts (valid padding: 40 -> 9 -> 3 -> 1; 36 is its smallest side).
+  DQN "Nature CNN" accepts (valid padding: 40 -> 9 -> 3 -> 1), but at 40 its second layer reads
+  only 8 of the first's 9 rows, so the bottom 4 pixel rows (the paddle's) never reach the
+  features. Sides that every pixel reaches are 36, 44, 52, 60, ...: the Catch configs use
+  cell=(6, 12), 60 x 60.
   """
 
   metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
