@@ -144,21 +144,33 @@ class ImpalaCNN(Torso):
     return tf.cast(x, tf.float32), acts
 
 
-class MLP(Torso):
-  """Dense ReLU layers on the flattened observation (uint8 observations are scaled to [0, 1])."""
+MLP_ACTIVATIONS = ("relu", "tanh")
 
-  def __init__(self, sizes: Sequence[int], init: Initializers | None = None):
+
+class MLP(Torso):
+  """Dense layers (ReLU or tanh) on the flattened observation (uint8 observations are scaled to [0, 1]).
+
+  A tanh unit never dies, so a tanh MLP reports no dead-unit fractions (no `layer_names`)."""
+
+  def __init__(self, sizes: Sequence[int], init: Initializers | None = None, activation: str = "relu"):
     super().__init__(name="mlp")
+    if activation not in MLP_ACTIVATIONS:
+      raise ValueError(f"unknown MLP activation {activation!r}; choose one of {MLP_ACTIVATIONS}")
     init = init or Initializers()
-    self.layers = [keras.layers.Dense(n, activation="relu", kernel_initializer=init.glorot_uniform()) for n in sizes]
-    self.layer_names = tuple(f"dense{i + 1}" for i in range(len(sizes)))
+    self.layers = [
+      keras.layers.Dense(n, activation=activation, kernel_initializer=init.glorot_uniform()) for n in sizes
+    ]
+    self._report = activation == "relu"
+    self.layer_names = tuple(f"dense{i + 1}" for i in range(len(sizes))) if self._report else ()
 
   def forward(self, x: tf.Tensor) -> tuple[tf.Tensor, Activations]:
     x = _scaled_frames(x, tf.float32) if x.dtype == tf.uint8 else tf.cast(x, tf.float32)
     x = tf.reshape(x, [tf.shape(x)[0], -1])
     acts = {}
     for i, layer in enumerate(self.layers):
-      x = acts[f"dense{i + 1}"] = layer(x)
+      x = layer(x)
+      if self._report:
+        acts[f"dense{i + 1}"] = x
     return x, acts
 
 
@@ -171,10 +183,11 @@ def make_torso(
   cnn_hidden: int | None = None,
   compute_dtype: str = "float32",
   init: Initializers | None = None,
+  mlp_activation: str = "relu",
 ) -> Torso:
   """`torso` by name; `cnn_hidden` (the conv torsos' dense width) defaults to the paper's (512 DQN, 256 IMPALA)."""
   if torso == "mlp":
-    return MLP(mlp_sizes, init)
+    return MLP(mlp_sizes, init, mlp_activation)
   if torso == "nature_cnn":
     return NatureCNN(cnn_hidden or 512, compute_dtype, init)
   if torso == "impala_cnn":

@@ -56,3 +56,17 @@ def test_unknown_torso_or_dtype_is_a_clear_error():
     torsos.make_torso("resnet")
   with pytest.raises(ValueError, match="unknown compute_dtype 'float16'.*bfloat16"):
     torsos.make_torso("nature_cnn", compute_dtype="float16")
+  with pytest.raises(ValueError, match="unknown MLP activation 'gelu'.*tanh"):
+    torsos.make_torso("mlp", mlp_activation="gelu")
+
+
+def test_mlp_activation_relu_reports_dead_units_and_tanh_does_not():
+  x = tf.constant(np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32))
+  relu = torsos.make_torso("mlp", (16, 8))
+  tanh = torsos.make_torso("mlp", (16, 8), mlp_activation="tanh")
+  (f_relu, acts_relu), (f_tanh, acts_tanh) = relu.forward(x), tanh.forward(x)
+  assert relu.layer_names == ("dense1", "dense2") and set(acts_relu) == {"dense1", "dense2"}
+  assert (f_relu.numpy() >= 0).all()
+  # tanh units are never zero for every input: nothing to report; outputs take both signs.
+  assert tanh.layer_names == () and acts_tanh == {}
+  assert (np.abs(f_tanh.numpy()) < 1).all() and (f_tanh.numpy() < 0).any()

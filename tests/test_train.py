@@ -8,6 +8,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -248,13 +249,17 @@ def test_env_kwargs_stay_free_form():
 
 
 def test_cartpole_vtrace_learns(tmp_path, runs):
-  """The learning bar: mean return >= 400 over the last 50 episodes, within 5 minutes."""
+  """The shipped config's goal: a last-50 mean >= 475 within 300k frames (seeds 0-6 measured: 142-210k)."""
   start = time.monotonic()
-  run = runs(tmp_path / "run", "--config.stop_mean_return=475", "--config.total_environment_frames=4000000")
+  run = runs(tmp_path / "run")
   assert run.wait(280) == 0, run.output()
+  goal = re.search(
+    r"goal reached: mean return of the last 50 episodes ([\d.]+) >= 475.0 at ([\d,]+) frames", run.output()
+  )
+  assert goal, f"no goal line; {run.metrics()[-1]}"
+  assert int(goal[2].replace(",", "")) <= 300_000, goal[0]
   returns = _episodes(run.logdir)
-  assert len(returns) >= 50
-  assert np.mean(returns[-50:]) >= 400, f"last 50 mean {np.mean(returns[-50:]):.1f}; {run.metrics()[-1]}"
+  assert len(returns) >= 50 and np.mean(returns[-50:]) >= 475
   print(f"CartPole: {len(returns)} episodes, {run.frames()} frames, {time.monotonic() - start:.0f}s")
   exports = os.listdir(os.path.join(run.logdir, "export"))
   assert exports and all(e.isdigit() for e in exports), exports

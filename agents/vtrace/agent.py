@@ -58,6 +58,7 @@ class VTraceAgent(Agent):
       config.lstm_size,
       config.compute_dtype,
       init=Initializers(seed, "vtrace"),
+      mlp_activation=config.mlp_activation,
     )
     self.optimizer = optimizers.make(config, train_steps)
     # Build variables and optimizer slots now (in the caller's strategy scope) so checkpoints

@@ -18,6 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.torso = "mlp"
   # Hidden layer sizes of the MLP torso.
   c.mlp_sizes = (64, 64)
+  # The MLP torso's activation: "relu" or "tanh" (agents.torsos.MLP_ACTIVATIONS).
+  c.mlp_activation = "relu"
   # The conv torsos' arithmetic: "float32", or "bfloat16" (float32 variables, bfloat16
   # convolutions; 1.6-2.8x faster training on CPUs with AVX512-BF16/AMX, and native on TPUs).
   c.compute_dtype = "float32"
@@ -69,5 +71,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Checks made before any process starts."""
   if config.agent.optimizer not in ("adam", "rmsprop"):
     raise ValueError(f"config.agent.optimizer must be 'adam' or 'rmsprop', got {config.agent.optimizer!r}")
+  if config.agent.mlp_activation not in ("relu", "tanh"):
+    raise ValueError(f"config.agent.mlp_activation must be 'relu' or 'tanh', got {config.agent.mlp_activation!r}")
   if not isinstance(config.agent.warmup_steps, int) or config.agent.warmup_steps < 0:
     raise ValueError(f"config.agent.warmup_steps must be an integer >= 0, got {config.agent.warmup_steps!r}")

@@ -39,13 +39,16 @@ class ActorCritic(tf.Module):
     lstm_size: int = 0,
     compute_dtype: str = "float32",
     init: Initializers | None = None,
+    mlp_activation: str = "relu",
   ):
     super().__init__(name="actor_critic")
     init = init or Initializers()
     if torso == "linear":  # no hidden layer: benchmarks the runtime, not the model
       self.torso = MLP(())
     else:
-      self.torso = make_torso(torso, mlp_sizes, compute_dtype=compute_dtype, init=init.child("torso"))
+      self.torso = make_torso(
+        torso, mlp_sizes, compute_dtype=compute_dtype, init=init.child("torso"), mlp_activation=mlp_activation
+      )
     self.num_actions = num_actions
     self._fold_frame_scale = torso == "linear" and not lstm_size
     self.lstm_size = lstm_size
