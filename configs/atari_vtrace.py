@@ -15,6 +15,8 @@ def get_config():
   c.env = envs.env_config("ALE/Pong-v5")
   c.agent = vtrace_config.get_config()
   c.agent.torso = "impala_cnn"
+  # bfloat16 where the hardware runs it natively (AVX512-BF16/AMX, GPU, TPU), float32 elsewhere.
+  c.agent.compute_dtype = "auto"
   c.agent.reward_clip = 1.0
   c.agent.learning_rate = 6e-4
   c.agent.entropy_cost = 0.01
