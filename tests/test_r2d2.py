@@ -8,7 +8,6 @@ tests/test_train.py (whose Run/runs helpers they use).
 
 import collections
 import os
-import time
 
 import gymnasium
 import ml_collections
@@ -24,7 +23,6 @@ from agents.r2d2 import losses
 from seed.runtime.env_store import EnvStore, Step, Unroll, step_specs
 from seed.tf_utils import time_major
 
-CARTPOLE_R2D2 = os.path.join(REPO, "configs", "cartpole_r2d2.py")
 ATARI_R2D2 = os.path.join(REPO, "configs", "atari_r2d2.py")
 
 OBS = gymnasium.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -449,38 +447,6 @@ def test_frame_stack_compression_round_trips_and_saves_memory():
 
 
 # -------------------------------------------------------------- end to end ---
-
-
-def test_cartpole_r2d2_learns(tmp_path, runs):  # noqa: F811
-  """The learning bar: mean return >= 250 over the last 50 episodes within 5 minutes, 2 cores.
-
-  It stops at 300: the same config took 90 s to 350 in one run and 250 s in another (suite, 2026-12-03).
-  """
-  start = time.monotonic()
-  run = runs(
-    tmp_path / "run",
-    "--config.stop_mean_return=300",
-    "--config.total_environment_frames=10000000",
-    config=CARTPOLE_R2D2,
-  )
-  assert run.wait(290) == 0, run.output()
-  elapsed = time.monotonic() - start
-  returns = _episodes(run.logdir)
-  assert len(returns) >= 50
-  assert np.mean(returns[-50:]) >= 250, f"last 50 mean {np.mean(returns[-50:]):.1f}; {run.metrics()[-1]}"
-  assert elapsed < 300
-  metrics = run.metrics()[-1]
-  print(
-    f"CartPole R2D2: {len(returns)} episodes, {run.frames()} frames, {metrics.get('updates')} updates, "
-    f"replay {metrics.get('replay/bytes', 0) / 1e6:.1f} MB, {elapsed:.0f}s"
-  )
-  assert metrics["replay/bytes"] > 0
-  _no_process_left(run)
-  # The export plays with seed.evaluate (greedy, from its `logits`).
-  from seed import evaluate  # pylint: disable=g-import-not-at-top
-
-  played = evaluate.evaluate(run.logdir, episodes=2, greedy=True, verbose=False)
-  assert len(played) == 2
 
 
 def test_atari_r2d2_smoke(tmp_path, runs):  # noqa: F811

@@ -468,3 +468,16 @@ def test_a_run_shorter_than_its_log_interval_still_reports_at_stop(tmp_path, run
   ]:
     r = plot(bad, "--out", tmp_path / "x.png")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and message in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(
+  "name", sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "configs")) if f.endswith(".py") and f != "__init__.py")
+)
+def test_every_shipped_config_passes_validation(name):
+  """Every config in configs/ (including those no learning test runs, e.g. cartpole_r2d2.py) is valid as shipped."""
+  from seed.runtime import config as seed_config  # pylint: disable=g-import-not-at-top
+
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  seed_config.validate(module.get_config())
