@@ -1,5 +1,8 @@
 """Learning curves as a picture: `python -m seed.plot RUN_DIR [RUN_DIR ...] [--x frames|minutes] --out curves.png`.
 
+`--milestones -10 0 10 18` also prints, per run, the frames and minutes at which the
+last-50 mean first reached each return.
+
 Reads each run directory's own files (episodes.csv, config.json; through
 tf.io.gfile for gs:// paths) and draws the mean episode return over the last 50 episodes
 against environment frames or wall-clock minutes since the run's first episode,
@@ -65,6 +68,26 @@ def load_run(run_dir: str) -> dict:
   }
 
 
+def milestones(run: dict, thresholds: list[float]) -> list[tuple[float, float | None, float | None]]:
+  """(threshold, frames, minutes) where the last-50 mean first reaches each threshold (None, None: not yet).
+
+  Only full windows count: a mean over fewer than 50 episodes is not "the last 50"."""
+  full = np.arange(len(run["returns"])) >= WINDOW - 1
+  out = []
+  for t in thresholds:
+    hit = np.nonzero(full & (run["returns"] >= t))[0]
+    out.append((t, float(run["frames"][hit[0]]), float(run["minutes"][hit[0]])) if len(hit) else (t, None, None))
+  return out
+
+
+def format_milestones(run: dict, thresholds: list[float]) -> str:
+  lines = [f"{run['label']}: first last-{WINDOW} mean >= threshold (minutes since the first episode)"]
+  for t, frames, minutes in milestones(run, thresholds):
+    where = f"{frames:,.0f} frames, {minutes:.1f} min" if frames is not None else "not reached"
+    lines.append(f"  {t:+g}: {where}")
+  return "\n".join(lines)
+
+
 def plot(runs: list[dict], x: str, out: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
 
@@ -91,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
   p.add_argument("--x", choices=("frames", "minutes"), default="frames")
   p.add_argument("--out", default="curves.png")
+  p.add_argument(
+    "--milestones", type=float, nargs="+", metavar="R", help="also print the frames and minutes to each mean return R"
+  )
   a = p.parse_args(argv)
   try:
     runs = [load_run(d) for d in a.run_dirs]
@@ -99,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   plot(runs, a.x, a.out)
   print(f"wrote {a.out} ({len(runs)} run(s))")
+  for run in runs if a.milestones else ():
+    print(format_milestones(run, a.milestones))
   return 0
 
 
