@@ -22,12 +22,14 @@ CORPUS = os.path.join(REPO, "tests", "fuzz", "corpus")
 def _command(target: str) -> list[str]:
   if target == "wire":
     return [str(build_op.fuzz_target_path())]
+  if target == "stream":
+    return [str(build_op.fuzz_stream_path())]
   return [sys.executable, os.path.join(REPO, "tests", "fuzz", f"fuzz_{target}.py")]
 
 
-@pytest.mark.parametrize("target", ["wire", "rest", "config"])
+@pytest.mark.parametrize("target", ["wire", "stream", "rest", "config"])
 def test_fuzz_target_runs_clean(target, tmp_path):
-  if target == "wire" and not shutil.which("clang++"):
+  if target in ("wire", "stream") and not shutil.which("clang++"):
     pytest.fail("clang++ is missing: scripts/setup.sh installs it (the libFuzzer target needs clang)")
   work = tmp_path / "corpus"
   work.mkdir()

@@ -416,6 +416,48 @@ def fuzz_target_path() -> pathlib.Path:
   return _locked_build("fuzz_wire", key, build)
 
 
+def _plain_sources_key(name: str, compiler: str, sources: list[str], headers: list[str]) -> str:
+  return _digest(
+    _BUILD_VERSION, name, _run([compiler, "--version"]), *[(SOURCE_DIR / s).read_bytes() for s in sources + headers]
+  )
+
+
+_STREAM_SOURCES = ["stream_frame.cc", "stream_calls.cc"]
+_STREAM_HEADERS = ["stream_frame.h", "stream_calls.h"]
+
+
+def stream_test_path() -> pathlib.Path:
+  """Builds the C++ unit test of the stream framing and in-flight table (plain C++: no gRPC, no TensorFlow)."""
+  sources = [*_STREAM_SOURCES, "stream_test.cc"]
+  key = _plain_sources_key("stream_test", "g++", sources, _STREAM_HEADERS)
+
+  def build(tmp: pathlib.Path) -> pathlib.Path:
+    out = tmp / "stream_test"
+    _run(
+      ["g++", "-std=c++17", "-O2", "-g", "-Wall", "-o", str(out), *(str(SOURCE_DIR / s) for s in sources), "-lpthread"]
+    )
+    return out
+
+  return _locked_build("stream_test", key, build)
+
+
+def fuzz_stream_path() -> pathlib.Path:
+  """Builds the libFuzzer target of the stream framing (clang, ASan + UBSan; cached)."""
+  if shutil.which("clang++") is None:
+    raise BuildError("clang++ not found (the fuzz targets need clang's libFuzzer): apt-get install -y clang")
+  sources = ["stream_frame.cc", "fuzz_stream.cc"]
+  key = _plain_sources_key("fuzz_stream", "clang++", sources, ["stream_frame.h"])
+
+  def build(tmp: pathlib.Path) -> pathlib.Path:
+    out = tmp / "fuzz_stream"
+    sanitize = "-fsanitize=fuzzer,address,undefined"
+    sources_ = (str(SOURCE_DIR / s) for s in sources)
+    _run(["clang++", "-std=c++17", "-O1", "-g", sanitize, "-fno-sanitize-recover=undefined", "-o", str(out), *sources_])
+    return out
+
+  return _locked_build("fuzz_stream", key, build)
+
+
 # Distributions that install the `tensorflow` package (the TF version is read from their metadata).
 _TF_DISTRIBUTIONS = (
   "tensorflow",
