@@ -8,8 +8,9 @@
 //       sockets) once listening; runs until stdin reaches EOF or it receives
 //       SIGTERM/SIGINT, then shuts down and exits 0.
 //
-//   echo_bench client ADDRESS CONCURRENCY PAYLOAD_BYTES SECONDS [WARMUP_SECONDS]
-//       Keeps CONCURRENCY calls in flight: each completion immediately issues
+//   echo_bench client|stream-client ADDRESS CONCURRENCY PAYLOAD_BYTES SECONDS [WARMUP_SECONDS]
+//       (stream-client: every call on the channel's long-lived streams, not a
+//       unary call of its own.) Keeps CONCURRENCY calls in flight: each completion immediately issues
 //       the next call of its caller (closed loop). After the warm-up, counts
 //       completed calls for SECONDS and prints "CALLS_PER_SEC <rate>" and
 //       "ERRORS <n>". A response that is not byte-identical to the request is
@@ -37,7 +38,7 @@ using Clock = std::chrono::steady_clock;
 int Usage() {
   std::fprintf(stderr,
                "usage: echo_bench server ADDRESS [THREADS]\n"
-               "       echo_bench client ADDRESS CONCURRENCY PAYLOAD_BYTES SECONDS "
+               "       echo_bench client|stream-client ADDRESS CONCURRENCY PAYLOAD_BYTES SECONDS "
                "[WARMUP_SECONDS]\n");
   return 2;
 }
@@ -99,11 +100,12 @@ std::string Pattern(size_t n) {
 
 class ClosedLoop {
  public:
-  ClosedLoop(const std::string& address, size_t payload_bytes)
+  ClosedLoop(const std::string& address, size_t payload_bytes, bool stream)
       : channel_(seed_transport::GetChannel(address, /*max_message_size=*/256 << 20)),
         payload_(Pattern(payload_bytes)) {
     options_.timeout_us = 30 * 1000 * 1000;
     options_.wait_for_ready = true;
+    options_.stream = stream;
   }
 
   void Start(int concurrency) {
@@ -157,9 +159,9 @@ class ClosedLoop {
   std::condition_variable cv_;
 };
 
-int RunClient(const std::string& address, int concurrency, size_t payload_bytes,
+int RunClient(const std::string& address, bool stream, int concurrency, size_t payload_bytes,
               double seconds, double warmup) {
-  ClosedLoop loop(address, payload_bytes);
+  ClosedLoop loop(address, payload_bytes, stream);
   loop.Start(concurrency);
   std::this_thread::sleep_for(std::chrono::duration<double>(warmup));
   const int64_t c0 = loop.completed();
@@ -187,13 +189,14 @@ int main(int argc, char** argv) {
   if (mode == "server" && argc <= 4) {
     return RunServer(address, argc == 4 ? std::atoi(argv[3]) : 0);
   }
-  if (mode == "client" && (argc == 6 || argc == 7)) {
+  if ((mode == "client" || mode == "stream-client") && (argc == 6 || argc == 7)) {
     const int concurrency = std::atoi(argv[3]);
     const long long payload = std::atoll(argv[4]);
     const double seconds = std::atof(argv[5]);
     const double warmup = argc == 7 ? std::atof(argv[6]) : 0.5;
     if (concurrency < 1 || payload < 0 || seconds <= 0 || warmup < 0) return Usage();
-    return RunClient(address, concurrency, static_cast<size_t>(payload), seconds, warmup);
+    return RunClient(address, mode == "stream-client", concurrency, static_cast<size_t>(payload), seconds,
+                     warmup);
   }
   return Usage();
 }

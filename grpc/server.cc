@@ -115,16 +115,22 @@ void RpcServer::Complete(const std::string& message) {
 std::string RpcServer::StatsJson() {
   std::ostringstream os;
   int64_t refused = 0, running = 0;
+  seed_transport::StreamStats streams;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (transport_ != nullptr) refused = transport_->refused_calls();
+    if (transport_ != nullptr) {
+      refused = transport_->refused_calls();
+      streams = transport_->stream_stats();
+    }
   }
   {
     std::lock_guard<std::mutex> lock(runs_mu_);
     running = running_;
   }
   os << "{\"__server__\": {\"refused_calls\": " << refused << ", \"complete\": " << (complete_ ? 1 : 0)
-     << ", \"completed_calls\": " << completed_calls_.load() << ", \"running\": " << running << "}";
+     << ", \"completed_calls\": " << completed_calls_.load() << ", \"running\": " << running
+     << ", \"streams_open\": " << streams.open << ", \"streams_opened\": " << streams.opened
+     << ", \"stream_calls\": " << streams.calls << "}";
   bool first = false;
   for (auto& [name, m] : methods_) {
     if (!first) os << ", ";

@@ -3,6 +3,8 @@
 // archives, so none of these symbols can bind to TensorFlow's own gRPC copy.
 #include "transport.h"
 
+#include "transport_streams.h"
+
 #include <absl/synchronization/mutex.h>
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/generic/generic_stub.h>
@@ -79,6 +81,8 @@ void RateLimitedLog(gpr_log_func_args* args) {
   return true;
 }();
 
+}  // namespace
+
 // Why a call found no usable connection, in words naming TLS, appended to
 // gRPC's own message (which names the OpenSSL error at best).
 std::string ConnectHint(bool tls, const std::string& m) {
@@ -97,6 +101,8 @@ std::string ConnectHint(bool tls, const std::string& m) {
   }
   return "";
 }
+
+namespace {
 
 // A bearer token from a file or an environment variable, without the
 // surrounding whitespace (files usually end in a newline).
@@ -140,6 +146,8 @@ std::string Sha256(const char* data, size_t size) {
   return true;
 }();
 
+}  // namespace
+
 // Wraps a std::string into a ByteBuffer without copying it.
 grpc::ByteBuffer ToByteBuffer(std::string&& s) {
   auto* owned = new std::string(std::move(s));
@@ -160,13 +168,15 @@ std::string FromByteBuffer(const grpc::ByteBuffer& buffer) {
   return out;
 }
 
+namespace {
+
 // ---------------------------------------------------------------- server ---
 
 class GrpcServer;
 
 // Completion-queue tag: which step of which call completed.
 struct Tag {
-  enum Kind { kRequest, kRead, kFinish, kDone } kind;
+  enum Kind { kRequest, kRead, kWrite, kFinish, kDone } kind;
   class Call* call;
 };
 
@@ -190,15 +200,17 @@ class Call final : public ServerCall {
   grpc::GenericServerAsyncReaderWriter stream_;
   grpc::ByteBuffer read_buffer_;
   std::string method_, request_;
-  Tag request_tag_{Tag::kRequest, this}, read_tag_{Tag::kRead, this},
+  Tag request_tag_{Tag::kRequest, this}, read_tag_{Tag::kRead, this}, write_tag_{Tag::kWrite, this},
       finish_tag_{Tag::kFinish, this}, done_tag_{Tag::kDone, this};
+  // Set when the call is a stream (kStreamMethod): every later tag is the session's.
+  std::unique_ptr<StreamSession> session_;
   std::mutex mu_;
   bool responded_ = false, cancelled_ = false;
   int outstanding_ = 2;  // finish + done
   std::function<void()> on_cancel_;
 };
 
-class GrpcServer final : public Server {
+class GrpcServer final : public Server, public SessionHost {
  public:
   GrpcServer(Handler handler) : handler_(std::move(handler)) {}
   ~GrpcServer() override { Shutdown(0); }
@@ -302,6 +314,19 @@ class GrpcServer final : public Server {
 
   std::vector<int> ports() const override { return ports_; }
   int64_t refused_calls() const override { return refused_.load(); }
+  StreamStats stream_stats() const override {
+    return {streams_open_.load(), streams_total_.load(), stream_calls_.load()};
+  }
+  void StreamOpened() override {
+    std::lock_guard<std::mutex> lock(active_mu_);
+    ++streams_open_;
+    ++streams_total_;
+  }
+  void StreamClosed() override {
+    std::lock_guard<std::mutex> lock(active_mu_);
+    if (--streams_open_ == 0) active_cv_.notify_all();
+  }
+  void StreamCalls(int64_t n) override { stream_calls_ += n; }
 
   // A call from a TCP peer must carry the token (when one is set); unix
   // peers reached an owner-only socket and need none. Constant time: both
@@ -326,22 +351,23 @@ class GrpcServer final : public Server {
     shut_down_ = true;
     server_->Shutdown(std::chrono::system_clock::now() +
                       std::chrono::milliseconds(grace_ms));
-    // Calls handed to the handler must be answered before the queues go.
+    // Calls handed to the handler must be answered, and streams (whose tags
+    // start further operations) must end, before the queues go.
     {
       std::unique_lock<std::mutex> lock(active_mu_);
-      active_cv_.wait(lock, [this] { return active_ == 0; });
+      active_cv_.wait(lock, [this] { return active_ == 0 && streams_open_ == 0; });
     }
     DrainAndJoin();
   }
 
-  void Dispatch(Call* call) {
+  void Dispatch(ServerCall* call) override {
     {
       std::lock_guard<std::mutex> lock(active_mu_);
       ++active_;
     }
     handler_(call);
   }
-  void Answered() {
+  void Answered() override {
     std::lock_guard<std::mutex> lock(active_mu_);
     if (--active_ == 0) active_cv_.notify_all();
   }
@@ -386,6 +412,7 @@ class GrpcServer final : public Server {
   std::string token_digest_;  // empty: no token required
   std::function<void(const std::string&)> log_;
   std::atomic<int64_t> refused_{0};
+  std::atomic<int64_t> streams_open_{0}, streams_total_{0}, stream_calls_{0};
   std::atomic<int64_t> last_log_ms_{-1000000};
   grpc::AsyncGenericService service_;
   std::unique_ptr<grpc::Server> server_;
@@ -414,9 +441,23 @@ void Call::Proceed(Tag::Kind kind, bool ok) {
       }
       new Call(server_, cq_);  // keep a call posted for the next client
       method_ = ctx_.method();
+      if (method_ == kStreamMethod) {
+        if (!server_->Authorized(ctx_)) {  // checked once, when the stream opens
+          stream_.Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                      "missing or wrong auth token (the server requires "
+                                      "'authorization: Bearer <token>')"),
+                         &finish_tag_);
+          return;
+        }
+        session_ = std::make_unique<StreamSession>(server_, &stream_, &ctx_, &read_tag_, &write_tag_,
+                                                   &finish_tag_, [this] { delete this; });
+        session_->Start();
+        return;
+      }
       stream_.Read(&read_buffer_, &read_tag_);
       return;
     case Tag::kRead:
+      if (session_) return session_->OnRead(ok);
       if (!ok) {
         // No message: the client half-closed early or sent something larger
         // than the limit (gRPC already answers RESOURCE_EXHAUSTED then).
@@ -436,10 +477,14 @@ void Call::Proceed(Tag::Kind kind, bool ok) {
       read_buffer_.Clear();
       server_->Dispatch(this);
       return;
+    case Tag::kWrite:
+      return session_->OnWrite(ok);
     case Tag::kFinish:
+      if (session_) return session_->OnFinish();
       Release();
       return;
     case Tag::kDone: {
+      if (session_) return session_->OnDone();
       std::function<void()> cancel;
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -603,12 +648,15 @@ class GrpcChannel final : public Channel {
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     channel_ = grpc::CreateCustomChannel(address, credentials, args);
     stub_ = std::make_unique<grpc::GenericStub>(channel_);
+    streams_ = std::make_unique<StreamPool>(stub_.get(), authorization_, tls_, tcp_, kStreamsPerChannel,
+                                            kCallsPerStream);
     return true;
   }
 
   std::function<void()> Call(const std::string& method, std::string request,
                              const CallOptions& options,
                              ResponseCallback done) override {
+    if (options.stream) return streams_->Call(method, std::move(request), options, std::move(done));
     auto call = std::make_shared<ClientCall>();
     call->tls = tls_;
     call->tcp = tcp_;
@@ -629,8 +677,12 @@ class GrpcChannel final : public Channel {
   }
 
  private:
+  // Streams per channel and the calls each may hold in flight (its flow-control bound).
+  static constexpr int kStreamsPerChannel = 2;
+  static constexpr size_t kCallsPerStream = 1 << 16;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::GenericStub> stub_;
+  std::unique_ptr<StreamPool> streams_;  // declared after stub_: destroyed before it
   std::string authorization_;  // "Bearer <token>" or empty
   bool tls_ = false;
   bool tcp_ = true;
@@ -671,6 +723,14 @@ std::shared_ptr<Channel> GetChannel(const std::string& address,
 }
 
 std::string GrpcVersion() { return grpc::Version(); }
+
+bool StreamsByDefault() {
+  static const bool on = [] {
+    const char* v = std::getenv("SEED_RPC_STREAMS");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return on;
+}
 
 }  // namespace seed_transport
 

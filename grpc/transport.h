@@ -58,6 +58,10 @@ struct ServerOptions {
   std::function<void(const std::string&)> log;
 };
 
+struct StreamStats {
+  int64_t open = 0, opened = 0, calls = 0;
+};
+
 class Server {
  public:
   virtual ~Server() = default;
@@ -68,6 +72,8 @@ class Server {
   virtual void Shutdown(int64_t grace_ms) = 0;
   // Calls refused before reaching the handler: missing or wrong token.
   virtual int64_t refused_calls() const = 0;
+  // Streams open now, streams opened in all, and calls that arrived on streams.
+  virtual StreamStats stream_stats() const = 0;
 };
 
 // Starts a server; on failure returns nullptr and sets *error.
@@ -76,9 +82,14 @@ std::unique_ptr<Server> StartServer(const ServerOptions& options,
 
 using ResponseCallback = std::function<void(const Status&, std::string body)>;
 
+// Whether calls go on streams unless told otherwise: SEED_RPC_STREAMS=1 in
+// the environment (read once per process); unary calls otherwise.
+bool StreamsByDefault();
+
 struct CallOptions {
   int64_t timeout_us = -1;      // < 0: no deadline
   bool wait_for_ready = false;  // wait for the server instead of failing fast
+  bool stream = StreamsByDefault();  // on one of the channel's long-lived streams, not a call of its own
 };
 
 // A cached channel to one address. Thread-safe; calls never share a lock on

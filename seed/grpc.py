@@ -552,7 +552,9 @@ class Server:
     The "__server__" entry counts `refused_calls` (TCP calls without the right
     token), says whether the server is `complete`, counts the calls
     answered "run complete" since (`completed_calls`) and the function runs
-    in flight (`running`: blocked ones included, e.g. on a queue).
+    in flight (`running`: blocked ones included, e.g. on a queue), and the
+    long-lived streams: `streams_open`, `streams_opened` and `stream_calls`
+    (calls that came on streams; clients use streams when SEED_RPC_STREAMS=1).
     """
     return json.loads(_ops().seed_rpc_server_stats(self._id[0]).numpy())
 

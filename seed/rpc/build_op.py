@@ -38,7 +38,8 @@ def _source_dir() -> pathlib.Path:
   raise BuildError(f"the op's C++ sources are neither in {here.parent.parent / 'grpc'} nor in {here / 'csrc'}")
 
 
-GRPC_SOURCES = ["transport.cc"]  # compiled without TF headers
+# Compiled without TF headers (the stream framing and in-flight table are plain C++).
+GRPC_SOURCES = ["transport.cc", "transport_streams.cc", "stream_frame.cc", "stream_calls.cc"]
 TF_SOURCES = [  # without gRPC headers
   "wire.cc",
   "validate.cc",
@@ -48,7 +49,17 @@ TF_SOURCES = [  # without gRPC headers
   "server_kernels.cc",
   "client_ops.cc",
 ]
-HEADERS = ["transport.h", "wire.h", "validate.h", "batcher.h", "run_cancellation.h", "server.h"]
+HEADERS = [
+  "transport.h",
+  "transport_streams.h",
+  "stream_frame.h",
+  "stream_calls.h",
+  "wire.h",
+  "validate.h",
+  "batcher.h",
+  "run_cancellation.h",
+  "server.h",
+]
 GRPC_ARCHIVES = [
   "libgrpc++.a",
   "libgrpc.a",
@@ -324,20 +335,19 @@ def op_library_path() -> pathlib.Path:
 def echo_bench_path() -> pathlib.Path:
   """Builds the TF-free C++ echo server/client used as the benchmark ceiling."""
   archives, absl = _grpc_link_flags()
-  sources = ["transport.cc", "transport.h", "echo_bench.cc"]
+  sources = [*GRPC_SOURCES, "echo_bench.cc"]
+  headers = ["transport.h", "transport_streams.h", "stream_frame.h", "stream_calls.h"]
   key = _digest(
     _BUILD_VERSION,
     "echo",
     " ".join(archives + absl),
     _stamps(archives),
-    *[(SOURCE_DIR / s).read_bytes() for s in sources],
+    *[(SOURCE_DIR / s).read_bytes() for s in sources + headers],
   )
 
   def build(tmp: pathlib.Path) -> pathlib.Path:
-    objs = [tmp / "transport.o", tmp / "echo_bench.o"]
-    _compile_all(
-      [_grpc_object_cmd(SOURCE_DIR / "transport.cc", objs[0]), _grpc_object_cmd(SOURCE_DIR / "echo_bench.cc", objs[1])]
-    )
+    objs = [tmp / (src + ".o") for src in sources]
+    _compile_all([_grpc_object_cmd(SOURCE_DIR / src, obj) for src, obj in zip(sources, objs)])
     out = tmp / "echo_bench"
     _run(
       [
