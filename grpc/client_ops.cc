@@ -44,6 +44,9 @@ absl::Status OutputShapesFn(shape_inference::InferenceContext* c, int first) {
       .Attr("method: string")                                \
       .Attr("timeout_ms: int = -1")                          \
       .Attr("wait_for_ready: bool = false")                  \
+      /* -1: the process default (SEED_RPC_STREAMS), 0: a   */ \
+      /* unary call, 1: on the channel's long-lived streams */ \
+      .Attr("stream: int = -1")                              \
       .Attr("max_message_size: int = 0")                     \
       /* TLS and token: file paths and a variable name, read */ \
       /* at run time, so no secret lands in a graph.          */ \
@@ -84,6 +87,9 @@ class CallOp : public AsyncOpKernel {
     OP_REQUIRES_OK(c, c->GetAttr("output_shapes", &output_shapes_));
     OP_REQUIRES_OK(c, c->GetAttr("timeout_ms", &timeout_ms_));
     OP_REQUIRES_OK(c, c->GetAttr("wait_for_ready", &wait_for_ready_));
+    int64_t stream;
+    OP_REQUIRES_OK(c, c->GetAttr("stream", &stream));
+    stream_ = stream < 0 ? seed_transport::StreamsByDefault() : stream == 1;
     OP_REQUIRES_OK(c, c->GetAttr("max_message_size", &max_message_size));
     seed_transport::ChannelSecurity sec;
     OP_REQUIRES_OK(c, c->GetAttr("tls", &sec.tls));
@@ -118,6 +124,7 @@ class CallOp : public AsyncOpKernel {
     seed_transport::CallOptions options;
     options.timeout_us = timeout_ms_ >= 0 ? timeout_ms_ * 1000 : -1;
     options.wait_for_ready = wait_for_ready_;
+    options.stream = stream_;
 
     // Cancellation (e.g. the step or eager context being cancelled) reaches
     // the RPC; the slot covers a cancel that arrives before the call starts.
@@ -209,6 +216,7 @@ class CallOp : public AsyncOpKernel {
   std::vector<PartialTensorShape> output_shapes_;
   int64_t timeout_ms_;
   bool wait_for_ready_;
+  bool stream_;
   std::string path_, where_;
   std::shared_ptr<seed_transport::Channel> channel_;
 };

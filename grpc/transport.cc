@@ -784,12 +784,13 @@ SEED_EXPORT void* seed_rpc_channel(const char* address, long long max_message_si
 }
 
 SEED_EXPORT void* seed_rpc_start(void* channel, const char* method, const char* request, size_t size,
-                                 long long timeout_us, int wait_for_ready, int wait_ms) {
+                                 long long timeout_us, int wait_for_ready, int stream, int wait_ms) {
   using namespace seed_transport;  // NOLINT
   auto* pending = new PendingCall;
   CallOptions options;
   options.timeout_us = timeout_us;
   options.wait_for_ready = wait_for_ready != 0;
+  if (stream >= 0) options.stream = stream == 1;  // < 0: the process default
   auto cancel = static_cast<Channel*>(channel)
                     ->Call(method, std::string(request, size), options,
                            [pending](const Status& s, std::string body) {

@@ -19,6 +19,9 @@ Not a test: it prints measured calls/s, side by side, for
       asyncio server batching on its event loop; ratios use the faster one;
   (d) client-side batching: every call carries 64 elements (int32[4]) into a
       batch-256 function; reported as slots/s (calls/s x 64);
+  (s) the same (a), (b) and (d) with calls on long-lived bidirectional streams
+      (issue 26: `Client(streams=True)`, echo_bench stream-client) beside the
+      unary ones, in the same run;
   (e) what security costs: (a) over plain TCP against the same server
       process with TLS (transport "tls") and with TLS and a bearer token
       ("tls+token"), certificates from scripts/make_certs.sh, each ratio
@@ -62,6 +65,12 @@ from bench_rpc_servers import BATCH, BIG_BATCH, D_PAYLOAD, PAYLOADS, ROWS_PER_CA
 TARGET_AB = 0.8  # (a, tf.function) / (b) at 64 callers, unix, 16 B
 TARGET_AC = 3.0  # (a, eager) / (c) at 64 callers, unix, 16 B
 TARGET_D = 1_000_000  # slots/s
+# Streams (issue 26), 64 callers, unix, 16 B, same run: (a, tf.fn, streams) / (b, unary);
+# (a, eager, streams) / (a, eager, unary); (a, eager, streams) / (c); (d, streams) / (d, unary).
+TARGET_STREAM_TF_B = 0.8
+TARGET_STREAM_EAGER = 2.0
+TARGET_STREAM_EAGER_C = 5.0
+TARGET_STREAM_D = 2.5
 SECURE = ("tls", "tls+token")  # transports of (e): TCP to a TLS server, without and with a token
 
 
@@ -338,8 +347,8 @@ class Bench:
       s.close()
 
   # -- (a) our op ----------------------------------------------------------
-  def _client(self, transport: str, numpy_outputs: bool = False):
-    key = (transport, numpy_outputs)
+  def _client(self, transport: str, numpy_outputs: bool = False, streams: bool = False):
+    key = (transport, numpy_outputs, streams)
     if key not in self._seed_clients:
       from seed import grpc as seed_grpc  # pylint: disable=g-import-not-at-top
 
@@ -348,17 +357,24 @@ class Bench:
         connect_timeout=60,
         numpy_outputs=numpy_outputs,
         credentials=self.credentials.get(transport),
+        streams=streams,
       )
     return self._seed_clients[key]
 
   def seed_eager(
-    self, transport: str, p: Payload, conc: int, rows: int | None = None, numpy_outputs: bool = True
+    self,
+    transport: str,
+    p: Payload,
+    conc: int,
+    rows: int | None = None,
+    numpy_outputs: bool = True,
+    streams: bool = False,
   ) -> Result:
     """Eager calls as actors make them: numpy in, numpy out (numpy_outputs=False: tf.Tensors out)."""
     x = p.example(rows)
 
     def run():
-      method = getattr(self._client(transport, numpy_outputs), p.method)
+      method = getattr(self._client(transport, numpy_outputs, streams), p.method)
       _first_call(lambda: np.asarray(method(x)), x, f"(a) {transport} {p.method}")
 
       def step(_):
@@ -369,12 +385,12 @@ class Bench:
 
     return measure(self.seed_server(transport), p.method, run, rows or 1)
 
-  def seed_tf(self, transport: str, p: Payload, conc: int, rows: int | None = None) -> Result:
+  def seed_tf(self, transport: str, p: Payload, conc: int, rows: int | None = None, streams: bool = False) -> Result:
     x = p.example(rows)
     last = [None] * conc
 
     def run():
-      calls = self._tf_loop(transport, p, x)
+      calls = self._tf_loop(transport, p, x, streams)
       _first_call(lambda: calls(x, 3).numpy(), x, f"(a, tf.function) {transport} {p.method}")
       # Calls per tf.function invocation: 8 for the first half of the warm-up, then
       # enough for ~invocation_seconds, so that Python's share is negligible.
@@ -397,13 +413,13 @@ class Bench:
 
     return measure(self.seed_server(transport), p.method, run, rows or 1)
 
-  def _tf_loop(self, transport: str, p: Payload, x: np.ndarray):
+  def _tf_loop(self, transport: str, p: Payload, x: np.ndarray, streams: bool = False):
     """tf.function(x, n): n chained remote calls in a tf.while_loop."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-    key = (transport, p.method, x.shape)
+    key = (transport, p.method, x.shape, streams)
     if key not in self._tf_loops:
-      method = getattr(self._client(transport), p.method)
+      method = getattr(self._client(transport, streams=streams), p.method)
 
       @tf.function(input_signature=[tf.TensorSpec(x.shape, tf.as_dtype(x.dtype)), tf.TensorSpec([], tf.int32)])
       def calls(x, n):
@@ -415,14 +431,14 @@ class Bench:
     return self._tf_loops[key]
 
   # -- (b) the C++ ceiling ---------------------------------------------------
-  def echo(self, transport: str, p: Payload, conc: int) -> Result:
+  def echo(self, transport: str, p: Payload, conc: int, streams: bool = False) -> Result:
     server = self.echo_servers[transport]
     result = Result()
     scpu0, wall0 = server.cpu_seconds(), time.perf_counter()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cmd = [
       self.echo_bin,
-      "client",
+      "stream-client" if streams else "client",
       self.addresses["echo", transport],
       str(conc),
       str(p.wire_bytes),
@@ -527,6 +543,9 @@ def print_tables(rows, d_rows, sec_rows, args) -> None:
     "(a) eager T",
     "(a) tf.fn",
     "(b) C++",
+    "(a) eager S",
+    "(a) tf.fn S",
+    "(b) C++ S",
     "(c) py thr",
     "(c) py aio",
     "a.tf/b",
@@ -536,7 +555,8 @@ def print_tables(rows, d_rows, sec_rows, args) -> None:
   val = lambda r: r.calls_per_sec if r and not r.error else float("nan")  # noqa: E731
   table = []
   for (t, pname, conc), res in rows:
-    a_e, a_et, a_t, b, c_thr, c_aio = (res.get(k) for k in ("a_eager", "a_eager_tt", "a_tf", "b", "c_threads", "c_aio"))
+    keys = ("a_eager", "a_eager_tt", "a_tf", "b", "a_eager_s", "a_tf_s", "b_s", "c_threads", "c_aio")
+    a_e, a_et, a_t, b, a_es, a_ts, b_s, c_thr, c_aio = (res.get(k) for k in keys)
     c_best = max((v for v in (val(c_thr), val(c_aio)) if v == v), default=float("nan"))
     ab, ac = _ratio(val(a_t), val(b)), _ratio(val(a_e), c_best)
     target = ""
@@ -547,7 +567,15 @@ def print_tables(rows, d_rows, sec_rows, args) -> None:
 
       target = f"a.tf/b >= {TARGET_AB}: {verdict(ab, TARGET_AB)}; a.eager/c >= {TARGET_AC:g}: {verdict(ac, TARGET_AC)}"
     table.append(
-      [t, pname, str(conc), _cell(a_e), _cell(a_et), _cell(a_t), _cell(b), _cell(c_thr), _cell(c_aio), ab, ac, target]
+      [
+        t,
+        pname,
+        str(conc),
+        *map(_cell, (a_e, a_et, a_t, b, a_es, a_ts, b_s, c_thr, c_aio)),
+        ab,
+        ac,
+        target,
+      ]
     )
   print()
   print(
@@ -562,6 +590,9 @@ def print_tables(rows, d_rows, sec_rows, args) -> None:
   print(
     "(b) C++ echo_bench server+client on the same transport, no TF, no batching; (c) Python grpcio server "
     "batching in Python (thread pool | asyncio), Python grpcio client threads"
+  )
+  print(
+    "S: the same over long-lived streams (Client(streams=True), echo_bench stream-client); a.tf/b, a.eager/c: unary"
   )
   print("a.eager/c uses the faster of the two (c) servers")
   if table:
@@ -698,6 +729,9 @@ def main() -> None:
             ("a_eager_tt", eager_tensors),
             ("a_tf", bench.seed_tf),
             ("b", bench.echo),
+            ("a_eager_s", functools.partial(bench.seed_eager, streams=True)),
+            ("a_tf_s", functools.partial(bench.seed_tf, streams=True)),
+            ("b_s", functools.partial(bench.echo, streams=True)),
             ("c_threads", bench.py_threads),
             ("c_aio", bench.py_aio),
           ):
@@ -711,10 +745,15 @@ def main() -> None:
     if any(t in SECURE for t in transports):
       sec_rows = measure_security(bench, args, payloads, concs)
     for t in [t for t in transports if t not in SECURE and not args.tls] if not args.quick else ["unix"]:
-      for mode, fn in (("tf.function", bench.seed_tf), ("eager", bench.seed_eager)):
+      for mode, fn in (
+        ("tf.function", bench.seed_tf),
+        ("eager", bench.seed_eager),
+        ("tf.function streams", functools.partial(bench.seed_tf, streams=True)),
+        ("eager streams", functools.partial(bench.seed_eager, streams=True)),
+      ):
         r = _median([fn(t, D_PAYLOAD, args.d_callers, rows=ROWS_PER_CALL_D) for _ in range(args.repeat)])
         print(
-          f"  {t:4s} d     {args.d_callers:3d} {mode:11s} {_num(r.slots_per_sec):>9s} slots/s  fill {r.fill:4.2f}"
+          f"  {t:4s} d     {args.d_callers:3d} {mode:19s} {_num(r.slots_per_sec):>9s} slots/s  fill {r.fill:4.2f}"
           + (f"  {r.error}" if r.error else ""),
           flush=True,
         )
@@ -724,6 +763,45 @@ def main() -> None:
     bench.close()
     shutil.rmtree(tmpdir, ignore_errors=True)
   print_tables(rows, d_rows, sec_rows, args)
+  print_stream_targets(rows, d_rows)
+
+
+def print_stream_targets(rows, d_rows) -> None:
+  """Streams against unary (issue 26), one line per target: met or MISSED."""
+  val = lambda r: r.calls_per_sec if r and not r.error else float("nan")  # noqa: E731
+  lines = []
+  for (t, pname, conc), res in rows:
+    if (t, pname, conc) != ("unix", "16B", 64):
+      continue
+    c_best = max((v for v in (val(res.get("c_threads")), val(res.get("c_aio"))) if v == v), default=float("nan"))
+    checks = [
+      ("(a) tf.fn over streams / (b) unary ceiling", val(res.get("a_tf_s")), val(res.get("b")), TARGET_STREAM_TF_B),
+      (
+        "(a) eager over streams / (a) eager unary",
+        val(res.get("a_eager_s")),
+        val(res.get("a_eager")),
+        TARGET_STREAM_EAGER,
+      ),
+      ("(a) eager over streams / (c)", val(res.get("a_eager_s")), c_best, TARGET_STREAM_EAGER_C),
+      ("(b) streaming echo / (b) unary echo", val(res.get("b_s")), val(res.get("b")), 1.0),
+    ]
+    for label, a, b, goal in checks:
+      ratio = a / b if a == a and b == b and b > 0 else float("nan")
+      lines.append(f"  {label}: {ratio:.2f}  target >= {goal:g}: {'met' if ratio >= goal else 'MISSED'}")
+  d = {(t, mode): r for (t, mode, _), r in d_rows}
+  for t in sorted({t for t, _ in d}):
+    for mode in ("tf.function", "eager"):
+      unary, streams = d.get((t, mode)), d.get((t, f"{mode} streams"))
+      if unary is None or streams is None or unary.error or streams.error:
+        continue
+      ratio = streams.slots_per_sec / unary.slots_per_sec if unary.slots_per_sec else float("nan")
+      lines.append(
+        f"  (d) {mode} over streams / unary, {t}: {ratio:.2f} ({_num(streams.slots_per_sec)} slots/s)  "
+        f"target >= {TARGET_STREAM_D:g}: {'met' if ratio >= TARGET_STREAM_D else 'MISSED'}"
+      )
+  if lines:
+    print("streams against unary (issue 26; 64 callers, unix, 16 B; same run):")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

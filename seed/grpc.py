@@ -107,6 +107,7 @@ def _clib() -> tuple[ctypes.CDLL, ctypes.PyDLL]:
     ctypes.c_longlong,
     ctypes.c_int,
     ctypes.c_int,
+    ctypes.c_int,
   ]
   blocking.seed_rpc_wait.argtypes = [ctypes.c_void_p, ctypes.c_int]
   blocking.seed_rpc_cancel.argtypes = [ctypes.c_void_p]
@@ -141,10 +142,14 @@ _ERRORS = {
 }
 
 
-def _call_direct(channel: int, path: bytes, request: bytes, timeout_us: int) -> tuple[int, str, bytes | None]:
-  """One blocking unary call on a channel of the op's transport: (code, message, body)."""
+def _call_direct(
+  channel: int, path: bytes, request: bytes, timeout_us: int, stream: int = -1
+) -> tuple[int, str, bytes | None]:
+  """One blocking call on a channel of the op's transport: (code, message, body).
+
+  stream: 1 on the channel's long-lived streams, 0 a unary call, -1 the process default (SEED_RPC_STREAMS)."""
   blocking, quick = _clib()
-  handle = blocking.seed_rpc_start(channel, path, request, len(request), timeout_us, 0, 200)
+  handle = blocking.seed_rpc_start(channel, path, request, len(request), timeout_us, 0, stream, 200)
   try:
     while not quick.seed_rpc_done(handle):  # waits in short slices: Ctrl-C still works
       blocking.seed_rpc_wait(handle, 200)
@@ -623,6 +628,7 @@ class Method:
       method=self.name,
       timeout_ms=self._timeout_ms(timeout),
       max_message_size=self._client.max_message_size,
+      stream=self._client.stream,
       **self._client.security,
     )
 
@@ -631,7 +637,11 @@ class Method:
     arrays = [wire.as_array(v, s.dtype) for v, s in zip(self._flat_args(args), self._in_specs)]
     timeout_ms = self._timeout_ms(timeout)
     code, message, body = _call_direct(
-      self._client.channel, self._path, wire.serialize(arrays), timeout_ms * 1000 if timeout_ms >= 0 else -1
+      self._client.channel,
+      self._path,
+      wire.serialize(arrays),
+      timeout_ms * 1000 if timeout_ms >= 0 else -1,
+      self._client.stream,
     )
     if code != 0:
       return code, f"{message} [method '{self.name}' at {self._client.address}]", None
@@ -752,6 +762,7 @@ class Client:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     numpy_outputs: bool = False,
     credentials: ChannelCredentials | None = None,
+    streams: bool | None = None,
   ):
     """Waits (up to connect_timeout seconds) for the server and reads its methods.
 
@@ -767,12 +778,16 @@ class Client:
       credentials: TLS and/or a token for a secured TCP server; default:
         plaintext. Fails fast (Unavailable, naming TLS) when one side uses TLS
         and the other does not, or the server's certificate is not trusted.
+      streams: calls travel tagged on the channel's long-lived bidirectional
+        streams (True) or each as a unary call of its own (False); None: the
+        process default, streams when SEED_RPC_STREAMS=1.
     """
     self.address = address
     self.numpy_outputs = numpy_outputs
     self.timeout = timeout
     self.max_message_size = max_message_size
     self.credentials = credentials
+    self.stream = -1 if streams is None else int(bool(streams))
     self.security = credentials.attrs() if credentials else dict(_INSECURE_ATTRS)
     self.channel = _open_channel(address, max_message_size, self.security)
     names, signatures = self._list_methods(connect_timeout)
@@ -787,7 +802,9 @@ class Client:
     path = f"/seed/{_METHOD_LIST}".encode()
     while True:
       left = deadline - time.monotonic()
-      code, message, body = _call_direct(self.channel, path, wire.serialize([]), int(max(left, 0.01) * 1e6))
+      code, message, body = _call_direct(
+        self.channel, path, wire.serialize([]), int(max(left, 0.01) * 1e6), self.stream
+      )
       if code == 0:
         return tuple(wire.parse(body))
       if code == 14 and _not_listening(message) and left > 0:

@@ -160,3 +160,28 @@ def test_thousands_of_concurrent_callers_on_streams(tmp_path):
 def test_the_switch_is_off_by_default():
   r = run_python(_PRELUDE + "out(on=os.environ.get('SEED_RPC_STREAMS'))")
   assert json.loads(r.stdout.strip().splitlines()[-1])["on"] is None
+
+
+def test_a_client_chooses_streams_or_unary_whatever_the_process_default():
+  code = r"""
+server = grpc.Server([address])
+@tf.function(input_signature=[tf.TensorSpec([], tf.int32)])
+def inc(x):
+  return x + 1
+server.bind(inc); server.start()
+got = {}
+for streams in (False, True):
+  client = grpc.Client(address, streams=streams)
+  before = server.stats()["__server__"]["stream_calls"]
+  eager = int(client.inc(1))
+  graph = int(tf.function(lambda: client.inc(2))())
+  got[str(streams)] = [eager, graph, server.stats()["__server__"]["stream_calls"] - before]
+server.shutdown()
+out(**got)
+"""
+  for env in ({}, {"SEED_RPC_STREAMS": "1"}):
+    r = run_python(_PRELUDE + code, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    # streams=False: both calls unary (the metadata call too); streams=True: both on streams.
+    assert got == {"False": [2, 3, 0], "True": [2, 3, 2]}, (env, got)
