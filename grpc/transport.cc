@@ -648,15 +648,13 @@ class GrpcChannel final : public Channel {
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
     channel_ = grpc::CreateCustomChannel(address, credentials, args);
     stub_ = std::make_unique<grpc::GenericStub>(channel_);
-    streams_ = std::make_unique<StreamPool>(stub_.get(), authorization_, tls_, tcp_, kStreamsPerChannel,
-                                            kCallsPerStream);
     return true;
   }
 
   std::function<void()> Call(const std::string& method, std::string request,
                              const CallOptions& options,
                              ResponseCallback done) override {
-    if (options.stream) return streams_->Call(method, std::move(request), options, std::move(done));
+    if (options.stream) return Streams()->Call(method, std::move(request), options, std::move(done));
     auto call = std::make_shared<ClientCall>();
     call->tls = tls_;
     call->tcp = tcp_;
@@ -677,11 +675,22 @@ class GrpcChannel final : public Channel {
   }
 
  private:
+  // The stream pool, made on the first call that wants streams (it runs a
+  // deadline thread: channels used only for unary calls do without).
+  StreamPool* Streams() {
+    std::call_once(streams_once_, [this] {
+      streams_ = std::make_unique<StreamPool>(stub_.get(), authorization_, tls_, tcp_, kStreamsPerChannel,
+                                              kCallsPerStream);
+    });
+    return streams_.get();
+  }
+
   // Streams per channel and the calls each may hold in flight (its flow-control bound).
   static constexpr int kStreamsPerChannel = 2;
   static constexpr size_t kCallsPerStream = 1 << 16;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::GenericStub> stub_;
+  std::once_flag streams_once_;
   std::unique_ptr<StreamPool> streams_;  // declared after stub_: destroyed before it
   std::string authorization_;  // "Bearer <token>" or empty
   bool tls_ = false;
