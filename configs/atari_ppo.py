@@ -10,6 +10,8 @@ batch; entropy 0.01, value cost 0.5, gradient norm clipped to 0.5; rewards clipp
 Its batch of 8 envs x 128 steps becomes 16 envs x 64 steps here (the same 1,024
 transitions: two actor processes of 8 envs, one inference call each per step).
 Frames count emulator frames: one env step = frame_skip (4) frames.
+On Pong (2026-12-05, 2 cores with AMX, bfloat16): last-50 mean +18 at 17.1M frames, 125 minutes
+from process start; the export plays +20.3 greedy over 10 episodes (README, "Pong solved").
 """
 
 import envs
