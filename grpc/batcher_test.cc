@@ -1,8 +1,6 @@
 // Unit test of the batcher against a fake ServerCall and a fake run callback:
 // no gRPC, no FunctionLibraryRuntime. Prints "PASS <case>" or "FAIL <case>"
 // per case and exits non-zero if any failed. Built by build_op.batcher_test_path().
-#include <unistd.h>
-
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -12,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "cc_test.h"
 #include "batcher.h"
 #include "wire.h"
 
@@ -20,31 +19,6 @@ using namespace tensorflow;    // NOLINT
 using namespace std::chrono_literals;  // NOLINT
 
 namespace {
-
-bool g_case_failed = false;
-
-#define EXPECT(cond)                                                         \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      std::printf("  %s:%d: expected %s\n", __FILE__, __LINE__, #cond);      \
-      g_case_failed = true;                                                  \
-    }                                                                        \
-  } while (0)
-#define EXPECT_EQ(a, b)                                                      \
-  do {                                                                       \
-    auto va = (a);                                                           \
-    auto vb = (b);                                                           \
-    if (!(va == vb)) {                                                       \
-      std::printf("  %s:%d: expected %s == %s\n", __FILE__, __LINE__, #a, #b); \
-      g_case_failed = true;                                                  \
-    }                                                                        \
-  } while (0)
-// Stops the case: later checks would read what is not there.
-#define REQUIRE(cond)                                                        \
-  do {                                                                       \
-    EXPECT(cond);                                                            \
-    if (!(cond)) return;                                                     \
-  } while (0)
 
 // Records what the batcher answers; Cancel() plays the client going away.
 class FakeCall : public seed_transport::ServerCall {
@@ -408,7 +382,6 @@ void ShutdownWithPending() {
 }  // namespace
 
 int main() {
-  alarm(120);  // a hang anywhere fails the binary rather than the test run
   const std::vector<std::pair<const char*, void (*)()>> cases = {
       {"partial_flush", PartialFlush},
       {"spanning_call", SpanningCall},
@@ -419,14 +392,5 @@ int main() {
       {"cancel_while_waiting", CancelWhileWaiting},
       {"shutdown_with_pending", ShutdownWithPending},
   };
-  int failed = 0;
-  for (const auto& [name, fn] : cases) {
-    g_case_failed = false;
-    fn();
-    std::printf("%s %s\n", g_case_failed ? "FAIL" : "PASS", name);
-    std::fflush(stdout);
-    failed += g_case_failed;
-  }
-  std::printf("%d of %zu cases failed\n", failed, cases.size());
-  return failed == 0 ? 0 : 1;
+  return seed_cc_test::RunCases(cases);
 }

@@ -1,8 +1,6 @@
 // Unit test of the stream framing and the client's in-flight table: plain C++,
 // no gRPC, no TensorFlow. Prints "PASS <case>" or "FAIL <case>" per case and
 // exits non-zero if any failed. Built by build_op.stream_test_path().
-#include <unistd.h>
-
 #include <atomic>
 #include <cstdio>
 #include <random>
@@ -10,22 +8,13 @@
 #include <thread>
 #include <vector>
 
+#include "cc_test.h"
 #include "stream_calls.h"
 #include "stream_frame.h"
 
 using namespace seed_stream;  // NOLINT
 
 namespace {
-
-bool g_case_failed = false;
-
-#define EXPECT(cond)                                                    \
-  do {                                                                  \
-    if (!(cond)) {                                                      \
-      std::printf("  %s:%d: expected %s\n", __FILE__, __LINE__, #cond); \
-      g_case_failed = true;                                             \
-    }                                                                   \
-  } while (0)
 
 bool Parses(std::string_view data, Frame* frame, std::string* error = nullptr) {
   std::string ignored;
@@ -228,7 +217,6 @@ void RacesEndEachCallOnce() {
 }  // namespace
 
 int main() {
-  alarm(120);  // a hang anywhere fails the binary rather than the test run
   const std::vector<std::pair<const char*, void (*)()>> cases = {
       {"round_trip", RoundTrip},
       {"malformed", Malformed},
@@ -237,14 +225,5 @@ int main() {
       {"bound_and_close", BoundAndClose},
       {"races", RacesEndEachCallOnce},
   };
-  int failed = 0;
-  for (const auto& [name, fn] : cases) {
-    g_case_failed = false;
-    fn();
-    std::printf("%s %s\n", g_case_failed ? "FAIL" : "PASS", name);
-    std::fflush(stdout);
-    failed += g_case_failed;
-  }
-  std::printf("%d of %zu cases failed\n", failed, cases.size());
-  return failed == 0 ? 0 : 1;
+  return seed_cc_test::RunCases(cases);
 }

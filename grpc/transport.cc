@@ -174,6 +174,11 @@ namespace {
 
 class GrpcServer;
 
+// What a call or stream refused for its token hears.
+const grpc::Status kUnauthenticated(grpc::StatusCode::UNAUTHENTICATED,
+                                    "missing or wrong auth token (the server requires "
+                                    "'authorization: Bearer <token>')");
+
 // Completion-queue tag: which step of which call completed.
 struct Tag {
   enum Kind { kRequest, kRead, kWrite, kFinish, kDone } kind;
@@ -443,10 +448,7 @@ void Call::Proceed(Tag::Kind kind, bool ok) {
       method_ = ctx_.method();
       if (method_ == kStreamMethod) {
         if (!server_->Authorized(ctx_)) {  // checked once, when the stream opens
-          stream_.Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                                      "missing or wrong auth token (the server requires "
-                                      "'authorization: Bearer <token>')"),
-                         &finish_tag_);
+          stream_.Finish(kUnauthenticated, &finish_tag_);
           return;
         }
         session_ = std::make_unique<StreamSession>(server_, &stream_, &ctx_, &read_tag_, &write_tag_,
@@ -467,10 +469,7 @@ void Call::Proceed(Tag::Kind kind, bool ok) {
         return;
       }
       if (!server_->Authorized(ctx_)) {
-        stream_.Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                                    "missing or wrong auth token (the server requires "
-                                    "'authorization: Bearer <token>')"),
-                       &finish_tag_);
+        stream_.Finish(kUnauthenticated, &finish_tag_);
         return;
       }
       request_ = FromByteBuffer(read_buffer_);

@@ -127,3 +127,14 @@ def call_many(method, values, timeout=60):
     if isinstance(o, BaseException):
       raise o
   return [o.numpy() for o in out]
+
+
+def cc_cases_pass(build, cases) -> None:
+  """Builds a C++ unit test with `build` (a build_op function, cached: a second call gives the same path),
+  runs it, and checks that it exits 0 and printed "PASS <case>" for every one of `cases`."""
+  binary = build()
+  assert build() == binary  # cached
+  proc = subprocess.run([str(binary)], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+  passed = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("PASS ")}
+  assert passed >= set(cases), proc.stdout

@@ -237,13 +237,18 @@ def test_learner_and_actor_refuse_unsafe_or_broken_security_before_starting(tmp_
   )
 
 
+def _load_config(path: str):
+  """The config a config file's get_config() returns."""
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def test_env_kwargs_stay_free_form():
   from seed.runtime import config as seed_config  # pylint: disable=g-import-not-at-top
 
-  spec = importlib.util.spec_from_file_location("cartpole_config", CARTPOLE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  c = _load_config(CARTPOLE)
   c.env.kwargs = {"sutton_barto_reward": True}  # gymnasium's own kwarg, not ours to check
   seed_config.validate(c)
 
@@ -477,7 +482,4 @@ def test_every_shipped_config_passes_validation(name):
   """Every config in configs/ (including those no learning test runs, e.g. cartpole_r2d2.py) is valid as shipped."""
   from seed.runtime import config as seed_config  # pylint: disable=g-import-not-at-top
 
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  seed_config.validate(module.get_config())
+  seed_config.validate(_load_config(os.path.join(REPO, "configs", f"{name}.py")))

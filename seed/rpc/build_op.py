@@ -38,8 +38,12 @@ def _source_dir() -> pathlib.Path:
   raise BuildError(f"the op's C++ sources are neither in {here.parent.parent / 'grpc'} nor in {here / 'csrc'}")
 
 
-# Compiled without TF headers (the stream framing and in-flight table are plain C++).
-GRPC_SOURCES = ["transport.cc", "transport_streams.cc", "stream_frame.cc", "stream_calls.cc"]
+# The stream framing and the in-flight table: plain C++ (no gRPC, no TF headers).
+_STREAM_SOURCES = ["stream_frame.cc", "stream_calls.cc"]
+_STREAM_HEADERS = ["stream_frame.h", "stream_calls.h"]
+GRPC_SOURCES = ["transport.cc", "transport_streams.cc", *_STREAM_SOURCES]  # compiled without TF headers
+# What GRPC_SOURCES include besides gRPC's own headers.
+_TRANSPORT_HEADERS = ["transport.h", "transport_streams.h", *_STREAM_HEADERS]
 TF_SOURCES = [  # without gRPC headers
   "wire.cc",
   "validate.cc",
@@ -50,10 +54,7 @@ TF_SOURCES = [  # without gRPC headers
   "client_ops.cc",
 ]
 HEADERS = [
-  "transport.h",
-  "transport_streams.h",
-  "stream_frame.h",
-  "stream_calls.h",
+  *_TRANSPORT_HEADERS,
   "wire.h",
   "validate.h",
   "batcher.h",
@@ -336,7 +337,7 @@ def echo_bench_path() -> pathlib.Path:
   """Builds the TF-free C++ echo server/client used as the benchmark ceiling."""
   archives, absl = _grpc_link_flags()
   sources = [*GRPC_SOURCES, "echo_bench.cc"]
-  headers = ["transport.h", "transport_streams.h", "stream_frame.h", "stream_calls.h"]
+  headers = _TRANSPORT_HEADERS
   key = _digest(
     _BUILD_VERSION,
     "echo",
@@ -373,7 +374,7 @@ def batcher_test_path() -> pathlib.Path:
   """Builds the C++ unit test of the batcher (TensorFlow's framework library, no gRPC)."""
   cflags, lflags, tf_version = _tf_flags()
   sources = ["batcher.cc", "wire.cc", "batcher_test.cc"]
-  headers = ["batcher.h", "wire.h", "transport.h"]
+  headers = ["batcher.h", "wire.h", "transport.h", "cc_test.h"]
   key = _digest(
     _BUILD_VERSION,
     "batcher_test",
@@ -432,14 +433,10 @@ def _plain_sources_key(name: str, compiler: str, sources: list[str], headers: li
   )
 
 
-_STREAM_SOURCES = ["stream_frame.cc", "stream_calls.cc"]
-_STREAM_HEADERS = ["stream_frame.h", "stream_calls.h"]
-
-
 def stream_test_path() -> pathlib.Path:
   """Builds the C++ unit test of the stream framing and in-flight table (plain C++: no gRPC, no TensorFlow)."""
   sources = [*_STREAM_SOURCES, "stream_test.cc"]
-  key = _plain_sources_key("stream_test", "g++", sources, _STREAM_HEADERS)
+  key = _plain_sources_key("stream_test", "g++", sources, [*_STREAM_HEADERS, "cc_test.h"])
 
   def build(tmp: pathlib.Path) -> pathlib.Path:
     out = tmp / "stream_test"
