@@ -36,8 +36,9 @@ absl::Status ValidateCall(const CallSignature& m, const std::vector<Tensor>& inp
       for (int d = 0; rows_match && d < element.dims(); ++d) rows_match = t.dim_size(d + 1) == element.dim_size(d);
       if (!rows_match) {
         return absl::InvalidArgumentError(absl::StrCat(
-            where(), "expected one element of shape ", element.DebugString(), " or a batch of shape ",
-            PartialTensorShape({-1}).Concatenate(element).DebugString(), ", got ", t.shape().DebugString()));
+            where(), "expected one element of shape ", element.DebugString(), " or 1 to ", m.batch_size,
+            " rows of shape ", PartialTensorShape({-1}).Concatenate(element).DebugString(),
+            " (the method is bound with batch size ", m.batch_size, "), got ", t.shape().DebugString()));
       }
       k = t.dim_size(0);
       if (k == 0) return absl::InvalidArgumentError(where() + "empty batch (0 rows)");

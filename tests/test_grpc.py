@@ -317,6 +317,19 @@ def test_wrong_arity_dtype_shape(serve):
   np.testing.assert_allclose(client.f([1, 2, 3], 2.0).numpy(), [2, 4, 6])
 
 
+def test_wrong_shape_names_the_bound_batch_size(serve):
+  @tf.function(input_signature=[spec([3], name="x")])
+  def triple(x):
+    return x * 3
+
+  client = serve(triple, flush_timeout=0.001)
+  with pytest.raises(
+    tf.errors.InvalidArgumentError, match=r"'x'.*1 to 3 rows of shape \[\?\].*batch size 3.*got \[2,2\]"
+  ):
+    client.triple([[1, 2], [3, 4]])
+  np.testing.assert_array_equal(client.triple([1, 2]).numpy(), [3, 6])
+
+
 def test_failing_function_keeps_error_class(serve):
   @tf.function(input_signature=[spec([])])
   def positive(x):
