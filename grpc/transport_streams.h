@@ -1,7 +1,6 @@
 // Calls on long-lived bidirectional streams (issue 26), gRPC side: the server's
 // per-stream session and the client's stream pool. Internal to the gRPC
-// translation units (transport.cc, transport_streams.cc): gRPC types appear
-// here, so no TensorFlow code may include it.
+// translation units (transport_grpc.h): no TensorFlow code may include it.
 //
 // A client opens a stream with the method kStreamMethod; every gRPC message on
 // it carries stream frames (stream_frame.h). Each call is tagged with an id, so
@@ -30,17 +29,11 @@
 #include <vector>
 
 #include "stream_calls.h"
-#include "transport.h"
+#include "transport_grpc.h"
 
 namespace seed_transport {
 
 inline constexpr char kStreamMethod[] = "/seed.Stream/Open";
-
-// Wraps a std::string into a ByteBuffer without copying it.
-grpc::ByteBuffer ToByteBuffer(std::string&& s);
-std::string FromByteBuffer(const grpc::ByteBuffer& buffer);
-// What to add to an UNAVAILABLE message from a TCP peer (TLS mismatch hints).
-std::string ConnectHint(bool tls, const std::string& message);
 
 // What a stream session needs from its server.
 class SessionHost {

@@ -41,9 +41,17 @@ def _source_dir() -> pathlib.Path:
 # The stream framing and the in-flight table: plain C++ (no gRPC, no TF headers).
 _STREAM_SOURCES = ["stream_frame.cc", "stream_calls.cc"]
 _STREAM_HEADERS = ["stream_frame.h", "stream_calls.h"]
-GRPC_SOURCES = ["transport.cc", "transport_streams.cc", *_STREAM_SOURCES]  # compiled without TF headers
+GRPC_SOURCES = [
+  "transport.cc",
+  "transport_security.cc",
+  "transport_server.cc",
+  "transport_client.cc",
+  "transport_streams.cc",
+  "c_api.cc",
+  *_STREAM_SOURCES,
+]  # compiled without TF headers
 # What GRPC_SOURCES include besides gRPC's own headers.
-_TRANSPORT_HEADERS = ["transport.h", "transport_streams.h", *_STREAM_HEADERS]
+_TRANSPORT_HEADERS = ["transport.h", "transport_grpc.h", "transport_streams.h", *_STREAM_HEADERS]
 TF_SOURCES = [  # without gRPC headers
   "wire.cc",
   "validate.cc",
