@@ -67,6 +67,10 @@ Batcher::Batcher(BatcherOptions options, RunBatch run, Stats* stats)
 }
 
 Batcher::~Batcher() {
+  {
+    std::lock_guard<std::mutex> lock(liveness_->mu);
+    liveness_->alive = false;
+  }
   Shutdown();
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [this] { return running_ == 0; });
@@ -95,6 +99,13 @@ void Batcher::Enqueue(seed_transport::ServerCall* call, const std::vector<Tensor
   pending->call = call;
   pending->rows = rows;
   pending->single = single;
+  // Before the rows are placed: once placed, a batch may run and answer the
+  // call (which is then invalid) at any time.
+  call->OnCancel([this, weak = std::weak_ptr<PendingCall>(pending), liveness = liveness_] {
+    std::lock_guard<std::mutex> live(liveness->mu);
+    std::shared_ptr<PendingCall> p = weak.lock();
+    if (liveness->alive && p != nullptr) Drop(p);
+  });
   std::vector<std::unique_ptr<Batch>> full;
   bool opened;
   {
@@ -239,6 +250,39 @@ void Batcher::Shutdown() {
   cv_.notify_all();
   if (flusher_.joinable()) flusher_.join();
   if (batch) FinishBatch(*batch, absl::CancelledError("server shut down while the call waited for a batch"), {});
+}
+
+void Batcher::Drop(const std::shared_ptr<PendingCall>& call) {
+  bool complete = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (open_ == nullptr) return;
+    Batch& b = *open_;
+    // A call's rows in the open batch are its last segment: at most one.
+    auto seg = std::find_if(b.segments.begin(), b.segments.end(), [&](const Segment& s) { return s.call == call; });
+    if (seg == b.segments.end()) return;  // not placed yet, or running: answered when its batch comes back
+    const int64_t from = seg->batch_row + seg->rows, to = seg->batch_row, moved = b.filled - from;
+    for (Tensor& t : b.inputs) {
+      const int64_t per_row = t.NumElements() / options_.batch_size;
+      if (t.dtype() == DT_STRING) {
+        auto f = t.flat<tstring>();
+        for (int64_t i = 0; i < moved * per_row; ++i) f(to * per_row + i) = f(from * per_row + i);
+      } else {
+        const int64_t row_bytes = per_row * DataTypeSize(t.dtype());
+        char* data = const_cast<char*>(t.tensor_data().data());
+        std::memmove(data + to * row_bytes, data + from * row_bytes, moved * row_bytes);
+      }
+    }
+    for (auto later = seg + 1; later != b.segments.end(); ++later) later->batch_row -= seg->rows;
+    b.filled -= seg->rows;
+    b.segments.erase(seg);
+    if (b.filled == 0) open_.reset();
+    std::lock_guard<std::mutex> call_lock(call->mu);
+    if (call->status.ok()) call->status = absl::CancelledError("the call was cancelled while it waited for a batch");
+    complete = --call->parts == 0;
+  }
+  stats_->dropped++;
+  if (complete) Fail(call->call, call->status);
 }
 
 // Runs the open batch once its flush timeout expired. It waits on the batch

@@ -23,6 +23,7 @@ namespace seed_rpc {
 
 struct Stats {
   std::atomic<int64_t> calls{0}, errors{0}, batches{0}, slots{0};
+  std::atomic<int64_t> dropped{0};  // calls cancelled (or expired) while their rows waited: taken out
 };
 
 // Answers `call` with `outputs`, or with a failed status.
@@ -54,10 +55,11 @@ class Batcher {
 
   // Queues `rows` rows of `inputs` (one element without the batch dim if
   // `single`) and answers `call` once all of them came back from batches.
-  // A client cancelling meanwhile changes nothing: its rows are already in
-  // the batch, so the call is answered when that batch runs (gRPC drops the
-  // answer) or Cancelled at shutdown; no OnCancel is registered, so there is
-  // never a second answer.
+  // A call cancelled by its client (or whose deadline passed) while rows of
+  // it wait in the open batch is taken out of that batch, the rows behind
+  // it moving up, and answered Cancelled (the transport drops that answer);
+  // rows already in a running batch run, and the call is answered once,
+  // when the last of them comes back.
   void Enqueue(seed_transport::ServerCall* call, const std::vector<tensorflow::Tensor>& inputs, int64_t rows,
                bool single);
 
@@ -73,6 +75,8 @@ class Batcher {
   void Launch(std::unique_ptr<Batch> batch);
   void FinishBatch(const Batch& batch, const absl::Status& status, const std::vector<tensorflow::Tensor>& outputs);
   void FlushLoop();
+  // The cancel callback of `call`: takes its rows out of the open batch.
+  void Drop(const std::shared_ptr<PendingCall>& call);
 
   const BatcherOptions options_;
   const RunBatch run_;
@@ -84,6 +88,14 @@ class Batcher {
   int64_t running_ = 0;          // launched batches not yet finished
   std::condition_variable cv_;   // open_ opened, closed_, running_ reached 0
   std::thread flusher_;          // only with a flush timeout
+
+  // Cancel callbacks may run on transport threads while the batcher is
+  // destroyed: they check `alive` under `mu` and the destructor clears it.
+  struct Liveness {
+    std::mutex mu;
+    bool alive = true;
+  };
+  const std::shared_ptr<Liveness> liveness_ = std::make_shared<Liveness>();
 };
 
 }  // namespace seed_rpc

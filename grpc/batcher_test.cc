@@ -318,27 +318,55 @@ void RunErrorSpanning() {
   EXPECT_EQ(stats.errors.load(), 2);
 }
 
-// The client cancelling a call that waits in an open batch changes nothing
-// (see Batcher::Enqueue): no early answer, no second one, the call is
-// answered with its rows when the batch runs, or Cancelled at shutdown.
+// A call cancelled while it waits in the open batch is taken out of it at
+// once (answered Cancelled, once), the rows behind it move up, and the
+// batch runs with the others only; a cancelled call whose first rows already
+// run loses its waiting rows and is answered once, when that run comes back.
 void CancelWhileWaiting() {
   Stats stats;
   FakeRun run;
-  Batcher batcher(Options(4), run.callback(), &stats);
+  run.hold = true;
+  Batcher batcher(Options(4, /*flush_timeout_us=*/100000), run.callback(), &stats);
+  const int cancelled = static_cast<int>(absl::StatusCode::kCancelled);
   FakeCall a, b, c;
   batcher.Enqueue(&a, {Rows(1, 0)}, 1, false);
+  batcher.Enqueue(&b, {Rows(1, 10)}, 1, false);
   a.Cancel();
-  EXPECT(!a.Wait(50ms));
-  batcher.Enqueue(&b, {Rows(3, 10)}, 3, false);  // fills the batch
-  EXPECT(GotTenTimes(a, Rows(1, 0)));
-  EXPECT(GotTenTimes(b, Rows(3, 10)));
-  batcher.Enqueue(&c, {Rows(1, 20)}, 1, false);
-  c.Cancel();
-  batcher.Shutdown();
-  EXPECT(Failed(c, static_cast<int>(absl::StatusCode::kCancelled), "server shut down"));
-  EXPECT_EQ(a.responses(), 1);
-  EXPECT_EQ(c.responses(), 1);
-  EXPECT_EQ(run.runs(), 1);
+  EXPECT(Failed(a, cancelled, "cancelled while it waited for a batch"));
+  batcher.Enqueue(&c, {Rows(3, 20)}, 3, false);  // b + c fill the batch: a's row is gone
+  REQUIRE(run.runs() == 1);
+  const Tensor& in = run.batches[0][0];
+  bool rows_right = true;
+  for (int64_t i = 0; i < in.NumElements(); ++i) rows_right &= in.flat<float>()(i) == (i < 2 ? 10 + i : 20 + i - 2);
+  EXPECT(rows_right);
+  run.Release();
+  EXPECT(GotTenTimes(b, Rows(1, 10)));
+  EXPECT(GotTenTimes(c, Rows(3, 20)));
+
+  FakeCall d, e, f;
+  batcher.Enqueue(&d, {Rows(3, 30)}, 3, false);
+  batcher.Enqueue(&e, {Rows(3, 40)}, 3, false);  // 1 row runs (held), 2 wait
+  REQUIRE(run.runs() == 2);
+  e.Cancel();
+  batcher.Enqueue(&f, {Rows(1, 50)}, 1, false);  // takes row 0 of the open batch
+  EXPECT(!e.Wait(50ms));                          // its first row still runs
+  run.Release();
+  EXPECT(GotTenTimes(d, Rows(3, 30)));
+  EXPECT(Failed(e, cancelled, "cancelled while it waited"));
+  std::this_thread::sleep_for(150ms);  // f's batch is flushed alone after the timeout
+  REQUIRE(run.runs() == 3);
+  run.Release();
+  EXPECT(GotTenTimes(f, Rows(1, 50)));
+  EXPECT_EQ(run.batches[2][0].flat<float>()(0), 50.0f);
+
+  FakeCall g;  // the only call of a batch: nothing is left to run
+  batcher.Enqueue(&g, {Rows(1, 60)}, 1, false);
+  g.Cancel();
+  EXPECT(Failed(g, cancelled, "cancelled while it waited"));
+  std::this_thread::sleep_for(150ms);
+  EXPECT_EQ(run.runs(), 3);
+  EXPECT_EQ(stats.dropped.load(), 3);
+  for (FakeCall* call : {&a, &b, &c, &d, &e, &f, &g}) EXPECT_EQ(call->responses(), 1);
 }
 
 // Shutdown answers calls waiting in the open batch with Cancelled at once,

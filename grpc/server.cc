@@ -130,7 +130,8 @@ std::string RpcServer::StatsJson() {
   os << "{\"__server__\": {\"refused_calls\": " << refused << ", \"complete\": " << (complete_ ? 1 : 0)
      << ", \"completed_calls\": " << completed_calls_.load() << ", \"running\": " << running
      << ", \"streams_open\": " << streams.open << ", \"streams_opened\": " << streams.opened
-     << ", \"stream_calls\": " << streams.calls << "}";
+     << ", \"stream_calls\": " << streams.calls << ", \"calls_per_stream\": "
+     << (streams.opened > 0 ? static_cast<double>(streams.calls) / streams.opened : 0.0) << "}";
   bool first = false;
   for (auto& [name, m] : methods_) {
     if (!first) os << ", ";
@@ -139,7 +140,8 @@ std::string RpcServer::StatsJson() {
     double fill = (m->batch_size > 0 && batches > 0)
                       ? static_cast<double>(slots) / (batches * m->batch_size) : 0.0;
     os << "\"" << name << "\": {\"calls\": " << m->stats.calls.load()
-       << ", \"errors\": " << m->stats.errors.load() << ", \"batches\": " << batches
+       << ", \"errors\": " << m->stats.errors.load() << ", \"dropped\": " << m->stats.dropped.load()
+       << ", \"batches\": " << batches
        << ", \"slots\": " << slots << ", \"batch_size\": " << m->batch_size
        << ", \"mean_batch_fill\": " << fill << ", \"function_runs\": [";
     for (size_t i = 0; i < m->functions.size(); ++i) os << (i ? ", " : "") << m->functions[i].runs->load();

@@ -82,8 +82,8 @@ std::unique_ptr<Server> StartServer(const ServerOptions& options,
 
 using ResponseCallback = std::function<void(const Status&, std::string body)>;
 
-// Whether calls go on streams unless told otherwise: SEED_RPC_STREAMS=1 in
-// the environment (read once per process); unary calls otherwise.
+// Whether calls go on streams unless told otherwise: yes, unless
+// SEED_RPC_STREAMS=0 in the environment (read once per process).
 bool StreamsByDefault();
 
 struct CallOptions {

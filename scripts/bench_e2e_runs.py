@@ -75,7 +75,7 @@ class CpuWindow:
 class TrainRun:
   """One `python -m seed.train` process tree, in its own session (pgid = launcher pid)."""
 
-  def __init__(self, name: str, config_args: list[str], workdir: pathlib.Path):
+  def __init__(self, name: str, config_args: list[str], workdir: pathlib.Path, env: dict | None = None):
     self.name = name
     self.dir = workdir / name
     self.logdir = self.dir / "logdir"
@@ -84,7 +84,7 @@ class TrainRun:
     self.argv = [sys.executable, "-m", "seed.train", *config_args, f"--logdir={self.logdir}"]
     self.log_path = self.dir / "run.log"
     self._log_file = open(self.log_path, "wb")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ["TF_CPP_MIN_LOG_LEVEL"], TMPDIR=str(tmp))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ["TF_CPP_MIN_LOG_LEVEL"], TMPDIR=str(tmp), **(env or {}))
     self.start_time = time.time()
     self.proc = subprocess.Popen(
       self.argv,

@@ -550,7 +550,8 @@ class Server:
     return list(self._ports)
 
   def stats(self) -> dict[str, dict[str, float]]:
-    """Per-method counters: calls, errors, batches, slots, mean_batch_fill, and
+    """Per-method counters: calls, errors, `dropped` (calls cancelled or expired
+    while their rows waited in a batch: taken out of it), batches, slots, mean_batch_fill, and
     `function_runs`: runs of each bound function, in bind order (a list bound
     round robin, e.g. one inference function per device, shows the spread).
 
@@ -558,8 +559,8 @@ class Server:
     token), says whether the server is `complete`, counts the calls
     answered "run complete" since (`completed_calls`) and the function runs
     in flight (`running`: blocked ones included, e.g. on a queue), and the
-    long-lived streams: `streams_open`, `streams_opened` and `stream_calls`
-    (calls that came on streams; clients use streams when SEED_RPC_STREAMS=1).
+    long-lived streams: `streams_open`, `streams_opened`, `stream_calls`
+    (calls that came on streams) and `calls_per_stream` (their mean).
     """
     return json.loads(_ops().seed_rpc_server_stats(self._id[0]).numpy())
 
@@ -780,7 +781,7 @@ class Client:
         and the other does not, or the server's certificate is not trusted.
       streams: calls travel tagged on the channel's long-lived bidirectional
         streams (True) or each as a unary call of its own (False); None: the
-        process default, streams when SEED_RPC_STREAMS=1.
+        process default, streams unless SEED_RPC_STREAMS=0.
     """
     self.address = address
     self.numpy_outputs = numpy_outputs

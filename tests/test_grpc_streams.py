@@ -1,7 +1,8 @@
-"""Calls on long-lived streams (SEED_RPC_STREAMS=1; issue 26): the semantics unary calls have, kept.
+"""Calls on long-lived streams (the default; issue 26): the semantics unary calls have, kept.
 
-The switch is read once per process, so each case runs in a fresh interpreter. The rest of the
-tensor-RPC suite passes with the same switch (`SEED_RPC_STREAMS=1 pytest tests/test_grpc*.py`).
+SEED_RPC_STREAMS is read once per process, so each case runs in a fresh interpreter. The whole
+suite runs over streams; the tensor-RPC tests pass with unary calls too
+(`SEED_RPC_STREAMS=0 pytest tests/test_grpc*.py`).
 """
 
 import json
@@ -25,7 +26,7 @@ def out(**kw):
 
 
 def _run(body: str, timeout=180) -> dict:
-  r = run_python(_PRELUDE + body, timeout=timeout, env={"SEED_RPC_STREAMS": "1"})
+  r = run_python(_PRELUDE + body, timeout=timeout)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
   return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -65,16 +66,18 @@ out(fast=fast_answers, still_blocked=still_blocked, slow=slow_answer, stats=stat
   assert s["streams_opened"] == 2 and s["stream_calls"] >= 5, s  # slow, 3 x fast, release (+ metadata)
 
 
-def test_a_deadline_inside_a_long_batch_answers_that_caller_and_the_stream_goes_on():
-  """The expired caller gets DEADLINE_EXCEEDED at its deadline; as with unary calls its row stays in the
-  batch (grpc/batcher.h: the batch answers it later and the stream drops that late reply)."""
-  got = _run(r"""
+@pytest.mark.parametrize("streams", [True, False])
+def test_a_deadline_inside_a_long_batch_answers_that_caller_and_drops_its_row(streams):
+  """The expired caller gets DEADLINE_EXCEEDED at its deadline and its row leaves the open batch
+  (grpc/batcher.h), on a stream (which goes on) as on a unary call: the next four calls fill the batch."""
+  got = _run(
+    r"""
 server = grpc.Server([address])
 @tf.function(input_signature=[tf.TensorSpec([4], tf.int32)])
 def add(x):
   return x + 1
 server.bind(add); server.start()
-client = grpc.Client(address)
+client = grpc.Client(address, streams=STREAMS)
 t0 = time.monotonic()
 try:
   client.add(7, timeout=0.3)
@@ -82,16 +85,20 @@ try:
 except tf.errors.DeadlineExceededError as e:
   expired = str(e)
 waited = time.monotonic() - t0
+deadline = time.monotonic() + 10  # the server learns of the expiry a moment after the client
+while server.stats()["add"]["dropped"] < 1 and time.monotonic() < deadline:
+  time.sleep(0.01)
 with concurrent.futures.ThreadPoolExecutor(4) as pool:
-  rest = sorted(pool.map(lambda v: int(client.add(v, timeout=30)), [1, 2, 3]))  # completes that batch
   full = sorted(pool.map(lambda v: int(client.add(v, timeout=30)), [1, 2, 3, 4]))
 stats = server.stats()
 server.shutdown()
-out(expired=expired, waited=waited, rest=rest, full=full, add=stats["add"], server=stats["__server__"])
-""")
-  assert got["expired"] is not None and "deadline" in got["expired"] and 0.25 < got["waited"] < 5, got
-  assert got["rest"] == [2, 3, 4] and got["full"] == [2, 3, 4, 5], got
-  assert got["add"]["batches"] == 2 and got["server"]["streams_opened"] >= 1, got
+out(expired=expired, waited=waited, full=full, add=stats["add"], server=stats["__server__"])
+""".replace("STREAMS", str(streams))
+  )
+  assert got["expired"] is not None and "deadline" in got["expired"].lower() and 0.25 < got["waited"] < 5, got
+  assert got["full"] == [2, 3, 4, 5], got
+  assert got["add"]["dropped"] == 1 and got["add"]["batches"] == 1 and got["add"]["slots"] == 4, got
+  assert (got["server"]["streams_opened"] >= 1) == streams, got
 
 
 def test_cancel_and_a_server_restart_fail_only_the_calls_in_flight():
@@ -156,10 +163,24 @@ def test_thousands_of_concurrent_callers_on_streams(tmp_path):
       assert srv.wait(30) == 0
 
 
-@pytest.mark.skipif(not os.path.exists("/proc"), reason="linux only")
-def test_the_switch_is_off_by_default():
-  r = run_python(_PRELUDE + "out(on=os.environ.get('SEED_RPC_STREAMS'))")
-  assert json.loads(r.stdout.strip().splitlines()[-1])["on"] is None
+def test_streams_are_the_default_and_seed_rpc_streams_0_turns_them_off():
+  code = r"""
+server = grpc.Server([address])
+@tf.function(input_signature=[tf.TensorSpec([], tf.int32)])
+def inc(x):
+  return x + 1
+server.bind(inc); server.start()
+client = grpc.Client(address)
+got = [int(client.inc(1)), int(tf.function(lambda: client.inc(2))())]
+out(got=got, stream_calls=server.stats()["__server__"]["stream_calls"])
+server.shutdown()
+"""
+  for env, stream_calls in (({}, 3), ({"SEED_RPC_STREAMS": "0"}, 0)):
+    r = run_python(_PRELUDE + code, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    # The client's first call fetches the method list, then the two calls: all on streams, or none.
+    assert got == {"got": [2, 3], "stream_calls": stream_calls}, (env, got)
 
 
 def test_a_client_chooses_streams_or_unary_whatever_the_process_default():
@@ -179,7 +200,7 @@ for streams in (False, True):
 server.shutdown()
 out(**got)
 """
-  for env in ({}, {"SEED_RPC_STREAMS": "1"}):
+  for env in ({}, {"SEED_RPC_STREAMS": "0"}):
     r = run_python(_PRELUDE + code, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
