@@ -6,7 +6,6 @@ suite runs over streams; the tensor-RPC tests pass with unary calls too
 """
 
 import json
-import os
 import subprocess
 
 import pytest
