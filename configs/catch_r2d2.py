@@ -1,4 +1,4 @@
-"""seed/Catch-v0 with R2D2 and the Nature CNN: a last-50 mean >= 0.8 (all 16 envs, epsilon-greedy) in ~8k frames.
+"""seed/Catch-v0 with R2D2 and the Nature CNN: a last-50 mean >= 0.9 (all 16 envs, epsilon-greedy) in ~11k frames.
 
 python -m seed.train --config configs/catch_r2d2.py
 
@@ -63,7 +63,12 @@ def get_config():
   a.min_replay_size = 100
   # As configs/cartpole_r2d2.py: 1 took ~twice the frames for no fewer updates.
   a.samples_per_insert = 2.0
-  c.stop_mean_return = 0.8
+  # 0.9, not the other Catch configs' 0.8: an early 0.8 (or 0.85) window of the exploring envs
+  # often comes before the greedy policy is sound. 2026-12-07, stopping at 0.8-0.85 (streams and
+  # unary alike): exports scored -0.4 to +1.0 greedy (2 test runs in 7 failed the >= 0 bar);
+  # stopping at 0.9, seeds 0 / 4 / 5 reached it at 11,664 / 11,664 / 9,936 frames (~23 s) and
+  # their exports scored +1.0 / +0.7 / +0.7 over 20 episodes.
+  c.stop_mean_return = 0.9
   # ~4x the frames the slowest seed needed, 2.4x the slowest of any variant tried (16.8k);
   # R2D2 runs at ~300 f/s here, so a run that fails ends within a few minutes.
   c.total_environment_frames = 40_000

@@ -16,26 +16,28 @@ from test_train import _best_recent_mean, _episodes, _no_process_left, runs  # n
 
 from seed.runtime.learner import RECENT_EPISODES
 
-GOAL = 0.8
+GOAL = 0.8  # every Catch config's goal is at least this
 
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("agent", ["vtrace", "ppo", "r2d2"])
 def test_catch_is_learnt_from_pixels_within_the_frame_budget(tmp_path, runs, agent):  # noqa: F811
   config = importlib.import_module(f"configs.catch_{agent}").get_config()
-  assert config.agent.torso == "nature_cnn" and config.stop_mean_return == GOAL
+  goal_return = config.stop_mean_return
+  assert config.agent.torso == "nature_cnn" and goal_return >= GOAL
   budget = config.total_environment_frames
   run = runs(tmp_path / "run", config=os.path.join(REPO, "configs", f"catch_{agent}.py"))
   assert run.wait(540) == 0, run.output()
   goal = re.search(
-    rf"goal reached: mean return of the last {RECENT_EPISODES} episodes (-?[\d.]+) >= {GOAL} at ([\d,]+) frames, "
+    rf"goal reached: mean return of the last {RECENT_EPISODES} episodes (-?[\d.]+) >= {goal_return:g} at ([\d,]+) "
+    r"frames, "
     r"([\d.]+) s after the Python process started",
     run.output(),
   )
   assert goal, f"no goal line (the frame budget ran out?):\n{run.output()}"
   frames = int(goal[2].replace(",", ""))
   assert frames <= budget, run.output()
-  assert _best_recent_mean(_episodes(run.logdir)) >= GOAL
+  assert _best_recent_mean(_episodes(run.logdir)) >= goal_return
   print(f"Catch {agent}: last-{RECENT_EPISODES} mean {goal[1]} at {frames:,} frames, {goal[3]} s")
   _no_process_left(run)
   if agent == "r2d2":  # (this replaced the slower CartPole R2D2 learning test)
