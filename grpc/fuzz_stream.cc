@@ -3,7 +3,9 @@
 // Built by seed.rpc.build_op.fuzz_stream_path() with clang (ASan + UBSan); run by scripts/fuzz.sh
 // and, briefly, by tests/test_fuzz.py. Every message is parsed frame by frame until it ends or a
 // frame is rejected; each parsed frame's views must lie inside the input, and re-encoding it must
-// parse back to the same fields.
+// parse back to the same fields. The input is also read as the receiver of a large single frame
+// does (LonePayloadOffset, then NextFrame with the payload detached): that must agree with the
+// whole-message parse.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -63,6 +65,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Check(Inside(frame.method, data, size) && Inside(frame.message, data, size) && Inside(frame.payload, data, size),
           "views inside the input");
     Reencode(frame);
+  }
+  // As ReadMessage (transport_streams.cc) reads a message: the head, the payload apart.
+  std::string_view all(reinterpret_cast<const char*>(data), size);
+  size_t split = seed_stream::LonePayloadOffset(all.substr(0, 1100), size);
+  if (split > 0) {
+    Check(split <= size, "the payload starts inside the message");
+    std::string_view whole = all, head = all.substr(0, split);
+    seed_stream::Frame a, b;
+    bool whole_ok = seed_stream::NextFrame(&whole, &a, &error) && whole.empty();
+    bool head_ok = seed_stream::NextFrame(&head, &b, &error, size - split) && head.empty();
+    if (split < size) Check(whole_ok == head_ok, "a detached parse agrees with the whole one");
+    if (whole_ok && head_ok) {
+      Check(a.kind == b.kind && a.id == b.id && a.method == b.method && a.code == b.code, "same frame");
+      Check(a.payload == all.substr(split), "the payload is what follows the head");
+    }
   }
   return 0;
 }

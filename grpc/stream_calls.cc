@@ -40,14 +40,14 @@ InFlight::Done InFlight::TakeLocked(uint64_t id) {
   return done;
 }
 
-bool InFlight::Complete(uint64_t id, int code, std::string_view message, std::string_view body) {
+bool InFlight::Complete(uint64_t id, int code, std::string_view message, std::string body) {
   Done done;
   {
     std::lock_guard<std::mutex> lock(mu_);
     done = TakeLocked(id);
   }
   if (!done) return false;
-  done(code, std::string(message), std::string(body));
+  done(code, std::string(message), std::move(body));
   return true;
 }
 

@@ -36,7 +36,7 @@ class InFlight {
   uint64_t Add(Done done, int64_t deadline_us, int* code, std::string* message);
 
   // Ends call `id` with the server's reply; false when it had already ended.
-  bool Complete(uint64_t id, int code, std::string_view message, std::string_view body);
+  bool Complete(uint64_t id, int code, std::string_view message, std::string body);
 
   // Ends call `id` with CANCELLED; true when it was in flight (the caller then
   // tells the server).

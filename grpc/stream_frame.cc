@@ -29,8 +29,9 @@ size_t PutHeader(FrameKind kind, uint64_t id, std::string* out) {
   return at;
 }
 
-void PatchLength(size_t at, std::string* out) {
-  uint32_t length = static_cast<uint32_t>(out->size() - at - sizeof(uint32_t));
+// `detached`: payload bytes that follow the frame outside `out`.
+void PatchLength(size_t at, std::string* out, size_t detached = 0) {
+  uint32_t length = static_cast<uint32_t>(out->size() - at - sizeof(uint32_t) + detached);
   std::memcpy(&(*out)[at], &length, sizeof(length));
 }
 
@@ -41,14 +42,19 @@ bool Fail(const std::string& what, std::string* error) {
 
 }  // namespace
 
-void AppendCall(uint64_t id, int64_t timeout_us, std::string_view method, std::string_view payload,
-                std::string* out) {
+void AppendCallHeader(uint64_t id, int64_t timeout_us, std::string_view method, size_t payload_size,
+                      std::string* out) {
   size_t at = PutHeader(FrameKind::kCall, id, out);
   Put(timeout_us, out);
   Put(static_cast<uint32_t>(method.size()), out);
   out->append(method);
+  PatchLength(at, out, payload_size);
+}
+
+void AppendCall(uint64_t id, int64_t timeout_us, std::string_view method, std::string_view payload,
+                std::string* out) {
+  AppendCallHeader(id, timeout_us, method, payload.size(), out);
   out->append(payload);
-  PatchLength(at, out);
 }
 
 void AppendCancel(uint64_t id, std::string* out) {
@@ -56,21 +62,33 @@ void AppendCancel(uint64_t id, std::string* out) {
   PatchLength(at, out);
 }
 
-void AppendReply(uint64_t id, int32_t code, std::string_view message, std::string_view body,
-                 std::string* out) {
+void AppendReplyHeader(uint64_t id, int32_t code, std::string_view message, size_t body_size,
+                       std::string* out) {
   size_t at = PutHeader(FrameKind::kReply, id, out);
   Put(code, out);
   Put(static_cast<uint32_t>(message.size()), out);
   out->append(message);
-  if (code == 0) out->append(body);
-  PatchLength(at, out);
+  PatchLength(at, out, code == 0 ? body_size : 0);
 }
 
-bool NextFrame(std::string_view* data, Frame* frame, std::string* error) {
+void AppendReply(uint64_t id, int32_t code, std::string_view message, std::string_view body,
+                 std::string* out) {
+  AppendReplyHeader(id, code, message, body.size(), out);
+  if (code == 0) out->append(body);
+}
+
+bool NextFrame(std::string_view* data, Frame* frame, std::string* error, size_t detached) {
   uint8_t kind;
   uint32_t length;
   if (!Take(data, &kind) || !Take(data, &frame->id) || !Take(data, &length)) {
     return Fail("truncated header", error);
+  }
+  if (detached > 0) {
+    if (length != data->size() + detached || (kind != static_cast<uint8_t>(FrameKind::kCall) &&
+                                              kind != static_cast<uint8_t>(FrameKind::kReply))) {
+      return Fail("a detached payload that does not end the only call or reply of its message", error);
+    }
+    length = static_cast<uint32_t>(data->size());
   }
   if (length > data->size()) {
     return Fail("length " + std::to_string(length) + " runs past the message (" +
@@ -113,11 +131,34 @@ bool NextFrame(std::string_view* data, Frame* frame, std::string* error) {
       if (message_size > rest.size()) return Fail("message length " + std::to_string(message_size), error);
       frame->message = rest.substr(0, message_size);
       frame->payload = rest.substr(message_size);
-      if (frame->code != 0 && !frame->payload.empty()) return Fail("a failed reply with a body", error);
+      if (frame->code != 0 && (!frame->payload.empty() || detached > 0)) {
+        return Fail("a failed reply with a body", error);
+      }
       return true;
     }
   }
   return Fail("unknown kind " + std::to_string(kind), error);
+}
+
+size_t LonePayloadOffset(std::string_view head, size_t total) {
+  uint8_t kind;
+  uint64_t id;
+  uint32_t length;
+  if (!Take(&head, &kind) || !Take(&head, &id) || !Take(&head, &length) || kHeaderSize + length != total) return 0;
+  const size_t at = kHeaderSize;
+  if (kind == static_cast<uint8_t>(FrameKind::kCall)) {
+    int64_t timeout_us;
+    uint32_t method_size;
+    if (!Take(&head, &timeout_us) || !Take(&head, &method_size) || method_size > head.size()) return 0;
+    return at + sizeof(timeout_us) + sizeof(method_size) + method_size;
+  }
+  if (kind == static_cast<uint8_t>(FrameKind::kReply)) {
+    int32_t code;
+    uint32_t message_size;
+    if (!Take(&head, &code) || !Take(&head, &message_size) || code != 0 || message_size > head.size()) return 0;
+    return at + sizeof(code) + sizeof(message_size) + message_size;
+  }
+  return 0;
 }
 
 }  // namespace seed_stream

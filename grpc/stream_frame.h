@@ -44,10 +44,24 @@ void AppendCall(uint64_t id, int64_t timeout_us, std::string_view method, std::s
 void AppendCancel(uint64_t id, std::string* out);
 void AppendReply(uint64_t id, int32_t code, std::string_view message, std::string_view body,
                  std::string* out);
+// A frame without its payload (`payload_size` bytes the caller sends right
+// after it, e.g. as a slice of its own, so a large tensor is never copied).
+void AppendCallHeader(uint64_t id, int64_t timeout_us, std::string_view method, size_t payload_size,
+                      std::string* out);
+void AppendReplyHeader(uint64_t id, int32_t code, std::string_view message, size_t body_size,
+                       std::string* out);
 
 // Parses the first frame of *data into *frame and advances *data past it.
 // On malformed input returns false with *error saying what is wrong (*data is
-// then unspecified: the stream that sent it is broken).
-bool NextFrame(std::string_view* data, Frame* frame, std::string* error);
+// then unspecified: the stream that sent it is broken). With `detached` > 0,
+// *data is a message's only frame without its last `detached` bytes (its
+// payload, which the caller holds apart: see LonePayloadOffset);
+// frame->payload is then empty.
+bool NextFrame(std::string_view* data, Frame* frame, std::string* error, size_t detached = 0);
+
+// Where the payload starts when a message of `total` bytes, whose first bytes
+// are `head`, is one call or one OK reply and `head` reaches that point; 0
+// otherwise (several frames, or anything NextFrame would reject).
+size_t LonePayloadOffset(std::string_view head, size_t total);
 
 }  // namespace seed_stream

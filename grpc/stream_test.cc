@@ -64,6 +64,41 @@ void RoundTrip() {
   EXPECT(Parses(one, &f) && f.payload.data() >= one.data() && f.payload.data() < one.data() + one.size());
 }
 
+// A frame whose payload travels apart (a slice of its own): the header says the
+// whole length, LonePayloadOffset finds where the payload starts, and NextFrame
+// parses the rest with the payload detached; several frames, or a payload that
+// does not end the message, are refused.
+void DetachedPayload() {
+  const std::string payload(10000, 'p');
+  std::string call_head, reply_head, failed_head;
+  AppendCallHeader(3, 100, "method", payload.size(), &call_head);
+  AppendReplyHeader(4, 0, "", payload.size(), &reply_head);
+  AppendReplyHeader(5, 13, "boom", payload.size(), &failed_head);  // a failed reply has no body
+  std::string whole;
+  AppendCall(3, 100, "method", payload, &whole);
+  EXPECT(call_head + payload == whole);
+  EXPECT_EQ(LonePayloadOffset(call_head, call_head.size() + payload.size()), call_head.size());
+  EXPECT_EQ(LonePayloadOffset(reply_head, reply_head.size() + payload.size()), reply_head.size());
+  EXPECT_EQ(LonePayloadOffset(call_head, call_head.size() + payload.size() + 1), 0u);  // more than one frame
+  EXPECT_EQ(LonePayloadOffset(failed_head, failed_head.size()), 0u);
+  EXPECT_EQ(LonePayloadOffset(call_head.substr(0, 5), 100), 0u);  // too short to tell
+  Frame f;
+  std::string error;
+  std::string_view data(call_head);
+  EXPECT(NextFrame(&data, &f, &error, payload.size()) && data.empty());
+  EXPECT(f.kind == FrameKind::kCall && f.id == 3 && f.timeout_us == 100 && f.method == "method" && f.payload.empty());
+  data = reply_head;
+  EXPECT(NextFrame(&data, &f, &error, payload.size()) && f.kind == FrameKind::kReply && f.id == 4 && f.code == 0);
+  data = call_head;
+  EXPECT(!NextFrame(&data, &f, &error, payload.size() + 1));  // the lengths disagree
+  std::string cancel;
+  AppendCancel(6, &cancel);
+  data = cancel;
+  EXPECT(!NextFrame(&data, &f, &error, 10));
+  data = failed_head;
+  EXPECT(!NextFrame(&data, &f, &error, 10));
+}
+
 void Malformed() {
   std::string call;
   AppendCall(1, 100, "method", "payload", &call);
@@ -219,6 +254,7 @@ void RacesEndEachCallOnce() {
 int main() {
   const std::vector<std::pair<const char*, void (*)()>> cases = {
       {"round_trip", RoundTrip},
+      {"detached_payload", DetachedPayload},
       {"malformed", Malformed},
       {"garbage", GarbageNeverReadsPastTheInput},
       {"each_call_ends_once", EachCallEndsOnce},

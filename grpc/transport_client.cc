@@ -92,6 +92,7 @@ class GrpcChannel final : public Channel {
     }
     // Detect a dead peer on an idle connection instead of waiting forever.
     args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
     args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
     args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     // A restarted server is found within a second, not after gRPC's default

@@ -19,6 +19,60 @@ int64_t NowMicros() {
       .count();
 }
 
+grpc::Slice OwnedSlice(std::string&& s) {
+  auto* owned = new std::string(std::move(s));
+  return grpc::Slice(
+      const_cast<char*>(owned->data()), owned->size(), [](void* p) { delete static_cast<std::string*>(p); }, owned);
+}
+
+void FrameBuffer::CloseBytes() {
+  if (bytes_.empty()) return;
+  slices_.push_back(OwnedSlice(std::move(bytes_)));
+  bytes_.clear();
+}
+
+void FrameBuffer::AppendOwned(std::string&& payload) {
+  CloseBytes();
+  slices_.push_back(OwnedSlice(std::move(payload)));
+}
+
+void FrameBuffer::Clear() {
+  bytes_.clear();
+  slices_.clear();
+}
+
+grpc::ByteBuffer FrameBuffer::Take() {
+  CloseBytes();
+  grpc::ByteBuffer out(slices_.data(), slices_.size());
+  slices_.clear();
+  return out;
+}
+
+ReadMessage::ReadMessage(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return;
+  const size_t total = buffer.Length();
+  // The first bytes say whether the message is one frame with a large payload.
+  constexpr size_t kPeek = seed_stream::kHeaderSize + 16 + seed_stream::kMaxMethodSize;
+  std::string peek;
+  for (const auto& s : slices) {
+    if (peek.size() >= kPeek) break;
+    peek.append(reinterpret_cast<const char*>(s.begin()), std::min(s.size(), kPeek - peek.size()));
+  }
+  size_t split = seed_stream::LonePayloadOffset(peek, total);
+  if (split == 0 || total - split < FrameBuffer::kOwnSlice) split = total;
+  head.reserve(split);
+  payload.reserve(total - split);
+  size_t at = 0;
+  for (const auto& s : slices) {
+    const char* p = reinterpret_cast<const char*>(s.begin());
+    size_t n = s.size(), in_head = at < split ? std::min(n, split - at) : 0;
+    head.append(p, in_head);
+    payload.append(p + in_head, n - in_head);
+    at += n;
+  }
+}
+
 // ---------------------------------------------------------------- server ---
 
 // One call on a stream, as the handler sees it.
@@ -67,7 +121,7 @@ void StreamSession::BreakLocked(int code, const std::string& message,
     broken_ = true;
     final_status_ = grpc::Status(static_cast<grpc::StatusCode>(code), message);
   }
-  pending_.clear();  // nobody left to read the replies
+  pending_.Clear();  // nobody left to read the replies
   for (auto& [id, call] : calls_) {
     if (call->cancelled) continue;
     call->cancelled = true;
@@ -85,13 +139,13 @@ void StreamSession::OnRead(bool ok) {
     if (!ok) {  // the client half-closed, or the stream is gone (the done tag says which)
       read_closed_ = true;
     } else {
-      std::string message = FromByteBuffer(read_buffer_);
+      ReadMessage message(read_buffer_);
       read_buffer_.Clear();
-      std::string_view data(message);
+      std::string_view data(message.head);
       seed_stream::Frame frame;
       std::string error;
       while (!data.empty() && !broken_) {
-        if (!seed_stream::NextFrame(&data, &frame, &error)) {
+        if (!seed_stream::NextFrame(&data, &frame, &error, message.detached())) {
           BreakLocked(grpc::StatusCode::INVALID_ARGUMENT, error, &cancels);
           break;
         }
@@ -102,7 +156,8 @@ void StreamSession::OnRead(bool ok) {
                         &cancels);
             break;
           }
-          Call* call = new Call(this, frame.id, std::string(frame.method), std::string(frame.payload));
+          Call* call = new Call(this, frame.id, std::string(frame.method),
+                                message.detached() ? std::move(message.payload) : std::string(frame.payload));
           calls_.emplace(frame.id, call);
           arrived.push_back(call);
         } else if (frame.kind == seed_stream::FrameKind::kCancel) {
@@ -133,8 +188,7 @@ void StreamSession::OnRead(bool ok) {
 }
 
 void StreamSession::StartWriteLocked() {
-  write_buffer_ = ToByteBuffer(std::move(pending_));
-  pending_.clear();
+  write_buffer_ = pending_.Take();
   writing_ = true;
   stream_->Write(write_buffer_, write_tag_);
 }
@@ -214,7 +268,12 @@ void StreamSession::Reply(Call* call, std::string body, const Status& status) {
     std::lock_guard<std::mutex> lock(mu_);
     calls_.erase(call->id());
     if (!broken_ && !call->cancelled) {
-      seed_stream::AppendReply(call->id(), status.code, status.ok() ? "" : status.message, body, &pending_);
+      if (status.ok() && body.size() >= FrameBuffer::kOwnSlice) {
+        seed_stream::AppendReplyHeader(call->id(), 0, "", body.size(), pending_.bytes());
+        pending_.AppendOwned(std::move(body));
+      } else {
+        seed_stream::AppendReply(call->id(), status.code, status.ok() ? "" : status.message, body, pending_.bytes());
+      }
       if (!writing_ && !finish_started_) StartWriteLocked();
     }
     MaybeFinishLocked();
@@ -255,9 +314,10 @@ class ClientStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc
     StartCall();
   }
 
-  // Sends a call; 0 (with *code, *message) when this stream is closed or full.
-  uint64_t Send(const std::string& method, const std::string& request, int64_t timeout_us,
-                ResponseCallback done, int* code, std::string* message) {
+  // Sends a call, moving `request` out only when it takes the call; 0 (with *code, *message) when
+  // this stream is closed or full.
+  uint64_t Send(const std::string& method, std::string&& request, int64_t timeout_us, ResponseCallback done,
+                int* code, std::string* message) {
     int64_t deadline = timeout_us < 0 ? -1 : NowMicros() + timeout_us;
     auto finish = [done = std::move(done), tls = tls_, tcp = tcp_](int c, std::string m, std::string body) {
       Status s{c, std::move(m)};
@@ -266,7 +326,14 @@ class ClientStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc
     };
     uint64_t id = table_.Add(std::move(finish), deadline, code, message);
     if (id == 0) return 0;
-    Append([&](std::string* pending) { seed_stream::AppendCall(id, timeout_us, method, request, pending); });
+    Append([&](FrameBuffer* pending) {
+      if (request.size() >= FrameBuffer::kOwnSlice) {
+        seed_stream::AppendCallHeader(id, timeout_us, method, request.size(), pending->bytes());
+        pending->AppendOwned(std::move(request));
+      } else {
+        seed_stream::AppendCall(id, timeout_us, method, request, pending->bytes());
+      }
+    });
     return id;
   }
 
@@ -284,19 +351,22 @@ class ClientStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc
 
   void OnReadDone(bool ok) override {
     if (ok) {
-      std::string message = FromByteBuffer(read_buffer_);
+      ReadMessage message(read_buffer_);
       read_buffer_.Clear();
-      std::string_view data(message);
+      std::string_view data(message.head);
       seed_stream::Frame frame;
       std::string error;
       while (!data.empty() && ok) {
-        if (!seed_stream::NextFrame(&data, &frame, &error) || frame.kind != seed_stream::FrameKind::kReply) {
+        if (!seed_stream::NextFrame(&data, &frame, &error, message.detached()) ||
+            frame.kind != seed_stream::FrameKind::kReply) {
           bad_reply_ = error.empty() ? "the server sent a frame that is not a reply" : error;
           ctx_.TryCancel();  // OnDone fails every call in flight
           ok = false;
           break;
         }
-        table_.Complete(frame.id, frame.code, frame.message, frame.payload);  // false: ended already
+        // false: ended already
+        table_.Complete(frame.id, frame.code, frame.message,
+                        message.detached() ? std::move(message.payload) : std::string(frame.payload));
       }
       if (ok) {
         StartRead(&read_buffer_);
@@ -307,7 +377,7 @@ class ClientStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc
     {
       std::lock_guard<std::mutex> lock(mu_);
       closing_ = true;
-      pending_.clear();
+      pending_.Clear();
     }
     ReleaseHoldIfIdle();
   }
@@ -351,8 +421,8 @@ class ClientStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc
   }
 
   void SendCancels(const std::vector<uint64_t>& ids) {
-    Append([&](std::string* pending) {
-      for (uint64_t id : ids) seed_stream::AppendCancel(id, pending);
+    Append([&](FrameBuffer* pending) {
+      for (uint64_t id : ids) seed_stream::AppendCancel(id, pending->bytes());
     });
   }
 
@@ -361,8 +431,7 @@ class ClientStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc
   // inline from a Start* call, and OnWriteDone takes mu_).
   bool TakeWriteLocked() {
     if (writing_ || closing_ || pending_.empty()) return false;
-    write_buffer_ = ToByteBuffer(std::move(pending_));
-    pending_.clear();
+    write_buffer_ = pending_.Take();
     writing_ = true;
     ++starting_;
     return true;
@@ -392,7 +461,7 @@ class ClientStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc
   const bool tls_, tcp_;
   std::shared_ptr<ClientStream> self_;
   std::mutex mu_;
-  std::string pending_;
+  FrameBuffer pending_;
   grpc::ByteBuffer read_buffer_, write_buffer_;
   bool writing_ = false, closing_ = false, hold_released_ = false;
   int starting_ = 0;       // writes taken but not yet started
@@ -437,7 +506,8 @@ std::function<void()> StreamPool::Call(const std::string& method, std::string re
     std::shared_ptr<ClientStream> stream = Pick(options.wait_for_ready);
     int code = 0;
     std::string message;
-    uint64_t id = stream->Send(method, request, options.timeout_us, done, &code, &message);
+    // Send moves the request out only when it took the call (id != 0): a retry still has it.
+    uint64_t id = stream->Send(method, std::move(request), options.timeout_us, done, &code, &message);
     if (id != 0) {
       if (options.timeout_us >= 0) Wake(NowMicros() + options.timeout_us);
       std::weak_ptr<ClientStream> weak = stream;

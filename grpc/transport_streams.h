@@ -35,6 +35,33 @@ namespace seed_transport {
 
 inline constexpr char kStreamMethod[] = "/seed.Stream/Open";
 
+// Frames waiting for a write, as one gRPC message: small frames are copied
+// together, a large payload goes as a slice of its own (moved, never copied).
+class FrameBuffer {
+ public:
+  // Payloads this large travel as their own slice.
+  static constexpr size_t kOwnSlice = 4096;
+  std::string* bytes() { return &bytes_; }  // appends go to the open run of small frames
+  void AppendOwned(std::string&& payload);
+  bool empty() const { return bytes_.empty() && slices_.empty(); }
+  void Clear();
+  grpc::ByteBuffer Take();  // and leaves this empty
+
+ private:
+  void CloseBytes();
+  std::string bytes_;
+  std::vector<grpc::Slice> slices_;
+};
+
+// A received message ready for NextFrame: its frames in `head`, or, when it
+// is one call or reply with a large payload, that frame without its payload
+// in `head` and the payload in `payload`, each byte copied once.
+struct ReadMessage {
+  explicit ReadMessage(const grpc::ByteBuffer& buffer);
+  std::string head, payload;
+  size_t detached() const { return payload.size(); }
+};
+
 // What a stream session needs from its server.
 class SessionHost {
  public:
@@ -82,7 +109,7 @@ class StreamSession {
   std::function<void()> release_;
   std::mutex mu_;
   std::unordered_map<uint64_t, Call*> calls_;
-  std::string pending_;  // reply frames waiting for the write in flight
+  FrameBuffer pending_;  // reply frames waiting for the write in flight
   grpc::ByteBuffer read_buffer_, write_buffer_;
   bool reading_ = false, writing_ = false, read_closed_ = false, broken_ = false;
   bool finish_started_ = false, finished_ = false, done_ = false, released_ = false;

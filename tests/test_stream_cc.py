@@ -4,7 +4,7 @@ from helpers import cc_cases_pass
 
 from seed.rpc import build_op
 
-CASES = ["round_trip", "malformed", "garbage", "each_call_ends_once", "bound_and_close", "races"]
+CASES = ["round_trip", "detached_payload", "malformed", "garbage", "each_call_ends_once", "bound_and_close", "races"]
 
 
 def test_stream_cases_pass():
