@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 // The OpenSSL linked in here is a static copy: its atexit cleanup would free
@@ -65,12 +66,14 @@ namespace {
 
 }  // namespace
 
-// Wraps a std::string into a ByteBuffer without copying it.
-grpc::ByteBuffer ToByteBuffer(std::string&& s) {
+grpc::Slice OwnedSlice(std::string&& s) {
   auto* owned = new std::string(std::move(s));
-  grpc::Slice slice(
-      const_cast<char*>(owned->data()), owned->size(),
-      [](void* p) { delete static_cast<std::string*>(p); }, owned);
+  return grpc::Slice(
+      const_cast<char*>(owned->data()), owned->size(), [](void* p) { delete static_cast<std::string*>(p); }, owned);
+}
+
+grpc::ByteBuffer ToByteBuffer(std::string&& s) {
+  grpc::Slice slice = OwnedSlice(std::move(s));
   return grpc::ByteBuffer(&slice, 1);
 }
 

@@ -1,7 +1,6 @@
-// What the transport's gRPC translation units share (transport.cc,
-// transport_security.cc, transport_server.cc, transport_client.cc,
-// transport_streams.cc): gRPC types appear here, so no TensorFlow code may
-// include it (see transport.h).
+// What the transport's gRPC translation units share (transport*.cc,
+// stream_session.cc, stream_pool.cc): gRPC types appear here, so no
+// TensorFlow code may include it (see transport.h).
 #pragma once
 
 #include <grpcpp/generic/async_generic_service.h>
@@ -17,7 +16,8 @@
 
 namespace seed_transport {
 
-// Wraps a std::string into a ByteBuffer without copying it.
+// A slice (or a one-slice ByteBuffer) owning `s`: its bytes are never copied.
+grpc::Slice OwnedSlice(std::string&& s);
 grpc::ByteBuffer ToByteBuffer(std::string&& s);
 std::string FromByteBuffer(const grpc::ByteBuffer& buffer);
 

@@ -1,5 +1,6 @@
 // Calls on long-lived bidirectional streams (issue 26), gRPC side: the server's
-// per-stream session and the client's stream pool. Internal to the gRPC
+// per-stream session (stream_session.cc) and the client's stream pool
+// (stream_pool.cc), and what both share (transport_streams.cc). Internal to the gRPC
 // translation units (transport_grpc.h): no TensorFlow code may include it.
 //
 // A client opens a stream with the method kStreamMethod; every gRPC message on

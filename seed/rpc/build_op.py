@@ -47,6 +47,8 @@ GRPC_SOURCES = [
   "transport_server.cc",
   "transport_client.cc",
   "transport_streams.cc",
+  "stream_session.cc",
+  "stream_pool.cc",
   "c_api.cc",
   *_STREAM_SOURCES,
 ]  # compiled without TF headers
