@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
@@ -76,7 +77,7 @@ def main() -> None:
     parser.error("perf not found (Debian: apt-get install linux-perf)")
   # What Bench reads from bench_rpc.py's arguments.
   bench_args = argparse.Namespace(
-    warmup=2.0, seconds=args.seconds, flush_timeout=0.002, invocation_seconds=0.2, repeat=1, d_callers=8
+    warmup=2.0, seconds=args.seconds, flush_timeout=0.002, invocation_seconds=1.0, repeat=1, d_callers=8
   )
   tmpdir = tempfile.mkdtemp(prefix="seed-profile-")
   bench = Bench(bench_args, ["unix"], tmpdir)
@@ -87,24 +88,27 @@ def main() -> None:
     p = PAYLOADS[args.payload]
     fn("unix", p, args.callers, streams=args.streams)  # warm: traces, connects
     datas = {"client": f"{tmpdir}/client.data", "server": f"{tmpdir}/server.data"}
-    window = args.seconds
+    window, warmup = args.seconds, 2.0
+    switches = {}
 
     def record(side: str, pid: int) -> None:
+      # After the warm-up (loop lengths set, as bench_rpc.py measures), for the window only.
+      time.sleep(warmup)
+      before = _switches(pid)
       subprocess.run(
         ["perf", "record", "-q", "-F", str(args.freq), "-p", str(pid), "-o", datas[side], "--", "sleep", str(window)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         check=False,
       )
+      switches[side] = _switches(pid) - before
 
     pids = {"client": os.getpid(), "server": server_pid}
     threads = [threading.Thread(target=record, args=item) for item in pids.items()]
-    bench_args.warmup, bench_args.seconds = 0.5, window - 1.0
+    bench_args.warmup, bench_args.seconds = warmup, window
     for t in threads:
       t.start()
-    switches = {side: _switches(pid) for side, pid in pids.items()}
     result = fn("unix", p, args.callers, streams=args.streams)
-    switches = {side: _switches(pid) - switches[side] for side, pid in pids.items()}
     for t in threads:
       t.join()
     calls = result.calls_per_sec * window
