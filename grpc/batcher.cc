@@ -45,6 +45,7 @@ void Fail(seed_transport::ServerCall* call, const absl::Status& s) {
 
 namespace {
 
+// `from` may be `*to` with to_row < from_row (rows moving up inside a batch).
 void CopyRows(const Tensor& from, int64_t from_row, Tensor* to, int64_t to_row, int64_t rows) {
   if (rows <= 0) return;
   const int64_t per_row = from.dim_size(0) > 0 ? from.NumElements() / from.dim_size(0) : 0;
@@ -55,8 +56,8 @@ void CopyRows(const Tensor& from, int64_t from_row, Tensor* to, int64_t to_row, 
     return;
   }
   const int64_t row_bytes = per_row * DataTypeSize(from.dtype());
-  std::memcpy(const_cast<char*>(to->tensor_data().data()) + to_row * row_bytes,
-              from.tensor_data().data() + from_row * row_bytes, rows * row_bytes);
+  std::memmove(const_cast<char*>(to->tensor_data().data()) + to_row * row_bytes,
+               from.tensor_data().data() + from_row * row_bytes, rows * row_bytes);
 }
 
 }  // namespace
@@ -261,18 +262,8 @@ void Batcher::Drop(const std::shared_ptr<PendingCall>& call) {
     // A call's rows in the open batch are its last segment: at most one.
     auto seg = std::find_if(b.segments.begin(), b.segments.end(), [&](const Segment& s) { return s.call == call; });
     if (seg == b.segments.end()) return;  // not placed yet, or running: answered when its batch comes back
-    const int64_t from = seg->batch_row + seg->rows, to = seg->batch_row, moved = b.filled - from;
-    for (Tensor& t : b.inputs) {
-      const int64_t per_row = t.NumElements() / options_.batch_size;
-      if (t.dtype() == DT_STRING) {
-        auto f = t.flat<tstring>();
-        for (int64_t i = 0; i < moved * per_row; ++i) f(to * per_row + i) = f(from * per_row + i);
-      } else {
-        const int64_t row_bytes = per_row * DataTypeSize(t.dtype());
-        char* data = const_cast<char*>(t.tensor_data().data());
-        std::memmove(data + to * row_bytes, data + from * row_bytes, moved * row_bytes);
-      }
-    }
+    const int64_t from = seg->batch_row + seg->rows;
+    for (Tensor& t : b.inputs) CopyRows(t, from, &t, seg->batch_row, b.filled - from);
     for (auto later = seg + 1; later != b.segments.end(); ++later) later->batch_row -= seg->rows;
     b.filled -= seg->rows;
     b.segments.erase(seg);

@@ -141,24 +141,16 @@ bool NextFrame(std::string_view* data, Frame* frame, std::string* error, size_t 
 }
 
 size_t LonePayloadOffset(std::string_view head, size_t total) {
-  uint8_t kind;
-  uint64_t id;
-  uint32_t length;
-  if (!Take(&head, &kind) || !Take(&head, &id) || !Take(&head, &length) || kHeaderSize + length != total) return 0;
-  const size_t at = kHeaderSize;
-  if (kind == static_cast<uint8_t>(FrameKind::kCall)) {
-    int64_t timeout_us;
-    uint32_t method_size;
-    if (!Take(&head, &timeout_us) || !Take(&head, &method_size) || method_size > head.size()) return 0;
-    return at + sizeof(timeout_us) + sizeof(method_size) + method_size;
-  }
-  if (kind == static_cast<uint8_t>(FrameKind::kReply)) {
-    int32_t code;
-    uint32_t message_size;
-    if (!Take(&head, &code) || !Take(&head, &message_size) || code != 0 || message_size > head.size()) return 0;
-    return at + sizeof(code) + sizeof(message_size) + message_size;
-  }
-  return 0;
+  if (head.size() > total) return 0;
+  // The frame parsed with whatever of it lies past `head` detached: its
+  // payload view, if any, then starts inside `head`.
+  std::string_view data = head;
+  Frame frame;
+  std::string error;
+  const size_t detached = total - head.size();
+  if (!NextFrame(&data, &frame, &error, detached) || !data.empty()) return 0;
+  if (frame.kind == FrameKind::kCancel || frame.code != 0) return 0;
+  return frame.payload.empty() ? head.size() : static_cast<size_t>(frame.payload.data() - head.data());
 }
 
 }  // namespace seed_stream

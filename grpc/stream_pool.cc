@@ -43,12 +43,8 @@ class ClientStream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc
     uint64_t id = table_.Add(std::move(finish), deadline, code, message);
     if (id == 0) return 0;
     Append([&](FrameBuffer* pending) {
-      if (request.size() >= FrameBuffer::kOwnSlice) {
-        seed_stream::AppendCallHeader(id, timeout_us, method, request.size(), pending->bytes());
-        pending->AppendOwned(std::move(request));
-      } else {
-        seed_stream::AppendCall(id, timeout_us, method, request, pending->bytes());
-      }
+      seed_stream::AppendCallHeader(id, timeout_us, method, request.size(), pending->bytes());
+      pending->AppendPayload(std::move(request));
     });
     return id;
   }

@@ -200,12 +200,9 @@ void StreamSession::Reply(Call* call, std::string body, const Status& status) {
     std::lock_guard<std::mutex> lock(mu_);
     calls_.erase(call->id());
     if (!broken_ && !call->cancelled) {
-      if (status.ok() && body.size() >= FrameBuffer::kOwnSlice) {
-        seed_stream::AppendReplyHeader(call->id(), 0, "", body.size(), pending_.bytes());
-        pending_.AppendOwned(std::move(body));
-      } else {
-        seed_stream::AppendReply(call->id(), status.code, status.ok() ? "" : status.message, body, pending_.bytes());
-      }
+      seed_stream::AppendReplyHeader(call->id(), status.code, status.ok() ? "" : status.message, body.size(),
+                                     pending_.bytes());
+      if (status.ok()) pending_.AppendPayload(std::move(body));  // a failed reply carries no body
       if (!writing_ && !finish_started_) StartWriteLocked();
     }
     MaybeFinishLocked();

@@ -30,6 +30,14 @@ void FrameBuffer::AppendOwned(std::string&& payload) {
   slices_.push_back(OwnedSlice(std::move(payload)));
 }
 
+void FrameBuffer::AppendPayload(std::string&& payload) {
+  if (payload.size() >= kOwnSlice) {
+    AppendOwned(std::move(payload));
+  } else {
+    bytes_.append(payload);
+  }
+}
+
 void FrameBuffer::Clear() {
   bytes_.clear();
   slices_.clear();

@@ -43,13 +43,16 @@ class FrameBuffer {
   // Payloads this large travel as their own slice.
   static constexpr size_t kOwnSlice = 4096;
   std::string* bytes() { return &bytes_; }  // appends go to the open run of small frames
-  void AppendOwned(std::string&& payload);
+  // A frame's payload after its header (AppendCallHeader, AppendReplyHeader):
+  // copied into the run of small frames, or a slice of its own if large.
+  void AppendPayload(std::string&& payload);
   bool empty() const { return bytes_.empty() && slices_.empty(); }
   void Clear();
   grpc::ByteBuffer Take();  // and leaves this empty
 
  private:
   void CloseBytes();
+  void AppendOwned(std::string&& payload);
   std::string bytes_;
   std::vector<grpc::Slice> slices_;
 };

@@ -13,6 +13,15 @@ from helpers import run_python
 
 from seed.rpc import build_op
 
+# A server with one unbatched method, inc(x) = x + 1.
+_INC_SERVER = r"""
+server = grpc.Server([address])
+@tf.function(input_signature=[tf.TensorSpec([], tf.int32)])
+def inc(x):
+  return x + 1
+server.bind(inc); server.start()
+"""
+
 _PRELUDE = r"""
 import concurrent.futures, json, os, shutil, tempfile, threading, time
 import tensorflow as tf
@@ -24,8 +33,8 @@ def out(**kw):
 """
 
 
-def _run(body: str, timeout=180) -> dict:
-  r = run_python(_PRELUDE + body, timeout=timeout)
+def _run(body: str, timeout=180, env=None) -> dict:
+  r = run_python(_PRELUDE + body, timeout=timeout, env=env)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
   return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -163,32 +172,25 @@ def test_thousands_of_concurrent_callers_on_streams(tmp_path):
 
 
 def test_streams_are_the_default_and_seed_rpc_streams_0_turns_them_off():
-  code = r"""
-server = grpc.Server([address])
-@tf.function(input_signature=[tf.TensorSpec([], tf.int32)])
-def inc(x):
-  return x + 1
-server.bind(inc); server.start()
+  code = (
+    _INC_SERVER
+    + r"""
 client = grpc.Client(address)
 got = [int(client.inc(1)), int(tf.function(lambda: client.inc(2))())]
 out(got=got, stream_calls=server.stats()["__server__"]["stream_calls"])
 server.shutdown()
 """
+  )
   for env, stream_calls in (({}, 3), ({"SEED_RPC_STREAMS": "0"}, 0)):
-    r = run_python(_PRELUDE + code, env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    got = _run(code, env=env)
     # The client's first call fetches the method list, then the two calls: all on streams, or none.
     assert got == {"got": [2, 3], "stream_calls": stream_calls}, (env, got)
 
 
 def test_a_client_chooses_streams_or_unary_whatever_the_process_default():
-  code = r"""
-server = grpc.Server([address])
-@tf.function(input_signature=[tf.TensorSpec([], tf.int32)])
-def inc(x):
-  return x + 1
-server.bind(inc); server.start()
+  code = (
+    _INC_SERVER
+    + r"""
 got = {}
 for streams in (False, True):
   client = grpc.Client(address, streams=streams)
@@ -199,9 +201,8 @@ for streams in (False, True):
 server.shutdown()
 out(**got)
 """
+  )
   for env in ({}, {"SEED_RPC_STREAMS": "0"}):
-    r = run_python(_PRELUDE + code, env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    got = _run(code, env=env)
     # streams=False: both calls unary (the metadata call too); streams=True: both on streams.
     assert got == {"False": [2, 3, 0], "True": [2, 3, 2]}, (env, got)
