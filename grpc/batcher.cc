@@ -167,8 +167,12 @@ void Batcher::Launch(std::unique_ptr<Batch> batch) {
   stats_->slots += batch->filled;
   std::vector<Tensor> args = batch->inputs;
   const int64_t n = options_.batch_size;
-  for (Tensor& t : args) {  // zero the padding rows
+  for (Tensor& t : args) {  // zero the padding rows, or leave them out
     if (batch->filled == n) break;
+    if (!options_.pad) {
+      t = t.Slice(0, batch->filled);
+      continue;
+    }
     if (t.dtype() == DT_STRING) {
       auto f = t.flat<tstring>();
       int64_t per_row = t.NumElements() / n;
@@ -198,6 +202,10 @@ void Batcher::FinishBatch(const Batch& batch, const absl::Status& status, const 
   for (const Segment& seg : batch.segments) {
     PendingCall* p = seg.call.get();
     if (status.ok() && seg.rows == p->rows) {  // the whole call in this batch: no staging copy
+      if (options_.respond) {
+        options_.respond(p->call, outputs, seg.batch_row, seg.rows);
+        continue;
+      }
       std::string body;
       SerializeRows(outputs, seg.batch_row, seg.rows, p->single, &body);
       p->call->Respond(std::move(body), {});
@@ -235,6 +243,10 @@ void Batcher::FinishBatch(const Batch& batch, const absl::Status& status, const 
         CHECK(squeezed.CopyFrom(t, element));
         t = squeezed;
       }
+    }
+    if (options_.respond) {
+      options_.respond(p->call, p->outputs, 0, p->rows);
+      continue;
     }
     Reply(p->call, p->outputs);
   }

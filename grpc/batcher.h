@@ -34,12 +34,18 @@ struct BatcherOptions {
   int64_t batch_size = 0;
   int64_t flush_timeout_us = -1;  // < 0: only full batches run
   bool pad_mask = false;          // append a [batch_size] bool mask, true = real row
+  // false: a partial batch runs with only its filled rows (the function takes any leading dimension).
+  bool pad = true;
+  // How a call is answered with rows [first, first + rows) of a batch's outputs; default: the tensor wire format.
+  std::function<void(seed_transport::ServerCall* call, const std::vector<tensorflow::Tensor>& outputs, int64_t first,
+                     int64_t rows)>
+      respond;
   tensorflow::DataTypeVector dtypes;                     // per input
   std::vector<tensorflow::TensorShape> element_shapes;  // per input, without the batch dim
 };
 
 // `done` must be called exactly once, with outputs of batch_size rows each
-// unless the status is an error.
+// (of the rows filled, without padding) unless the status is an error.
 using RunDone = std::function<void(const absl::Status&, const std::vector<tensorflow::Tensor>& outputs)>;
 using RunBatch = std::function<void(std::vector<tensorflow::Tensor> inputs, RunDone done)>;
 

@@ -3,10 +3,6 @@
 #include <cstring>
 #include <sstream>
 
-#include "tensorflow/core/common_runtime/device.h"
-#include "tensorflow/core/common_runtime/device_mgr.h"
-#include "tensorflow/core/framework/resource_mgr.h"
-#include "run_cancellation.h"
 #include "validate.h"
 #include "wire.h"
 
@@ -202,35 +198,16 @@ absl::Status RpcServer::Validate(const Method& m, const std::vector<Tensor>& inp
 void RpcServer::Run(Method* m, std::vector<Tensor> args, seed_transport::ServerCall* call,
                     std::function<void(const absl::Status&, std::vector<Tensor>*)> done) {
   const BoundFunction& fn = m->functions[m->next_function.fetch_add(1) % m->functions.size()];
-  fn.runs->fetch_add(1);
-  for (const Tensor& c : fn.captures) args.push_back(c);
   {
     std::lock_guard<std::mutex> lock(runs_mu_);
     ++running_;
   }
-  FunctionLibraryRuntime::Options opts;
-  // A child per run: a failing multi-device function cancels its own
-  // manager, which must not cancel every other run.
-  std::shared_ptr<CancellationManager> cancel = NewRunCancellation(&cancellation_);
-  opts.cancellation_manager = cancel.get();
-  if (call != nullptr) call->OnCancel([cancel] { cancel->StartCancel(); });
-  opts.create_rendezvous = true;
-  FunctionLibraryRuntime* flr = fn.flr;
-  auto* step = new ScopedStepContainer(opts.step_id, [flr](const std::string& name) {
-    for (Device* d : flr->device_mgr()->ListDevices()) d->resource_manager()->Cleanup(name).IgnoreError();
-  });
-  opts.step_container = step;
-  auto* args_ptr = new std::vector<Tensor>(std::move(args));
-  auto* rets = new std::vector<Tensor>;
   auto self = shared_from_this();
-  flr->Run(opts, fn.handle, *args_ptr, rets,
-           [self, step, cancel, args_ptr, rets, done = std::move(done)](const absl::Status& s) {
-             delete step;
-             delete args_ptr;
+  RunBound(fn, std::move(args), &cancellation_, call,
+           [self, done = std::move(done)](const absl::Status& s, std::vector<Tensor>* rets) {
              // A run that failed because the run completed under it (the learner closed its
              // queues after Complete) answers like every later call: "run complete", not Cancelled.
              done(!s.ok() && self->complete_ ? absl::OutOfRangeError(self->complete_message_) : s, rets);
-             delete rets;
              std::lock_guard<std::mutex> lock(self->runs_mu_);
              if (--self->running_ == 0) self->runs_cv_.notify_all();
            });
@@ -264,34 +241,6 @@ absl::Status RpcServer::CheckOutputs(const Method& m, const std::vector<Tensor>&
     }
   }
   return absl::OkStatus();
-}
-
-Registry& Registry::Get() {
-  static Registry* r = new Registry;
-  return *r;
-}
-
-int64_t Registry::Add(std::shared_ptr<RpcServer> s) {
-  std::lock_guard<std::mutex> lock(mu_);
-  servers_[++last_id_] = std::move(s);
-  return last_id_;
-}
-
-absl::Status Registry::Find(int64_t id, std::shared_ptr<RpcServer>* out) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = servers_.find(id);
-  if (it == servers_.end()) return absl::NotFoundError(absl::StrCat("no server with id ", id));
-  *out = it->second;
-  return absl::OkStatus();
-}
-
-std::shared_ptr<RpcServer> Registry::Remove(int64_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = servers_.find(id);
-  if (it == servers_.end()) return nullptr;
-  auto s = std::move(it->second);
-  servers_.erase(it);
-  return s;
 }
 
 }  // namespace seed_rpc

@@ -14,17 +14,11 @@
 #include "tensorflow/core/framework/cancellation.h"
 #include "tensorflow/core/framework/function.h"
 #include "batcher.h"
+#include "function_run.h"
+#include "registry.h"
 #include "transport.h"
 
 namespace seed_rpc {
-
-struct BoundFunction {
-  tensorflow::FunctionLibraryRuntime* flr;
-  tensorflow::FunctionLibraryRuntime::Handle handle;
-  std::vector<tensorflow::Tensor> captures;
-  // Runs of this function (shared: BoundFunction is copied into the method's list).
-  std::shared_ptr<std::atomic<int64_t>> runs = std::make_shared<std::atomic<int64_t>>(0);
-};
 
 struct Method {
   std::string name;
@@ -100,20 +94,6 @@ class RpcServer : public std::enable_shared_from_this<RpcServer> {
   std::mutex runs_mu_;
   std::condition_variable runs_cv_;
   int64_t running_ = 0;
-};
-
-// Servers by the id the kernels pass around.
-class Registry {
- public:
-  static Registry& Get();
-  int64_t Add(std::shared_ptr<RpcServer> s);
-  absl::Status Find(int64_t id, std::shared_ptr<RpcServer>* out);
-  std::shared_ptr<RpcServer> Remove(int64_t id);
-
- private:
-  std::mutex mu_;
-  int64_t last_id_ = 0;
-  std::map<int64_t, std::shared_ptr<RpcServer>> servers_;
 };
 
 }  // namespace seed_rpc

@@ -4,8 +4,6 @@
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_handle.h"
-#include "tensorflow/core/grappler/grappler_item.h"
-#include "tensorflow/core/grappler/optimizers/meta_optimizer.h"
 #include "server.h"
 #include "transport.h"
 #include "wire.h"
@@ -97,7 +95,7 @@ class ServerCreateOp : public OpKernel {
     }
     Tensor* out;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {}, &out));
-    out->scalar<int64_t>()() = Registry::Get().Add(
+    out->scalar<int64_t>()() = Registry<RpcServer>::Get().Add(
         std::make_shared<RpcServer>(addresses_, num_threads_, max_message_size_, security_));
   }
 
@@ -127,7 +125,7 @@ class ServerBindOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     std::shared_ptr<RpcServer> server;
-    OP_REQUIRES_OK(ctx, Registry::Get().Find(ctx->input(0).scalar<int64_t>()(), &server));
+    OP_REQUIRES_OK(ctx, Registry<RpcServer>::Get().Find(ctx->input(0).scalar<int64_t>()(), &server));
     OP_REQUIRES(ctx, input_shapes_.size() == input_dtypes_.size() && input_names_.size() == input_dtypes_.size() &&
                          output_shapes_.size() == output_dtypes_.size(),
                 absl::InvalidArgumentError("inconsistent signature attributes"));
@@ -135,43 +133,10 @@ class ServerBindOp : public OpKernel {
       OP_REQUIRES(ctx, IsSupportedDtype(d),
                   absl::InvalidArgumentError("input dtype " + DataTypeString(d) + " cannot be sent over RPC"));
     }
-    FunctionLibraryRuntime* flr = ctx->function_library();
-    OP_REQUIRES(ctx, flr != nullptr, absl::InternalError("no function library runtime"));
     OpInputList captures;
     OP_REQUIRES_OK(ctx, ctx->input_list("captures", &captures));
-
-    FunctionLibraryRuntime::InstantiateOptions opts;
-    opts.target = flr->device()->name();
-    opts.is_multi_device_function = true;
-    // Arguments arrive in host memory; captured resources live where they were created.
-    for (size_t i = 0; i < input_dtypes_.size(); ++i) opts.input_devices.push_back(opts.target);
-    for (int i = 0; i < captures.size(); ++i) {
-      const Tensor& t = captures[i];
-      if (t.dtype() == DT_RESOURCE && !t.scalar<ResourceHandle>()().device().empty()) {
-        opts.input_devices.push_back(t.scalar<ResourceHandle>()().device());
-      } else {
-        opts.input_devices.push_back(opts.target);
-      }
-    }
-    for (size_t i = 0; i < output_dtypes_.size(); ++i) opts.output_devices.push_back(opts.target);
-    // Grappler, as eager calls of a tf.function get it: constant folding,
-    // pruning and op fusion. Without it every Shape/StridedSlice/Pack the
-    // tracer emitted runs on each call (~500 ops for the learner's inference).
-    opts.optimize_graph_fn = [name = fn_.name()](std::vector<std::string> ret_nodes,
-                                                 std::vector<std::string> keep_nodes,
-                                                 FunctionLibraryDefinition* lib, const DeviceSet& devices,
-                                                 Device* cpu, std::unique_ptr<Graph>* graph) {
-      grappler::GrapplerItem::OptimizationOptions options;
-      options.allow_pruning_stateful_and_dataset_ops = true;  // control outputs are kept
-      options.is_eager_mode = true;
-      options.optimize_function_library = false;  // nested calls are optimized when instantiated
-      return grappler::OptimizeGraph(std::move(ret_nodes), std::move(keep_nodes), lib, devices, cpu,
-                                     ConfigProto(), name, options, graph);
-    };
     BoundFunction bound;
-    bound.flr = flr;
-    OP_REQUIRES_OK(ctx, flr->Instantiate(fn_.name(), AttrSlice(&fn_.attr()), opts, &bound.handle));
-    for (int i = 0; i < captures.size(); ++i) bound.captures.push_back(captures[i]);
+    OP_REQUIRES_OK(ctx, InstantiateBound(ctx, fn_, captures, input_dtypes_.size(), output_dtypes_.size(), &bound));
 
     auto m = std::make_unique<Method>();
     m->name = method_;
@@ -215,7 +180,7 @@ class ServerStartOp : public OpKernel {
   using OpKernel::OpKernel;
   void Compute(OpKernelContext* ctx) override {
     std::shared_ptr<RpcServer> server;
-    OP_REQUIRES_OK(ctx, Registry::Get().Find(ctx->input(0).scalar<int64_t>()(), &server));
+    OP_REQUIRES_OK(ctx, Registry<RpcServer>::Get().Find(ctx->input(0).scalar<int64_t>()(), &server));
     std::vector<int> ports;
     OP_REQUIRES_OK(ctx, server->Start(&ports));
     Tensor* out;
@@ -228,7 +193,7 @@ class ServerShutdownOp : public OpKernel {
  public:
   using OpKernel::OpKernel;
   void Compute(OpKernelContext* ctx) override {
-    std::shared_ptr<RpcServer> server = Registry::Get().Remove(ctx->input(0).scalar<int64_t>()());
+    std::shared_ptr<RpcServer> server = Registry<RpcServer>::Get().Remove(ctx->input(0).scalar<int64_t>()());
     if (server) server->Shutdown();
   }
 };
@@ -238,7 +203,7 @@ class ServerCompleteOp : public OpKernel {
   using OpKernel::OpKernel;
   void Compute(OpKernelContext* ctx) override {
     std::shared_ptr<RpcServer> server;
-    OP_REQUIRES_OK(ctx, Registry::Get().Find(ctx->input(0).scalar<int64_t>()(), &server));
+    OP_REQUIRES_OK(ctx, Registry<RpcServer>::Get().Find(ctx->input(0).scalar<int64_t>()(), &server));
     server->Complete(std::string(ctx->input(1).scalar<tstring>()()));
   }
 };
@@ -248,7 +213,7 @@ class ServerStatsOp : public OpKernel {
   using OpKernel::OpKernel;
   void Compute(OpKernelContext* ctx) override {
     std::shared_ptr<RpcServer> server;
-    OP_REQUIRES_OK(ctx, Registry::Get().Find(ctx->input(0).scalar<int64_t>()(), &server));
+    OP_REQUIRES_OK(ctx, Registry<RpcServer>::Get().Find(ctx->input(0).scalar<int64_t>()(), &server));
     Tensor* out;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, {}, &out));
     out->scalar<tstring>()() = server->StatsJson();

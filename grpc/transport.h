@@ -52,6 +52,9 @@ struct ServerOptions {
   std::vector<std::string> addresses;  // "unix:/path", "host:port"
   int num_threads = 0;                 // completion-queue threads; 0 = cores
   int64_t max_message_size = 0;        // bytes, both directions
+  int64_t max_send_message_size = 0;   // bytes; > 0 overrides max_message_size for responses
+  // Serve grpc.health.v1.Health (gRPC's own Check and Watch), SERVING once started.
+  bool health = false;
   ServerSecurity security;
   // Receives one line per refused call (peer address, reason; never a token),
   // rate limited. Default: stderr.
@@ -74,6 +77,9 @@ class Server {
   virtual int64_t refused_calls() const = 0;
   // Streams open now, streams opened in all, and calls that arrived on streams.
   virtual StreamStats stream_stats() const = 0;
+  // With ServerOptions::health: what Health.Check and Watch report for
+  // `services` (they become known to the health service), and for "".
+  virtual void SetServing(const std::vector<std::string>& services, bool serving) = 0;
 };
 
 // Starts a server; on failure returns nullptr and sets *error.

@@ -78,15 +78,17 @@ class GrpcServer final : public Server, public SessionHost {
       builder.AddListeningPort(options.addresses[i],
                                is_unix ? grpc::InsecureServerCredentials() : tcp_credentials_, &ports_[i]);
     }
+    auto clamp = [](int64_t n) { return static_cast<int>(std::min<int64_t>(n, INT32_MAX)); };
     if (options.max_message_size > 0) {
-      int n = static_cast<int>(std::min<int64_t>(options.max_message_size,
-                                                 INT32_MAX));
-      builder.SetMaxReceiveMessageSize(n);
-      builder.SetMaxSendMessageSize(n);
+      builder.SetMaxReceiveMessageSize(clamp(options.max_message_size));
+      builder.SetMaxSendMessageSize(clamp(options.max_message_size));
     }
+    if (options.max_send_message_size > 0) builder.SetMaxSendMessageSize(clamp(options.max_send_message_size));
     // Clients ping idle connections every 20 s (to detect a dead server);
     // accept that instead of answering GOAWAY "too many pings", and ping
     // idle clients too so a vanished peer is noticed.
+    // A port another process holds is an error, not a silently shared port.
+    builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
@@ -98,7 +100,14 @@ class GrpcServer final : public Server, public SessionHost {
                       ? options.num_threads
                       : std::max(1u, std::thread::hardware_concurrency());
     for (int i = 0; i < threads; ++i) cqs_.push_back(builder.AddCompletionQueue());
-    server_ = builder.BuildAndStart();
+    {
+      // The switch is process-wide and read by BuildAndStart: set it only around this build.
+      static std::mutex health_mu;
+      std::lock_guard<std::mutex> lock(health_mu);
+      grpc::EnableDefaultHealthCheckService(options.health);
+      server_ = builder.BuildAndStart();
+      grpc::EnableDefaultHealthCheckService(false);
+    }
     if (server_ == nullptr) {
       *error = "could not start a gRPC server on any of the addresses";
       cqs_.clear();
@@ -136,6 +145,12 @@ class GrpcServer final : public Server, public SessionHost {
 
   std::vector<int> ports() const override { return ports_; }
   int64_t refused_calls() const override { return refused_.load(); }
+  void SetServing(const std::vector<std::string>& services, bool serving) override {
+    grpc::HealthCheckServiceInterface* health = server_ ? server_->GetHealthCheckService() : nullptr;
+    if (health == nullptr) return;
+    health->SetServingStatus("", serving);
+    for (const std::string& s : services) health->SetServingStatus(s, serving);
+  }
   StreamStats stream_stats() const override {
     return {streams_open_.load(), streams_total_.load(), stream_calls_.load()};
   }

@@ -80,6 +80,11 @@ def _ops():
   return tf.load_op_library(_library_path())
 
 
+def op_library():
+  """The op library's Python op wrappers (built or loaded on first use): for seed.serving's C++ front end."""
+  return _ops()
+
+
 @functools.cache
 def _clib() -> tuple[ctypes.CDLL, ctypes.PyDLL]:
   """The op library's C entry points for direct eager calls.

@@ -59,9 +59,14 @@ TF_SOURCES = [  # without gRPC headers
   "validate.cc",
   "batcher.cc",
   "run_cancellation.cc",
+  "function_run.cc",
   "server.cc",
   "server_kernels.cc",
   "client_ops.cc",
+  "predict_proto.cc",
+  "predict_service.cc",
+  "serving_server.cc",
+  "serving_kernels.cc",
 ]
 HEADERS = [
   *_TRANSPORT_HEADERS,
@@ -69,7 +74,12 @@ HEADERS = [
   "validate.h",
   "batcher.h",
   "run_cancellation.h",
+  "function_run.h",
+  "registry.h",
   "server.h",
+  "predict_proto.h",
+  "predict_service.h",
+  "serving_server.h",
 ]
 GRPC_ARCHIVES = [
   "libgrpc++.a",

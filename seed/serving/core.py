@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -33,17 +34,26 @@ class Prediction:
 
 
 class Counters:
+  """ "kind/model" -> count, from this process's Python paths plus any added source (the C++ Predict path)."""
+
   def __init__(self):
     self._lock = threading.Lock()
     self.values: collections.Counter = collections.Counter()
+    self._sources: list[Callable[[], dict]] = []
 
   def add(self, **kv) -> None:
     with self._lock:
       self.values.update(kv)
 
+  def add_source(self, source: Callable[[], dict]) -> None:
+    self._sources.append(source)
+
   def snapshot(self) -> dict:
     with self._lock:
-      return dict(self.values)
+      total = collections.Counter(self.values)
+    for source in self._sources:
+      total.update(source())
+    return dict(total)
 
 
 class Core:

@@ -47,6 +47,12 @@ _REST_READ_TIMEOUT = flags.DEFINE_float(
   REST_READ_TIMEOUT,
   "Seconds a REST client may take to send its request, or leave its connection idle; then it is closed.",
 )
+_PYTHON_PREDICT = flags.DEFINE_bool(
+  "python_predict",
+  False,
+  "Answer gRPC Predict and GetModelMetadata with the Python (grpcio) servicer instead of the C++ one: "
+  "the earlier path, kept for comparison (scripts/bench_serving.py).",
+)
 _TENSOR_RPC_ADDRESS = flags.DEFINE_string(
   "tensor_rpc_address",
   None,
@@ -94,6 +100,7 @@ def main(argv: list[str]) -> int:
       batch_timeout_micros=_BATCH_TIMEOUT.value,
       grpc_max_threads=_GRPC_MAX_THREADS.value,
       tensor_rpc_address=_TENSOR_RPC_ADDRESS.value,
+      cpp_predict=not _PYTHON_PREDICT.value,
       max_request_bytes=_MAX_REQUEST_BYTES.value,
       rest_read_timeout=_REST_READ_TIMEOUT.value,
     )

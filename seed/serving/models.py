@@ -11,6 +11,7 @@ import os
 import re
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import tensorflow as tf
@@ -131,13 +132,26 @@ class _Model:
     return dict(self.config.labels)
 
 
+class VersionListener(Protocol):
+  """Told of every change to the served set (the C++ gRPC front end mirrors it)."""
+
+  def configured(self, configs: list[ModelConfig]) -> None: ...
+
+  def loaded(self, servable: Servable) -> None:
+    """Before the version is reported AVAILABLE; raising fails its load."""
+
+  def unloaded(self, servable: Servable) -> None:
+    """After the version left the manager; returns once nothing else runs it."""
+
+
 class ModelManager:
   """The served models: loading, unloading and looking up versions (thread-safe)."""
 
-  def __init__(self, configs: list[ModelConfig]):
+  def __init__(self, configs: list[ModelConfig], listener: VersionListener | None = None):
     self._lock = threading.Lock()  # guards _models and their dicts
     self._poll_lock = threading.Lock()  # one poll (load/unload pass) at a time
     self._models: dict[str, _Model] = {}
+    self._listener = listener
     self.set_configs(configs)
 
   def set_configs(self, configs: list[ModelConfig]) -> list[str]:
@@ -157,6 +171,11 @@ class ModelManager:
       for name, m in old.items():
         if models.get(name) is not m:
           logging.info("model %s removed: unloading versions %s", name, sorted(m.servables))
+          if self._listener is not None:
+            for servable in m.servables.values():
+              self._listener.unloaded(servable)
+      if self._listener is not None:
+        self._listener.configured(configs)
       return self._poll_locked()
 
   def poll(self) -> list[str]:
@@ -179,6 +198,8 @@ class ModelManager:
           m.states[v] = (State.LOADING, grpc.StatusCode.OK, "")
         try:
           servable = Servable(m.config.name, v, on_disk[v])
+          if self._listener is not None:
+            self._listener.loaded(servable)
         except Exception as e:  # pylint: disable=broad-except
           message = f"loading version {v} of model {m.config.name} from {on_disk[v]} failed: {e}"
           logging.error("%s", message)
@@ -196,11 +217,13 @@ class ModelManager:
         if unwanted and not set(m.servables) & aspired:
           # Nothing the policy wants could be loaded: keep the newest loaded version serving.
           unwanted.discard(max(m.servables))
+        gone = [m.servables.pop(v) for v in sorted(unwanted)]  # requests still holding one finish; then it is freed
         for v in unwanted:
-          del m.servables[v]  # requests still holding it finish; then it is freed
           m.states[v] = (State.END, grpc.StatusCode.OK, "")
-      for v in sorted(unwanted):
-        logging.info("model %s: version %d unloaded", m.config.name, v)
+      for servable in gone:
+        if self._listener is not None:
+          self._listener.unloaded(servable)
+        logging.info("model %s: version %d unloaded", m.config.name, servable.version)
       with self._lock:  # forget versions that ended and are gone from disk (bounded history)
         for v in [v for v, (state, _, _) in m.states.items() if state == State.END and v not in on_disk]:
           del m.states[v]

@@ -1,16 +1,22 @@
 """ModelServer: the core wired to the gRPC and REST front ends, the health service,
 the version watcher thread and the optional tensor-RPC binding.
+
+The gRPC port is the C++ front end (native.py): Predict and GetModelMetadata run
+there without Python, Health is gRPC's own, and the rest (ModelService) is
+forwarded to the grpcio servicers here, which listen on a unix socket in a
+private directory.
 """
 
 from __future__ import annotations
 
-import re
+import os
+import shutil
+import tempfile
 import threading
 from concurrent import futures
 
 import tensorflow as tf
 from absl import logging
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 import grpc
@@ -18,32 +24,14 @@ from seed.serving import rest_api
 from seed.serving.batching import Batcher
 from seed.serving.config import ModelConfig
 from seed.serving.core import Core
-from seed.serving.grpc_api import MODEL_SERVICE, PREDICT_SERVICE, ModelServicer, PredictionServicer
-from seed.serving.models import DEFAULT_SIGNATURE, ModelManager, Servable, Signature
+from seed.serving.grpc_api import ModelServicer, PredictionServicer
+from seed.serving.models import DEFAULT_SIGNATURE, ModelManager, Servable
+from seed.serving.native import NativeFront
+from seed.serving.positional import positional_function
 
 MAX_MESSAGE_SIZE = 256 << 20  # largest gRPC response
 MAX_REQUEST_BYTES = 64 << 20  # largest REST body or gRPC request, unless --max_request_bytes says otherwise
 REST_READ_TIMEOUT = 30.0  # seconds a REST connection may take to send a request, or sit idle between two
-
-
-def _natural_key(name: str) -> list:
-  return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def tensor_rpc_function(sig: Signature):
-  """A tf.function with a positional input_signature calling a signature function (keyword args).
-
-  The positional order is the input names sorted with numbers compared as
-  numbers: (observation, state_0, state_1, ..., state_10) for SEED's policies.
-  """
-  names = sorted(sig.inputs, key=_natural_key)
-  specs = [tf.TensorSpec(sig.inputs[n].shape, sig.inputs[n].dtype, name=n) for n in names]
-  fn = sig.fn
-
-  def call(*args):
-    return dict(fn(**dict(zip(names, args))))
-
-  return tf.function(call, input_signature=specs)
 
 
 class ModelServer:
@@ -62,34 +50,52 @@ class ModelServer:
     batch_timeout_micros: int = 1000,
     grpc_max_threads: int = 64,
     tensor_rpc_address: str | None = None,
+    cpp_predict: bool = True,
     max_request_bytes: int = MAX_REQUEST_BYTES,
     rest_read_timeout: float = REST_READ_TIMEOUT,
   ):
-    self.manager = ModelManager(configs)
-    batcher = Batcher(max_batch_size, batch_timeout_micros / 1e6) if enable_batching else None
-    self.core = Core(self.manager, batcher)
     self._host = host
     self._poll_wait = poll_wait_seconds
     self._stop = threading.Event()
     self._watcher: threading.Thread | None = None
+    self._private_dir = tempfile.mkdtemp(prefix="seed-serve-")  # 0700: only we reach the servicers' socket
+    forward = f"unix:{os.path.join(self._private_dir, 'servicers.sock')}"
     options = [
-      ("grpc.max_receive_message_length", max_request_bytes),
+      ("grpc.max_receive_message_length", max(max_request_bytes, MAX_MESSAGE_SIZE)),
       ("grpc.max_send_message_length", MAX_MESSAGE_SIZE),
-      ("grpc.so_reuseport", 0),
     ]
     self._grpc = grpc.server(
       futures.ThreadPoolExecutor(max_workers=grpc_max_threads, thread_name_prefix="grpc"), options=options
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self.core), self._grpc)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.core), self._grpc)
-    self.health = health.HealthServicer(experimental_non_blocking=True)
-    health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+    self._native = NativeFront(
+      join_host_port(host, port),
+      forward,
+      max_request_bytes=max_request_bytes,
+      max_response_bytes=MAX_MESSAGE_SIZE,
+      cpp_predict=cpp_predict,
+      enable_batching=enable_batching,
+      max_batch_size=max_batch_size,
+      batch_timeout_micros=batch_timeout_micros,
+    )
     try:
-      self.port = self._grpc.add_insecure_port(join_host_port(host, port))
-    except RuntimeError:
-      self.port = 0
-    if self.port == 0:
-      raise OSError(f"cannot listen for gRPC on {join_host_port(host, port)}")
+      self.manager = ModelManager(configs, listener=self._native)
+      batcher = Batcher(max_batch_size, batch_timeout_micros / 1e6) if enable_batching else None
+      self.core = Core(self.manager, batcher)
+      self.core.counters.add_source(self._native.counters)
+      if not cpp_predict:
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self.core), self._grpc)
+      model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.core), self._grpc)
+      if self._grpc.add_insecure_port(forward) == 0:
+        raise OSError(f"cannot listen on {forward}")
+      self._grpc.start()
+      try:
+        self.port = self._native.start()
+      except tf.errors.OpError as e:
+        raise OSError(f"cannot listen for gRPC on {join_host_port(host, port)}: {e.message}") from None
+      self._native.set_serving(False)  # until start()
+    except BaseException:
+      self._close_grpc()
+      raise
     self._http = None
     self.rest_api_port = 0
     if rest_api_port:
@@ -109,7 +115,7 @@ class ModelServer:
       if sig is None:
         logging.warning("tensor RPC: model %s has no %s signature; not bound", servable.model, DEFAULT_SIGNATURE)
         continue
-      server.bind(tensor_rpc_function(sig), name=servable.model, batched=False)
+      server.bind(positional_function(sig)[0], name=servable.model, batched=False)
       self._rpc_models.append(servable)  # keeps the version (its variables) alive while bound
       logging.info(
         "tensor RPC: model %s version %d bound as method %r", servable.model, servable.version, servable.model
@@ -125,11 +131,9 @@ class ModelServer:
     return self._rpc is not None
 
   def start(self) -> None:
-    self._grpc.start()
     if self._http is not None:
       threading.Thread(target=self._http.serve_forever, name="rest", daemon=True).start()
-    for service in ("", PREDICT_SERVICE, MODEL_SERVICE):
-      self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+    self._native.set_serving(True)
     if self._poll_wait > 0:
       self._watcher = threading.Thread(target=self._watch, name="watcher", daemon=True)
       self._watcher.start()
@@ -143,15 +147,20 @@ class ModelServer:
 
   def stop(self, grace: float = 2.0) -> None:
     self._stop.set()
-    self.health.enter_graceful_shutdown()
+    self._native.set_serving(False)
     if self._http is not None:
       self._http.shutdown()
       self._http.server_close()
-    self._grpc.stop(grace).wait()
-    if self._rpc is not None:
-      self._rpc.shutdown()
     if self._watcher is not None:
       self._watcher.join(timeout=30)
+    self._close_grpc(grace)
+    if self._rpc is not None:
+      self._rpc.shutdown()
+
+  def _close_grpc(self, grace: float = 0.0) -> None:
+    self._native.shutdown()  # answers every call first: forwarded ones need the servicers below
+    self._grpc.stop(grace).wait()
+    shutil.rmtree(self._private_dir, ignore_errors=True)
 
 
 def join_host_port(host: str, port: int) -> str:

@@ -1,9 +1,10 @@
 """Fixtures for the seed.serving tests (`python -m seed.serve`): TF Serving's gRPC and REST APIs over SavedModels
 built here.
 
-Two `python -m seed.serve` processes: one with a model config file (several
+Three `python -m seed.serve` processes: one with a model config file (several
 models, version policies, labels, hot reload, REST, errors, V-trace CartPole
-policies) and one with --model_name and --enable_batching. Clients are the
+policies), one with --model_name and --enable_batching, and one serving the
+first's models with --python_predict (the Python Predict path, to compare). Clients are the
 real tensorflow_serving.apis stubs, grpc_health and urllib.
 
 The models and the server processes are made once for all the files here. tests/serving/ has no
@@ -22,6 +23,7 @@ from tests.serving.serving_helpers import (
   POLL_SECONDS,
   READ_TIMEOUT,
   BatchSize,
+  Dtypes,
   Half,
   Multi,
   ServeProcess,
@@ -37,11 +39,12 @@ from tests.serving.serving_helpers import (
 @pytest.fixture(scope="package")
 def models(tmp_path_factory):
   root = tmp_path_factory.mktemp("serve")
-  paths = {name: str(root / name) for name in ("half", "multi", "hot", "broken")}
+  paths = {name: str(root / name) for name in ("half", "multi", "hot", "broken", "dtypes")}
   for v in (1, 2):
     export(Half(v), os.path.join(paths["half"], str(v)))
   export(Multi(), os.path.join(paths["multi"], "1"))
   export(Half(1), os.path.join(paths["hot"], "1"))
+  export(Dtypes(), os.path.join(paths["dtypes"], "1"))
   os.makedirs(os.path.join(paths["broken"], "1"))
   with open(os.path.join(paths["broken"], "1", "saved_model.pb"), "wb") as f:
     f.write(b"this is not a SavedModel")
@@ -61,7 +64,7 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def servers(models):
-  """Both server processes, started together (their TensorFlow imports overlap)."""
+  """The server processes, started together (their TensorFlow imports overlap)."""
   config = os.path.join(models["root"], "models.config")
   with open(config, "w", encoding="utf-8") as f:
     f.write(model_config_text(served_paths(models)))
@@ -84,6 +87,11 @@ def servers(models):
       ],
       os.path.join(models["root"], "batch_server.log"),
     )
+    procs["python"] = ServeProcess(  # the same models, Predict answered by the Python servicer
+      [f"--model_config_file={config}", "--file_system_poll_wait_seconds=0", "--python_predict"],
+      os.path.join(models["root"], "python_server.log"),
+      rest=False,
+    )
     for proc in procs.values():
       proc.wait_ready()
     yield procs
@@ -100,3 +108,8 @@ def server(servers):
 @pytest.fixture(scope="package")
 def batch_server(servers):
   return servers["batch"]
+
+
+@pytest.fixture(scope="package")
+def python_server(servers):
+  return servers["python"]

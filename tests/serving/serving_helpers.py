@@ -93,6 +93,27 @@ class BatchSize(tf.Module):
     return {"serving_default": self.serve}
 
 
+# Every dtype a Predict request may carry (the Python path's tf.make_ndarray reads them all).
+DTYPES = (
+  tf.float16, tf.bfloat16, tf.float32, tf.float64, tf.int8, tf.int16, tf.int32, tf.int64,
+  tf.uint8, tf.uint16, tf.uint32, tf.uint64, tf.bool, tf.string, tf.complex64, tf.complex128,
+)  # fmt: skip
+
+
+class Dtypes(tf.Module):
+  """One signature per dtype, named after it: y = x and the shape of x."""
+
+  def signatures(self):
+    def make(dtype):
+      @tf.function(input_signature=[tf.TensorSpec([None, 2], dtype, name="x")])
+      def serve(x):
+        return {"y": tf.identity(x), "shape": tf.shape(x, out_type=tf.int64)}
+
+      return serve
+
+    return {d.name: make(d) for d in DTYPES}
+
+
 def export(module, path: str) -> None:
   """Writes a SavedModel like Learner.save does: to <path>.tmp, then renamed."""
   tf.saved_model.save(module, path + ".tmp", signatures=module.signatures())
@@ -214,7 +235,7 @@ def rpc_error(fn, *args, **kwargs) -> grpc.RpcError:
   return info.value
 
 
-SERVED = ("half", "half_pinned", "half_latest", "multi", "hot", "broken", "cartpole", "cartpole_lstm")
+SERVED = ("half", "half_pinned", "half_latest", "multi", "hot", "broken", "cartpole", "cartpole_lstm", "dtypes")
 
 
 def served_paths(models) -> dict[str, str]:

@@ -11,7 +11,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 import envs
 from seed import evaluate as ev
 from seed.serving.models import Servable
-from seed.serving.server import tensor_rpc_function
+from seed.serving.positional import positional_function
 from tests.helpers import REPO
 from tests.serving.serving_helpers import outputs, predict_request
 
@@ -69,7 +69,7 @@ def test_tensor_rpc_binding_of_a_recurrent_policy(models, sock_dir):
 
   servable = Servable("lstm", 7, os.path.join(models["cartpole_lstm"], "7"))
   sig = servable.signatures["serving_default"]
-  fn = tensor_rpc_function(sig)
+  fn, _ = positional_function(sig)
   assert [s.name for s in fn.input_signature] == ["observation", "state_0", "state_1"]
   address = f"unix:{sock_dir}/policy.sock"
   server = tensor_rpc.Server([address])
