@@ -8,6 +8,7 @@
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "client_call.h"
 #include "transport.h"
 #include "wire.h"
 
@@ -47,16 +48,7 @@ absl::Status OutputShapesFn(shape_inference::InferenceContext* c, int first) {
       /* -1: the process default (SEED_RPC_STREAMS), 0: a   */ \
       /* unary call, 1: on the channel's long-lived streams */ \
       .Attr("stream: int = -1")                              \
-      .Attr("max_message_size: int = 0")                     \
-      /* TLS and token: file paths and a variable name, read */ \
-      /* at run time, so no secret lands in a graph.          */ \
-      .Attr("tls: bool = false")                             \
-      .Attr("ca_file: string = ''")                          \
-      .Attr("cert_file: string = ''")                        \
-      .Attr("key_file: string = ''")                         \
-      .Attr("token_file: string = ''")                       \
-      .Attr("token_env: string = ''")                        \
-      .Attr("server_name: string = ''")                      \
+      .SEED_RPC_CHANNEL_ATTRS                                \
       .SetIsStateful()
 
 REGISTER_OP("SeedRpcCall")
@@ -80,7 +72,6 @@ class CallOp : public AsyncOpKernel {
  public:
   explicit CallOp(OpKernelConstruction* c) : AsyncOpKernel(c) {
     std::string address, method;
-    int64_t max_message_size;
     OP_REQUIRES_OK(c, c->GetAttr("address", &address));
     OP_REQUIRES_OK(c, c->GetAttr("method", &method));
     OP_REQUIRES_OK(c, c->GetAttr("Tout", &tout_));
@@ -90,21 +81,10 @@ class CallOp : public AsyncOpKernel {
     int64_t stream;
     OP_REQUIRES_OK(c, c->GetAttr("stream", &stream));
     stream_ = stream < 0 ? seed_transport::StreamsByDefault() : stream == 1;
-    OP_REQUIRES_OK(c, c->GetAttr("max_message_size", &max_message_size));
-    seed_transport::ChannelSecurity sec;
-    OP_REQUIRES_OK(c, c->GetAttr("tls", &sec.tls));
-    OP_REQUIRES_OK(c, c->GetAttr("ca_file", &sec.ca_file));
-    OP_REQUIRES_OK(c, c->GetAttr("cert_file", &sec.cert_file));
-    OP_REQUIRES_OK(c, c->GetAttr("key_file", &sec.key_file));
-    OP_REQUIRES_OK(c, c->GetAttr("token_file", &sec.token_file));
-    OP_REQUIRES_OK(c, c->GetAttr("token_env", &sec.token_env));
-    OP_REQUIRES_OK(c, c->GetAttr("server_name", &sec.server_name));
-    OP_REQUIRES(c, !address.empty(), absl::InvalidArgumentError("empty server address"));
     path_ = "/seed/" + method;
     where_ = " [method '" + method + "' at " + address + "]";
-    std::string error;
-    channel_ = seed_transport::GetChannel(address, max_message_size, sec, &error);
-    OP_REQUIRES(c, channel_ != nullptr, absl::InvalidArgumentError(error + where_));
+    absl::Status s = ChannelFromAttrs(c, address, &channel_);
+    OP_REQUIRES(c, s.ok(), absl::Status(s.code(), std::string(s.message()) + where_));
   }
 
   void ComputeAsync(OpKernelContext* ctx, DoneCallback done) override {
@@ -126,39 +106,9 @@ class CallOp : public AsyncOpKernel {
     options.wait_for_ready = wait_for_ready_;
     options.stream = stream_;
 
-    // Cancellation (e.g. the step or eager context being cancelled) reaches
-    // the RPC; the slot covers a cancel that arrives before the call starts.
-    struct CancelSlot {
-      std::mutex mu;
-      std::function<void()> cancel;
-      bool cancelled = false;
-    };
-    auto slot = std::make_shared<CancelSlot>();
-    CancellationManager* cm = ctx->cancellation_manager();
-    CancellationToken token = CancellationManager::kInvalidToken;
-    if (cm != nullptr) {
-      token = cm->get_cancellation_token();
-      bool registered = cm->RegisterCallback(token, [slot] {
-        std::lock_guard<std::mutex> lock(slot->mu);
-        slot->cancelled = true;
-        if (slot->cancel) slot->cancel();
-      });
-      if (!registered) {
-        ctx->SetStatus(absl::CancelledError("call cancelled before it started" + where_));
-        done();
-        return;
-      }
-    }
-    auto cancel = channel_->Call(
-        path_, std::move(body), options,
-        [this, ctx, done, cm, token](const seed_transport::Status& s, std::string response) {
-          if (cm != nullptr) cm->DeregisterCallback(token);
-          Finish(ctx, s, response);
-          done();
-        });
-    std::lock_guard<std::mutex> lock(slot->mu);
-    slot->cancel = std::move(cancel);
-    if (slot->cancelled) slot->cancel();
+    StartCancellableCall(
+        ctx, channel_.get(), path_, std::move(body), options, where_,
+        [this, ctx](const seed_transport::Status& s, std::string response) { Finish(ctx, s, response); }, done);
   }
 
  private:
@@ -204,11 +154,7 @@ class CallOp : public AsyncOpKernel {
       if (i < output_shapes_.size() && output_shapes_[i].dims() >= 0) {
         for (int64_t d : output_shapes_[i].dim_sizes()) shape.AddDim(d < 0 ? 0 : d);
       }
-      Tensor t(tout_[i], shape);
-      if (tout_[i] != DT_STRING && t.TotalBytes() > 0) {
-        std::memset(const_cast<char*>(t.tensor_data().data()), 0, t.TotalBytes());
-      }
-      ctx->set_output(2 + i, t);
+      ctx->set_output(2 + i, ZeroTensor(tout_[i], shape));
     }
   }
 

@@ -1,26 +1,26 @@
-"""Seed 004's remote-predict example: half_plus_two calls a served model from inside its graph.
+"""Seed 004's example: half_plus_two_with_rpop computes y = 0.5 * x + b, b coming from another served model
+through the RemotePredict op (seed.serving.remote_predict), both models on one seed.serve.
 
-    .venv/bin/python scripts/remote_half_plus_two.py [--deadline 2.0] [--address unix:/path|localhost:PORT]
+    .venv/bin/python scripts/remote_half_plus_two.py [--port 8500] [--rest_port 8501]
 
-1. Exports a model "b" whose serving_default returns b = x * 0 + 2.
-2. Serves it in another process: `python -m seed.serve --model_name b ...
-   --tensor_rpc_address ADDR`, which binds the model as the tensor-RPC method `b`.
-3. Here, defines the tf.function half_plus_two(x) = 0.5 * x + b, where b comes
-   from `grpc.Client(ADDR).b.with_status(x, timeout=deadline)`: a TF op in the
-   graph (the role of TF Serving's RemotePredict op), returning
-   (y, status_code, message) instead of raising.
-4. Exports half_plus_two as a SavedModel, reloads it and calls it again (a
-   process loading it needs SEED's op library loaded first: importing
-   seed.grpc and creating any Client does that).
-5. Stops the remote server: the reloaded model then returns a non-OK status
-   (y falls back to 0.5 * x) rather than an exception.
+1. Exports `half_plus_two` (y = 0.5 * x + 2) and `half_plus_two_with_rpop`, whose graph calls
+   half_plus_two on 2.0 through the op (target_address localhost:PORT, an attribute of the
+   exported graph) and takes b from the first element of its output: y = 0.5 * x + 3.
+2. Writes a ModelServerConfig listing both and starts one `python -m seed.serve
+   --model_config_file ...` on PORT (gRPC) and REST_PORT: the served model calls the server
+   that serves it.
+3. `curl -d '{"instances": [1.0, 2.0, 5.0]}' localhost:REST_PORT/v1/models/half_plus_two_with_rpop:predict`
+   must answer [3.5, 4.0, 5.5]; so must a gRPC Predict through tensorflow_serving's stub.
+4. run_returning_status against a port nobody serves returns UNAVAILABLE, a model it does not
+   know NOT_FOUND, with zeros instead of raising; run() raises.
 
-Prints one line per step and "OK" at the end; exits non-zero if a check fails.
+Prints each step and "OK" at the end; exits non-zero if a check fails. Ports default to free ones.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -29,139 +29,144 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
 
 import numpy as np
 import portpicker
 import tensorflow as tf
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from seed import grpc
+import grpc
 from seed.runtime import processes
+from seed.serving import remote_predict
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STATUS_NAMES = {0: "OK", 4: "DEADLINE_EXCEEDED", 14: "UNAVAILABLE", 1: "CANCELLED", 2: "UNKNOWN"}
-
-
-class RemoteB(tf.Module):
-  """The remote model: b = 2 for every element of x."""
-
-  @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-  def serve(self, x):
-    return {"b": x * 0.0 + 2.0}
-
-
-def export_remote_model(base_path: str) -> None:
-  model = RemoteB()
-  tf.saved_model.save(model, os.path.join(base_path, "1"), signatures={"serving_default": model.serve})
-
-
-def start_server(base_path: str, address: str) -> subprocess.Popen:
-  argv = [
-    sys.executable,
-    "-m",
-    "seed.serve",
-    "--model_name=b",
-    f"--model_base_path={base_path}",
-    f"--port={portpicker.pick_unused_port()}",
-    "--rest_api_port=0",
-    "--file_system_poll_wait_seconds=0",
-    f"--tensor_rpc_address={address}",
-  ]
-  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  return subprocess.Popen(argv, env=env, cwd=REPO, preexec_fn=processes.die_with_parent, stdout=subprocess.DEVNULL)
-
-
-def connect(address: str, proc: subprocess.Popen, timeout: float = 180.0) -> grpc.Client:
-  """A client once the server answers (fails fast if the server process died)."""
-  deadline = time.monotonic() + timeout
-  while True:
-    if proc.poll() is not None:
-      raise RuntimeError(f"seed.serve exited with status {proc.returncode} before serving")
-    try:
-      return grpc.Client(address, connect_timeout=1.0)
-    except tf.errors.DeadlineExceededError:
-      if time.monotonic() > deadline:
-        raise
+EXPECTED = [3.5, 4.0, 5.5]
 
 
 class HalfPlusTwo(tf.Module):
-  """y = 0.5 * x + b, with b from the remote model "b"."""
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+  def serve(self, x):
+    return {"y": 0.5 * x + 2.0}
 
-  def __init__(self, client: grpc.Client, deadline: float):
+
+class HalfPlusTwoWithRpop(tf.Module):
+  """y = 0.5 * x + b, b = half_plus_two(2.0)[0] computed by the remote model."""
+
+  def __init__(self, target_address: str, deadline_ms: int):
     super().__init__()
-    remote_b = client.b  # a tensor-RPC method; inside the tf.function it is an op of the graph
+    self.target_address, self.deadline_ms = target_address, deadline_ms
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
-    def half_plus_two(x):
-      code, message, outputs = remote_b.with_status(x, timeout=deadline)
-      # On failure the op returns zeros of the declared shape ([0] here): fall back to b = 0.
-      b = tf.cond(tf.equal(code, 0), lambda: outputs["b"], lambda: tf.zeros_like(x))
-      return {"y": 0.5 * x + b, "status_code": code, "message": message}
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+  def serve(self, x):
+    (b,) = remote_predict.run(
+      input_tensor_alias=["x"],
+      input_tensors=[tf.constant([2.0])],
+      output_tensor_alias=["y"],
+      target_address=self.target_address,
+      model_name="half_plus_two",
+      model_version=-1,
+      max_rpc_deadline_millis=self.deadline_ms,
+      output_types=[tf.float32],
+      signature_name="serving_default",
+    )
+    return {"y": 0.5 * x + b[0]}
 
-    self.half_plus_two = half_plus_two
 
-
-def show(label: str, x: np.ndarray, result: dict) -> tuple[list[float], int, str]:
-  y = result["y"].numpy().tolist()
-  code = int(result["status_code"].numpy())
-  message = result["message"].numpy().decode(errors="replace")
-  print(
-    f"{label}: half_plus_two({x.tolist()}) = {y}  status {code} ({STATUS_NAMES.get(code, code)})"
-    + (f" message {message!r}" if message else ""),
-    flush=True,
-  )
-  return y, code, message
+def wait_serving(proc: subprocess.Popen, port: int, timeout: float = 180.0) -> None:
+  with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+      if proc.poll() is not None:
+        raise RuntimeError(f"seed.serve exited with status {proc.returncode}")
+      try:
+        if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+          return
+      except grpc.RpcError:
+        time.sleep(0.3)
+  raise RuntimeError(f"seed.serve not serving after {timeout}s")
 
 
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-  parser.add_argument("--deadline", type=float, default=2.0, help="seconds the remote call may take")
-  parser.add_argument(
-    "--address",
-    default=None,
-    help="tensor-RPC address for the remote model (default: a unix socket in a private temp dir)",
-  )
+  parser.add_argument("--port", type=int, default=0, help="gRPC port (default: a free one)")
+  parser.add_argument("--rest_port", type=int, default=0, help="REST port (default: a free one)")
+  parser.add_argument("--deadline_ms", type=int, default=3000, help="max_rpc_deadline_millis of the op")
   args = parser.parse_args()
-
-  tmp = tempfile.mkdtemp(prefix="remote-hp2-")  # 0700: only we reach the socket
-  address = args.address or f"unix:{os.path.join(tmp, 'b.sock')}"
+  port = args.port or portpicker.pick_unused_port()
+  rest_port = args.rest_port or portpicker.pick_unused_port()
+  tmp = tempfile.mkdtemp(prefix="remote-hp2-")
   proc = None
   failures = []
 
   def check(ok: bool, what: str) -> None:
+    print(("ok: " if ok else "FAILED: ") + what, flush=True)
     if not ok:
       failures.append(what)
-      print(f"FAILED: {what}", flush=True)
 
   try:
-    export_remote_model(os.path.join(tmp, "b"))
-    proc = start_server(os.path.join(tmp, "b"), address)
-    client = connect(address, proc)
-    print(
-      f"remote model b served by seed.serve (pid {proc.pid}) at {address}; methods {sorted(client.methods)}", flush=True
+    hp2 = HalfPlusTwo()
+    tf.saved_model.save(hp2, os.path.join(tmp, "half_plus_two", "1"), signatures={"serving_default": hp2.serve})
+    rpop = HalfPlusTwoWithRpop(f"localhost:{port}", args.deadline_ms)
+    tf.saved_model.save(
+      rpop, os.path.join(tmp, "half_plus_two_with_rpop", "1"), signatures={"serving_default": rpop.serve}
     )
+    config = os.path.join(tmp, "config_file.txt")
+    with open(config, "w", encoding="utf-8") as f:
+      f.write(
+        "model_config_list {\n"
+        + "".join(
+          f'  config: {{\n    name: "{m}"\n    base_path: "{tmp}/{m}"\n    model_platform: "tensorflow"\n  }}\n'
+          for m in ("half_plus_two", "half_plus_two_with_rpop")
+        )
+        + "}\n"
+      )
+    print(f"exported both models under {tmp}; serving them on gRPC :{port}, REST :{rest_port}", flush=True)
+    proc = subprocess.Popen(
+      [sys.executable, "-m", "seed.serve", f"--model_config_file={config}", f"--port={port}",
+       f"--rest_api_port={rest_port}", "--file_system_poll_wait_seconds=0"],
+      env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, preexec_fn=processes.die_with_parent,
+      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_serving(proc, port)
 
-    module = HalfPlusTwo(client, args.deadline)
-    x = np.array([1.0, 2.0, 5.0], np.float32)
-    expected = (0.5 * x + 2.0).tolist()
-    y, code, _ = show("in this process", x, module.half_plus_two(tf.constant(x)))
-    check(code == 0 and y == expected, f"direct call: expected {expected} with status 0")
+    url = f"localhost:{rest_port}/v1/models/half_plus_two_with_rpop:predict"
+    body = '{"instances": [1.0, 2.0, 5.0]}'
+    print(f"$ curl -d '{body}' {url}", flush=True)
+    out = subprocess.run(["curl", "-s", "-d", body, url], capture_output=True, text=True, timeout=60, check=False)
+    print(out.stdout.strip(), flush=True)
+    try:
+      predictions = json.loads(out.stdout)["predictions"]
+    except (ValueError, KeyError):
+      predictions = None
+    check(predictions == EXPECTED, f"REST answers {EXPECTED}")
 
-    export_dir = os.path.join(tmp, "half_plus_two", "1")
-    tf.saved_model.save(module, export_dir, signatures={"serving_default": module.half_plus_two})
-    reloaded = tf.saved_model.load(export_dir)
-    print(f"exported and reloaded {export_dir}", flush=True)
-    y, code, _ = show("reloaded SavedModel", x, reloaded.half_plus_two(tf.constant(x)))
-    check(code == 0 and y == expected, f"reloaded call: expected {expected} with status 0")
-    y, code, _ = show("reloaded serving_default", x, reloaded.signatures["serving_default"](x=tf.constant(x)))
-    check(code == 0 and y == expected, f"reloaded signature: expected {expected} with status 0")
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+      request = predict_pb2.PredictRequest()
+      request.model_spec.name = "half_plus_two_with_rpop"
+      request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([1.0, 2.0, 5.0], np.float32)))
+      y = tf.make_ndarray(prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, 60).outputs["y"])
+    print(f"gRPC Predict: {y.tolist()}", flush=True)
+    check(y.tolist() == EXPECTED, f"gRPC answers {EXPECTED}")
 
-    processes.stop(proc, 30)
-    print("remote server stopped", flush=True)
-    start = time.monotonic()
-    y, code, message = show("remote server gone", x, reloaded.half_plus_two(tf.constant(x)))
-    elapsed = time.monotonic() - start
-    check(code != 0 and y == (0.5 * x).tolist(), "after the server is gone: expected a non-OK status and y = 0.5 x")
-    check(elapsed < args.deadline + 5, f"the failed call took {elapsed:.1f}s, longer than its deadline")
+    x = tf.constant([1.0])
+    nobody = f"localhost:{portpicker.pick_unused_port()}"
+    for target, model, want in ((nobody, "half_plus_two", 14), (f"localhost:{port}", "nope", 5)):
+      start = time.monotonic()
+      code, message, (y,) = remote_predict.run_returning_status(
+        ["x"], [x], ["y"], target, model, max_rpc_deadline_millis=args.deadline_ms, output_types=[tf.float32]
+      )
+      took = time.monotonic() - start
+      print(f"run_returning_status({target}, {model}): code {int(code)} {message.numpy()!r}, y = {y.numpy()}")
+      check(int(code) == want and float(y) == 0.0 and took < args.deadline_ms / 1000 + 5, f"status {want}, zeros")
+    try:
+      remote_predict.run(["x"], [x], ["y"], f"localhost:{port}", "nope", output_types=[tf.float32])
+      check(False, "run() raises NotFoundError")
+    except tf.errors.NotFoundError as e:
+      check("Servable not found" in e.message, "run() raises NotFoundError")
   finally:
     if proc is not None:
       processes.stop(proc, 30)

@@ -291,6 +291,11 @@ class ChannelCredentials:
 _INSECURE_ATTRS = dict(tls=False, ca_file="", cert_file="", key_file="", token_file="", token_env="", server_name="")
 
 
+def channel_attrs(credentials: ChannelCredentials | None) -> dict[str, Any]:
+  """A client op's channel attributes for these credentials (None: plaintext, no token)."""
+  return credentials.attrs() if credentials else dict(_INSECURE_ATTRS)
+
+
 def _open_channel(address: str, max_message_size: int, attrs: dict[str, Any]) -> int:
   """The transport's cached channel for these settings (a handle for _call_direct)."""
   blocking, _ = _clib()
@@ -794,7 +799,7 @@ class Client:
     self.max_message_size = max_message_size
     self.credentials = credentials
     self.stream = -1 if streams is None else int(bool(streams))
-    self.security = credentials.attrs() if credentials else dict(_INSECURE_ATTRS)
+    self.security = channel_attrs(credentials)
     self.channel = _open_channel(address, max_message_size, self.security)
     names, signatures = self._list_methods(connect_timeout)
     self._methods = {}

@@ -1,9 +1,6 @@
-"""V-trace CartPole policies served: played over gRPC like seed.evaluate, bound to tensor RPC, and the
-remote_half_plus_two example."""
+"""V-trace CartPole policies served: played over gRPC like seed.evaluate, and bound to tensor RPC."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
@@ -12,7 +9,6 @@ import envs
 from seed import evaluate as ev
 from seed.serving.models import Servable
 from seed.serving.positional import positional_function
-from tests.helpers import REPO
 from tests.serving.serving_helpers import outputs, predict_request
 
 # --- policies -----------------------------------------------------------------------------------------
@@ -83,26 +79,3 @@ def test_tensor_rpc_binding_of_a_recurrent_policy(models, sock_dir):
       np.testing.assert_allclose(out[k].numpy(), want[k].numpy(), rtol=1e-6)
   finally:
     server.shutdown()
-
-
-def test_remote_half_plus_two_example():
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
-  proc = subprocess.run(
-    [sys.executable, os.path.join(REPO, "scripts", "remote_half_plus_two.py")],
-    capture_output=True,
-    text=True,
-    timeout=240,
-    env=env,
-    cwd=REPO,
-  )
-  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-  lines = proc.stdout.splitlines()
-  ok = "half_plus_two([1.0, 2.0, 5.0]) = [2.5, 3.0, 4.5]  status 0 (OK)"
-  assert [l for l in lines if l.endswith(ok)] == [
-    f"in this process: {ok}",
-    f"reloaded SavedModel: {ok}",
-    f"reloaded serving_default: {ok}",
-  ]
-  gone = [l for l in lines if l.startswith("remote server gone:")]
-  assert len(gone) == 1 and "= [0.5, 1.0, 2.5]  status 14 (UNAVAILABLE)" in gone[0]
-  assert lines[-1] == "OK"
