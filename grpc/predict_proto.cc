@@ -11,6 +11,7 @@ using namespace tensorflow;  // NOLINT
 namespace {
 
 constexpr int kVarint = 0, kFixed64 = 1, kBytes = 2, kFixed32 = 5;
+constexpr int64_t kMaxTensorBytes = int64_t{1} << 30;  // one decoded tensor, at most
 
 // A bounds-checked reader of protobuf's wire format.
 class Reader {
@@ -237,12 +238,21 @@ absl::Status TensorFromProtoBytes(const std::string& alias, std::string_view byt
         absl::StrCat("input '", alias, "': its TensorProto has dtype ", DataTypeString(proto.dtype()),
                      ", which a request cannot carry"));
   }
+  // A few bytes may declare a huge shape (one typed value fills it all): bound what FromProto would allocate.
+  if (!TensorShape::IsValid(proto.tensor_shape())) {
+    return absl::InvalidArgumentError(absl::StrCat("input '", alias, "': its TensorProto has an invalid shape"));
+  }
+  const int64_t elements = TensorShape(proto.tensor_shape()).num_elements();
+  const int64_t element_bytes = proto.dtype() == DT_STRING ? sizeof(tstring) : DataTypeSize(proto.dtype());
+  if (element_bytes > 0 && elements > kMaxTensorBytes / element_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("input '", alias, "': its shape ",
+                                                   TensorShape(proto.tensor_shape()).DebugString(),
+                                                   " holds more than ", kMaxTensorBytes >> 20, " MiB"));
+  }
   if (!out->FromProto(proto)) {
     return absl::InvalidArgumentError(
         absl::StrCat("input '", alias, "': cannot read its TensorProto (dtype ", DtypeName(proto.dtype()),
-                     ", shape ", TensorShape::IsValid(proto.tensor_shape()) ?
-                         PartialTensorShape(proto.tensor_shape()).DebugString() : std::string("invalid"),
-                     "; tensor_content or the typed values do not fit the shape)"));
+                     ", shape ", TensorShape(proto.tensor_shape()).DebugString(), "; tensor_content or the typed values do not fit the shape)"));
   }
   return absl::OkStatus();
 }

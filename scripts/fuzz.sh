@@ -3,6 +3,7 @@
 #   scripts/fuzz.sh [SECONDS]
 # Targets: grpc/fuzz_wire.cc (libFuzzer, clang with ASan + UBSan: the wire parser and call validation),
 # grpc/fuzz_stream.cc (libFuzzer, ASan + UBSan: the stream framing),
+# grpc/fuzz_predict.cc (libFuzzer, ASan + UBSan: TF Serving's Predict messages as the C++ server reads them),
 # tests/fuzz/fuzz_rest.py and fuzz_config.py (atheris: REST body decoding, the model config parser).
 # Seed corpora are in tests/fuzz/corpus/<target> (read only); new inputs go to a temp dir, findings
 # (crash-*, timeout-*) to tests/fuzz/findings/ for a regression test and a fix.
@@ -15,11 +16,13 @@ mkdir -p tests/fuzz/findings
 export PYTHONPATH=$PWD TF_CPP_MIN_LOG_LEVEL=3 ASAN_OPTIONS=detect_leaks=0
 wire=$(.venv/bin/python -c "from seed.rpc import build_op; print(build_op.fuzz_target_path())" 2>/dev/null)
 stream=$(.venv/bin/python -c "from seed.rpc import build_op; print(build_op.fuzz_stream_path())" 2>/dev/null)
+predict=$(.venv/bin/python -c "from seed.rpc import build_op; print(build_op.fuzz_predict_path())" 2>/dev/null)
 status=0
-for target in wire stream rest config; do
+for target in wire stream predict rest config; do
   case $target in
     wire) cmd=("$wire") ;;
     stream) cmd=("$stream") ;;
+    predict) cmd=("$predict") ;;
     *) cmd=(.venv/bin/python "tests/fuzz/fuzz_$target.py") ;;
   esac
   mkdir -p "$work/$target"

@@ -24,12 +24,14 @@ def _command(target: str) -> list[str]:
     return [str(build_op.fuzz_target_path())]
   if target == "stream":
     return [str(build_op.fuzz_stream_path())]
+  if target == "predict":
+    return [str(build_op.fuzz_predict_path())]
   return [sys.executable, os.path.join(REPO, "tests", "fuzz", f"fuzz_{target}.py")]
 
 
-@pytest.mark.parametrize("target", ["wire", "stream", "rest", "config"])
+@pytest.mark.parametrize("target", ["wire", "stream", "predict", "rest", "config"])
 def test_fuzz_target_runs_clean(target, tmp_path):
-  if target in ("wire", "stream") and not shutil.which("clang++"):
+  if target in ("wire", "stream", "predict") and not shutil.which("clang++"):
     pytest.fail("clang++ is missing: scripts/setup.sh installs it (the libFuzzer target needs clang)")
   work = tmp_path / "corpus"
   work.mkdir()

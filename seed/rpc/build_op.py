@@ -416,17 +416,15 @@ def batcher_test_path() -> pathlib.Path:
   return _locked_build("batcher_test", key, build)
 
 
-def fuzz_target_path() -> pathlib.Path:
-  """Builds the libFuzzer target of the wire parser and call validation (clang, ASan + UBSan; cached)."""
+def _tf_fuzz_target(name: str, sources: list[str], headers: list[str]) -> pathlib.Path:
+  """Builds a libFuzzer target over TF-side sources (clang, ASan + UBSan; cached)."""
   if shutil.which("clang++") is None:
     raise BuildError("clang++ not found (the fuzz targets need clang's libFuzzer): apt-get install -y clang")
   cflags, lflags, tf_version = _tf_flags()
-  sources = ["wire.cc", "validate.cc", "fuzz_wire.cc"]
-  headers = ["wire.h", "validate.h"]
   sanitize = "-fsanitize=fuzzer,address,undefined"
   key = _digest(
     _BUILD_VERSION,
-    "fuzz_wire",
+    name,
     tf_version,
     " ".join(cflags + lflags),
     _run(["clang++", "--version"]),
@@ -443,11 +441,21 @@ def fuzz_target_path() -> pathlib.Path:
       cmd[2:3] = ["-O1", "-g", sanitize.replace("fuzzer,", "fuzzer-no-link,"), "-fno-sanitize-recover=undefined"]
       compile_cmds.append([c for c in cmd if c != "-Wno-interference-size"])  # a g++-only warning
     _compile_all(compile_cmds)
-    out = tmp / "fuzz_wire"
+    out = tmp / name
     _run(["clang++", sanitize, "-o", str(out), *map(str, objs), *lflags, *_rpaths(lflags), "-lpthread"])
     return out
 
-  return _locked_build("fuzz_wire", key, build)
+  return _locked_build(name, key, build)
+
+
+def fuzz_target_path() -> pathlib.Path:
+  """The libFuzzer target of the wire parser and call validation."""
+  return _tf_fuzz_target("fuzz_wire", ["wire.cc", "validate.cc", "fuzz_wire.cc"], ["wire.h", "validate.h"])
+
+
+def fuzz_predict_path() -> pathlib.Path:
+  """The libFuzzer target of the PredictRequest / PredictResponse readers and writer."""
+  return _tf_fuzz_target("fuzz_predict", ["predict_proto.cc", "fuzz_predict.cc"], ["predict_proto.h"])
 
 
 def _plain_sources_key(name: str, compiler: str, sources: list[str], headers: list[str]) -> str:

@@ -117,10 +117,15 @@ def test_garbage_bytes_get_invalid_argument_and_the_server_keeps_serving(server)
   huge.model_spec.name = "multi"
   huge.inputs["a"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT))
   huge.inputs["a"].tensor_shape.dim.extend([tensor_shape_pb2.TensorShapeProto.Dim(size=1 << 40)] * 2)
+  # A few bytes declaring 8 G floats, one value to fill them: refused before anything is allocated.
+  fill = predict_pb2.PredictRequest()
+  fill.model_spec.name = "multi"
+  fill.inputs["a"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0]))
+  fill.inputs["a"].tensor_shape.dim.add(size=1 << 33)
   resource = predict_pb2.PredictRequest()
   resource.model_spec.name = "multi"
   resource.inputs["a"].dtype = types_pb2.DT_RESOURCE
-  for data in [*garbage, huge.SerializeToString(), resource.SerializeToString()]:
+  for data in [*garbage, huge.SerializeToString(), fill.SerializeToString(), resource.SerializeToString()]:
     with pytest.raises(grpc.RpcError) as info:
       call(data, timeout=30)
     assert info.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), info.value.details()
