@@ -11,8 +11,10 @@ take turns, never measured at once. Clients are this process, as a user's would 
 tensorflow_serving's PredictionServiceStub with tf.make_tensor_proto / tf.make_ndarray, REST through
 http.client keep-alive connections with json (seed 003: row format {"instances": [image]}; seed 002:
 columnar {"inputs": x}, the output having no batch dimension). Every answer is checked against the model
-computed here. Targets (issue 27): seed 003 gRPC p50 <= REST p50 / 6; seed 002 REST time / gRPC time >= 20.
-The machine is small and shared: read the ratios, measured in one run, not the absolute times.
+computed here. One more row measures the same server with a C++ client (our remote_predict op, run
+eagerly), to separate the server's time from the Python client's. Targets (issue 27): seed 003 gRPC p50
+<= REST p50 / 6; seed 002 REST time / gRPC time >= 20. The machine is small and shared: read the ratios,
+measured in one run, not the absolute times.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import grpc
 from seed.runtime import processes
+from seed.serving import remote_predict
 
 
 class Mnist(tf.Module):
@@ -86,6 +89,21 @@ class Grpc:
 
   def close(self) -> None:
     self.channel.close()
+
+
+class RemotePredict:
+  """A C++ client: our remote_predict op run eagerly (the kernel, and its channel, are cached across calls)."""
+
+  def __init__(self, port: int):
+    self.address = f"127.0.0.1:{port}"
+
+  def __call__(self, model: str, name: str, x: np.ndarray, out: str) -> np.ndarray:
+    deadline_ms, types = 120_000, [tf.float32]
+    (y,) = remote_predict.run([name], [x], [out], self.address, model, -1, deadline_ms, types)
+    return y.numpy()
+
+  def close(self) -> None:
+    pass
 
 
 class Rest:
@@ -184,6 +202,7 @@ def main() -> int:
     )
     paths = {
       "gRPC (C++)": lambda: Grpc(ports["cpp"]),
+      "gRPC (C++), C++ client (remote_predict, eager)": lambda: RemotePredict(ports["cpp"]),
       "gRPC (Python, --python_predict)": lambda: Grpc(ports["python"]),
       "REST": lambda: Rest(ports["rest"]),
     }
