@@ -37,3 +37,5 @@ fi
 # install, the system archives and the build recipe are as the last check stamped them, this
 # answers without importing TensorFlow (~0.2 s; seed/rpc/build_op.py, checked_op_library_path).
 TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python -m seed.rpc.build_op >/dev/null
+# And the actors' TensorFlow-free client library (seed/rpc/client.py), from the same sources.
+.venv/bin/python -m seed.rpc.build_op --client >/dev/null

@@ -4,7 +4,8 @@ A `Server` binds tf.functions (by their input_signature) and runs them through
 TensorFlow's function runtime on gRPC threads, never in Python. A `Client` has
 one method per bound function, usable inside a tf.function (it is then the
 client op, so graphs and SavedModels can call servers) and eagerly (then a
-direct call through the op library's transport, skipping TF's op dispatch).
+direct call through the TF-free client library of seed.rpc.client, skipping
+TF's op dispatch; a process without TensorFlow uses that module alone).
 
 Batching: a function whose inputs all have the same static leading dimension N
 (and whose outputs do too) is batched. Each call supplies one element (without
@@ -37,41 +38,41 @@ only their paths are op attributes, so no key or token is stored in a graph.
 
 from __future__ import annotations
 
-import collections
-import ctypes
-import dataclasses
 import functools
 import json
-import os
 import threading
-import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
-from seed.rpc import build_op, wire
+from seed.rpc import build_op, errors
+from seed.rpc import client as rpc_client
+from seed.rpc.credentials import ChannelCredentials, ServerCredentials, channel_attrs
+from seed.rpc.errors import RUN_COMPLETE
 
-# gRPC's fork support restarts its poller thread in a forked child; a child that then closes
-# its inherited fds before exec (subprocess.Popen's close_fds) crashes with "epoll_wait error:
-# Bad file descriptor" (grpc/grpc#43055). Processes here fork only to exec, so it is off,
-# unless the user set it. Read when gRPC initializes: before the op library is loaded.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+__all__ = [
+  "RUN_COMPLETE",
+  "ChannelCredentials",
+  "Client",
+  "DEFAULT_MAX_MESSAGE_SIZE",
+  "Method",
+  "Server",
+  "ServerCredentials",
+  "channel_attrs",
+  "grpc_version",
+  "is_run_complete",
+  "op_library",
+]
 
-DEFAULT_MAX_MESSAGE_SIZE = 256 << 20  # bytes per message, both directions
-_METHOD_LIST = "__methods__"
-# Status message of every call to a server after `Server.complete()` (code OUT_OF_RANGE).
-RUN_COMPLETE = "run complete"
-
-
+DEFAULT_MAX_MESSAGE_SIZE = rpc_client.DEFAULT_MAX_MESSAGE_SIZE
 _LOAD_LOCK = threading.Lock()
 
 
 @functools.cache
 def _library_path() -> str:
-  with _LOAD_LOCK:  # lru_cache alone lets concurrent first callers all build
+  with _LOAD_LOCK:  # functools.cache alone lets concurrent first callers all build
     return str(build_op.op_library_path())
 
 
@@ -83,48 +84,6 @@ def _ops():
 def op_library():
   """The op library's Python op wrappers (built or loaded on first use): for seed.serving's C++ front end."""
   return _ops()
-
-
-@functools.cache
-def _clib() -> tuple[ctypes.CDLL, ctypes.PyDLL]:
-  """The op library's C entry points for direct eager calls.
-
-  Blocking entry points go through CDLL (GIL released while they wait); the
-  quick ones through PyDLL (GIL kept: no contended re-acquire per call).
-  """
-  _ops()  # loads (and builds) the library first
-  blocking, quick = ctypes.CDLL(_library_path()), ctypes.PyDLL(_library_path())
-  blocking.seed_rpc_channel.restype = ctypes.c_void_p
-  blocking.seed_rpc_channel.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_longlong,
-    ctypes.c_int,
-    *[ctypes.c_char_p] * 6,
-    ctypes.c_char_p,
-    ctypes.c_size_t,
-  ]
-  blocking.seed_rpc_start.restype = ctypes.c_void_p
-  blocking.seed_rpc_start.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_size_t,
-    ctypes.c_longlong,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int,
-  ]
-  blocking.seed_rpc_wait.argtypes = [ctypes.c_void_p, ctypes.c_int]
-  blocking.seed_rpc_cancel.argtypes = [ctypes.c_void_p]
-  quick.seed_rpc_done.argtypes = [ctypes.c_void_p]
-  quick.seed_rpc_result.argtypes = [
-    ctypes.c_void_p,
-    ctypes.POINTER(ctypes.c_void_p),
-    ctypes.POINTER(ctypes.c_size_t),
-    ctypes.POINTER(ctypes.c_char_p),
-  ]
-  quick.seed_rpc_free.argtypes = [ctypes.c_void_p]
-  return blocking, quick
 
 
 _ERRORS = {
@@ -147,164 +106,13 @@ _ERRORS = {
 }
 
 
-def _call_direct(
-  channel: int, path: bytes, request: bytes, timeout_us: int, stream: int = -1
-) -> tuple[int, str, bytes | None]:
-  """One blocking call on a channel of the op's transport: (code, message, body).
-
-  stream: 1 on the channel's long-lived streams, 0 a unary call, -1 the process default (SEED_RPC_STREAMS)."""
-  blocking, quick = _clib()
-  handle = blocking.seed_rpc_start(channel, path, request, len(request), timeout_us, 0, stream, 200)
-  try:
-    while not quick.seed_rpc_done(handle):  # waits in short slices: Ctrl-C still works
-      blocking.seed_rpc_wait(handle, 200)
-  except BaseException:
-    blocking.seed_rpc_cancel(handle)
-    while not blocking.seed_rpc_wait(handle, 1000):
-      pass
-    quick.seed_rpc_free(handle)
-    raise
-  body, size, message = ctypes.c_void_p(), ctypes.c_size_t(), ctypes.c_char_p()
-  code = quick.seed_rpc_result(handle, ctypes.byref(body), ctypes.byref(size), ctypes.byref(message))
-  data = ctypes.string_at(body, size.value) if code == 0 else None
-  text = (message.value or b"").decode(errors="replace")
-  quick.seed_rpc_free(handle)
-  return code, text, data
+def _tf_error(code: int, message: str) -> tf.errors.OpError:
+  return _ERRORS.get(code, tf.errors.UnknownError)(None, None, message)
 
 
 def grpc_version() -> str:
   """Version of the gRPC library linked into the op."""
   return _ops().seed_rpc_grpc_version().numpy().decode()
-
-
-# ----------------------------------------------------------- credentials ---
-
-
-def _check_readable(path: str | None, what: str) -> str:
-  """'' for None; else the path, once it is known to be a readable, non-empty file."""
-  if path is None:
-    return ""
-  path = os.fspath(path)
-  try:
-    with open(path, "rb") as f:
-      if not f.read(1):
-        raise ValueError(f"{what} file {path!r} is empty")
-  except OSError as e:
-    raise FileNotFoundError(f"cannot read {what} file {path!r}: {e.strerror}") from e
-  return path
-
-
-def _check_token_env(name: str | None) -> str:
-  if name is None:
-    return ""
-  if not os.environ.get(name, "").strip():
-    raise ValueError(f"environment variable {name} (the auth token) is not set or empty")
-  return name
-
-
-@dataclasses.dataclass(frozen=True)
-class ServerCredentials:
-  """TLS (and optionally mutual TLS and a bearer token) for a server's TCP addresses.
-
-  Args:
-    cert_file, key_file: the server's PEM certificate (chain) and private key.
-    client_ca_file: set: mutual TLS; clients must present a certificate it signed.
-    token_file: set: every TCP call must carry `authorization: Bearer <token>`,
-      the token being this file's content (surrounding whitespace ignored).
-    token_env: alternatively, the name of an environment variable holding the token.
-  Files are checked now and read when the server starts; the token is compared
-  in constant time and never logged.
-  """
-
-  cert_file: str | None = None
-  key_file: str | None = None
-  client_ca_file: str | None = None
-  token_file: str | None = None
-  token_env: str | None = None
-
-  def __post_init__(self):
-    if (self.cert_file is None) != (self.key_file is None):
-      raise ValueError("ServerCredentials needs both cert_file and key_file for TLS (or neither)")
-    if self.client_ca_file is not None and self.cert_file is None:
-      raise ValueError("client_ca_file (mutual TLS) needs the server's own cert_file and key_file")
-    if self.token_file is not None and self.token_env is not None:
-      raise ValueError("give the token as token_file or token_env, not both")
-    if self.cert_file is None and self.token_file is None and self.token_env is None:
-      raise ValueError("ServerCredentials needs a certificate and key, a token, or both")
-
-  def attrs(self) -> dict[str, str]:
-    """The server-create op's attributes: paths and a variable name, never the secrets."""
-    return dict(
-      cert_file=_check_readable(self.cert_file, "TLS certificate"),
-      key_file=_check_readable(self.key_file, "TLS private key"),
-      client_ca_file=_check_readable(self.client_ca_file, "client CA"),
-      token_file=_check_readable(self.token_file, "auth token"),
-      token_env=_check_token_env(self.token_env),
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class ChannelCredentials:
-  """How a client reaches a TLS server (and authenticates).
-
-  Args:
-    ca_file: PEM certificates that must have signed the server's certificate
-      (None: gRPC's default roots).
-    cert_file, key_file: the client's own certificate and key (mutual TLS).
-    token_file / token_env: a bearer token sent with every call, from a file
-      or an environment variable.
-    server_name: the name the server's certificate must carry (default: the
-      host part of the address).
-    tls: False sends the token over plaintext (only for a server run with
-      --insecure on a trusted network).
-  """
-
-  ca_file: str | None = None
-  cert_file: str | None = None
-  key_file: str | None = None
-  token_file: str | None = None
-  token_env: str | None = None
-  server_name: str | None = None
-  tls: bool = True
-
-  def __post_init__(self):
-    if (self.cert_file is None) != (self.key_file is None):
-      raise ValueError("a client certificate (mutual TLS) needs both cert_file and key_file")
-    if self.token_file is not None and self.token_env is not None:
-      raise ValueError("give the token as token_file or token_env, not both")
-    if not self.tls and (self.ca_file or self.cert_file):
-      raise ValueError("certificate files given with tls=False")
-
-  def attrs(self) -> dict[str, Any]:
-    """The client op's attributes: paths and a variable name, never the secrets."""
-    return dict(
-      tls=self.tls,
-      ca_file=_check_readable(self.ca_file, "CA certificate"),
-      cert_file=_check_readable(self.cert_file, "client certificate"),
-      key_file=_check_readable(self.key_file, "client private key"),
-      token_file=_check_readable(self.token_file, "auth token"),
-      token_env=_check_token_env(self.token_env),
-      server_name=self.server_name or "",
-    )
-
-
-_INSECURE_ATTRS = dict(tls=False, ca_file="", cert_file="", key_file="", token_file="", token_env="", server_name="")
-
-
-def channel_attrs(credentials: ChannelCredentials | None) -> dict[str, Any]:
-  """A client op's channel attributes for these credentials (None: plaintext, no token)."""
-  return credentials.attrs() if credentials else dict(_INSECURE_ATTRS)
-
-
-def _open_channel(address: str, max_message_size: int, attrs: dict[str, Any]) -> int:
-  """The transport's cached channel for these settings (a handle for _call_direct)."""
-  blocking, _ = _clib()
-  error = ctypes.create_string_buffer(1024)
-  text = [attrs[k].encode() for k in ("ca_file", "cert_file", "key_file", "token_file", "token_env", "server_name")]
-  handle = blocking.seed_rpc_channel(address.encode(), max_message_size, int(attrs["tls"]), *text, error, len(error))
-  if not handle:
-    raise ValueError(f"cannot connect to {address}: {error.value.decode(errors='replace')}")
-  return handle
 
 
 # ------------------------------------------------------------ structures ---
@@ -324,22 +132,6 @@ def _encode(value) -> Any:
   if isinstance(value, dict):
     return {"dict": [[k, _encode(v)] for k, v in value.items()]}
   raise TypeError(f"cannot send a structure containing {type(value).__name__}")
-
-
-def _decode(node) -> Any:
-  if "none" in node:
-    return None
-  if "spec" in node:
-    shape, dtype, name = node["spec"]
-    return tf.TensorSpec(shape, tf.dtypes.as_dtype(dtype), name)
-  if "namedtuple" in node:
-    cls = collections.namedtuple(node["namedtuple"], node["fields"])
-    return cls(*[_decode(v) for v in node["values"]])
-  if "tuple" in node:
-    return tuple(_decode(v) for v in node["tuple"])
-  if "list" in node:
-    return [_decode(v) for v in node["list"]]
-  return {k: _decode(v) for k, v in node["dict"]}
 
 
 def _as_spec(t) -> tf.TensorSpec | None:
@@ -593,34 +385,14 @@ def _shutdown_ids(holder: list[int]) -> None:
 # ---------------------------------------------------------------- client ---
 
 
-class Method:
-  """A remote function. Calling it runs a TF op (eagerly or in a graph)."""
+def _tensor_spec(shape, dtype: str, name: str | None) -> tf.TensorSpec:
+  return tf.TensorSpec(shape, tf.dtypes.as_dtype(dtype), name)
 
-  def __init__(self, client: Client, name: str, signature: dict):
-    self.name = name
-    self._client = client
-    self._in_structure = _decode(signature["inputs"])
-    self._in_specs = tf.nest.flatten(self._in_structure)
-    self._out_structure = _decode(signature["outputs"])
-    self._out_specs = [s for s in tf.nest.flatten(self._out_structure) if s is not None]
-    self.batch_size = signature["batch_size"]
-    self._path = f"/seed/{name}".encode()
-    self._out_np_dtypes = [
-      np.dtype(object) if s.dtype == tf.string else np.dtype(s.dtype.as_numpy_dtype) for s in self._out_specs
-    ]
 
-  def __repr__(self) -> str:
-    return f"<remote {self.name}{self._in_structure} -> {self._out_structure}>"
+class Method(rpc_client.Method):
+  """A remote function. Calling it runs a TF op in a graph; eagerly, the numpy client's direct call."""
 
-  def _timeout_ms(self, timeout: float | None) -> int:
-    timeout = self._client.timeout if timeout is None else timeout
-    return -1 if timeout is None else int(timeout * 1000)
-
-  def _flat_args(self, args) -> list:
-    """The call's arguments flattened like the signature; arity checked."""
-    if len(args) != len(self._in_structure):
-      raise TypeError(f"{self.name}() takes {len(self._in_structure)} argument(s), got {len(args)}")
-    return _flatten_like(self._in_structure, args, self.name)
+  _make_spec = staticmethod(_tensor_spec)
 
   def _prepare(self, args, timeout):
     """Flat input tensors and the op attributes for a call in a graph."""
@@ -643,29 +415,6 @@ class Method:
       **self._client.security,
     )
 
-  def _call_eagerly(self, args, timeout) -> tuple[int, str, list[np.ndarray] | None]:
-    """The eager path: numpy framing + a direct call, no TF op dispatch."""
-    arrays = [wire.as_array(v, s.dtype) for v, s in zip(self._flat_args(args), self._in_specs)]
-    timeout_ms = self._timeout_ms(timeout)
-    code, message, body = _call_direct(
-      self._client.channel,
-      self._path,
-      wire.serialize(arrays),
-      timeout_ms * 1000 if timeout_ms >= 0 else -1,
-      self._client.stream,
-    )
-    if code != 0:
-      return code, f"{message} [method '{self.name}' at {self._client.address}]", None
-    outputs = wire.parse(body)
-    if [o.dtype if o.dtype != object else np.dtype(object) for o in outputs] != self._out_np_dtypes:
-      return 13, f"server returned unexpected outputs [method '{self.name}' at {self._client.address}]", None
-    return 0, "", outputs
-
-  def _pack(self, outputs):
-    outputs = iter(outputs)  # None leaves (no tensor) are not sent
-    leaves = [None if leaf is None else next(outputs) for leaf in tf.nest.flatten(self._out_structure)]
-    return tf.nest.pack_sequence_as(self._out_structure, leaves)
-
   def __call__(self, *args, timeout: float | None = None):
     """Calls the remote function; raises the server's TF error on failure.
 
@@ -674,10 +423,8 @@ class Method:
     if tf.executing_eagerly():
       code, message, outputs = self._call_eagerly(args, timeout)
       if code != 0:
-        raise _ERRORS.get(code, tf.errors.UnknownError)(None, None, message)
-      if self._client.numpy_outputs:
-        return self._pack(outputs)
-      return self._pack([tf.constant(o) for o in outputs])
+        raise self._client.error(code, message)
+      return self._pack(outputs if self._client.numpy_outputs else [tf.constant(o) for o in outputs])
     flat, attrs = self._prepare(args, timeout)
     return self._pack(_ops().seed_rpc_call(flat, **attrs))
 
@@ -703,66 +450,19 @@ class Method:
     return code, message, self._pack(outputs)
 
 
-def _flatten_like(structure, value, where: str) -> list:
-  """Flattens `value` down to the leaves of `structure` (in tf.nest order).
-
-  Unlike tf.nest.flatten, a Python list where the structure has a TensorSpec
-  stays one value (it is converted to a tensor).
-  """
-  if isinstance(structure, tf.TensorSpec):
-    return [value]
-  if isinstance(structure, dict):
-    if not isinstance(value, dict) or set(value) != set(structure):
-      raise TypeError(
-        f"{where}: expected a dict with keys {sorted(structure)}, got {value!r}; arguments do not match the signature"
-      )
-    return [x for k in sorted(structure) for x in _flatten_like(structure[k], value[k], f"{where}[{k!r}]")]
-  if not isinstance(value, (tuple, list)) or len(value) != len(structure):
-    raise TypeError(
-      f"{where}: expected a sequence of {len(structure)}, got {value!r}; arguments do not match the signature"
-    )
-  return [x for i, (s, v) in enumerate(zip(structure, value)) for x in _flatten_like(s, v, f"{where}[{i}]")]
-
-
-# Messages of a connection that found no server (yet): worth waiting for.
-_NOT_LISTENING = ("connection refused", "no such file or directory", "dns resolution failed", "deadline exceeded")
-
-
-def _not_listening(message: str) -> bool:
-  return any(s in message.lower() for s in _NOT_LISTENING)
-
-
-def _certificate_problem(address: str, credentials: ChannelCredentials) -> str:
-  """Why the server's certificate fails verification ("certificate has expired", ...), found
-  by one TLS handshake with Python's ssl; gRPC's message only says that it failed."""
-  import socket  # pylint: disable=g-import-not-at-top
-  import ssl  # pylint: disable=g-import-not-at-top
-
-  host, _, port = address.rpartition(":")
-  if not host or not port.isdigit() or "/" in host:
-    return ""
-  host = host.strip("[]")
-  try:
-    ctx = ssl.create_default_context(cafile=credentials.ca_file)
-    if credentials.cert_file:
-      ctx.load_cert_chain(credentials.cert_file, credentials.key_file)
-    ctx.set_alpn_protocols(["h2"])
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-      with ctx.wrap_socket(sock, server_hostname=credentials.server_name or host):
-        return ""
-  except ssl.SSLCertVerificationError as e:
-    return f"the server's certificate failed verification: {e.verify_message}"
-  except (OSError, ValueError):
-    return ""
-
-
 def is_run_complete(error: BaseException) -> bool:
   """True for the error of a call to a server that said its run is complete (`Server.complete()`)."""
-  return isinstance(error, tf.errors.OutOfRangeError) and RUN_COMPLETE in str(error)
+  return errors.is_run_complete(error)
 
 
-class Client:
-  """Connects to a `Server` and exposes one `Method` per bound function."""
+class Client(rpc_client.Client):
+  """Connects to a `Server` and exposes one `Method` per bound function.
+
+  Eagerly, a call goes straight through the TF-free client library (seed.rpc.client) and
+  failures raise tf.errors; inside a tf.function it is the client op.
+  """
+
+  method_class = Method
 
   def __init__(
     self,
@@ -777,70 +477,19 @@ class Client:
   ):
     """Waits (up to connect_timeout seconds) for the server and reads its methods.
 
-    Args:
-      address: "unix:/path" or "host:port".
-      timeout: default per-call deadline in seconds (None: no deadline; a dead
-        server is still detected by keepalive and answered with Unavailable).
-      connect_timeout: how long to wait for the server to come up.
-      max_message_size: largest request or response in bytes.
-      numpy_outputs: eager calls return numpy arrays (read-only views of the
-        response) instead of tf.Tensors: cheaper, and what an actor stepping
-        environments wants. Calls inside a tf.function always give tensors.
-      credentials: TLS and/or a token for a secured TCP server; default:
-        plaintext. Fails fast (Unavailable, naming TLS) when one side uses TLS
-        and the other does not, or the server's certificate is not trusted.
-      streams: calls travel tagged on the channel's long-lived bidirectional
-        streams (True) or each as a unary call of its own (False); None: the
-        process default, streams unless SEED_RPC_STREAMS=0.
+    The arguments are seed.rpc.client.Client's, and numpy_outputs: eager calls return numpy
+    arrays (read-only views of the response) instead of tf.Tensors. Calls inside a tf.function
+    always give tensors.
     """
-    self.address = address
     self.numpy_outputs = numpy_outputs
-    self.timeout = timeout
-    self.max_message_size = max_message_size
-    self.credentials = credentials
-    self.stream = -1 if streams is None else int(bool(streams))
-    self.security = channel_attrs(credentials)
-    self.channel = _open_channel(address, max_message_size, self.security)
-    names, signatures = self._list_methods(connect_timeout)
-    self._methods = {}
-    for name, sig in zip(names, signatures):
-      name = name.decode()
-      self._methods[name] = Method(self, name, json.loads(sig))
-
-  def _list_methods(self, connect_timeout: float) -> tuple[np.ndarray, np.ndarray]:
-    """Polls until the server answers: a server not up yet is waited for, any other failure raised at once."""
-    deadline = time.monotonic() + connect_timeout
-    path = f"/seed/{_METHOD_LIST}".encode()
-    while True:
-      left = deadline - time.monotonic()
-      code, message, body = _call_direct(
-        self.channel, path, wire.serialize([]), int(max(left, 0.01) * 1e6), self.stream
-      )
-      if code == 0:
-        return tuple(wire.parse(body))
-      if code == 14 and _not_listening(message) and left > 0:
-        time.sleep(min(0.1, max(left, 0)))
-        continue
-      if code in (4, 14) and left <= 0:
-        raise tf.errors.DeadlineExceededError(
-          None, None, f"no tensor-RPC server answered at {self.address} within {connect_timeout}s ({message})"
-        )
-      if code == 14 and "certificate verify failed" in message and self.credentials is not None:
-        cause = _certificate_problem(self.address, self.credentials)
-        message += f": {cause}" if cause else ""
-      raise _ERRORS.get(code, tf.errors.UnknownError)(None, None, f"{message} [connecting to {self.address}]")
-
-  @property
-  def methods(self) -> dict[str, Method]:
-    return dict(self._methods)
-
-  def __getattr__(self, name: str) -> Method:
-    methods = self.__dict__.get("_methods", {})
-    if name in methods:
-      return methods[name]
-    raise AttributeError(
-      f"server at {self.__dict__.get('address')} has no method {name!r}; it serves {sorted(methods)}"
+    super().__init__(
+      address,
+      timeout=timeout,
+      connect_timeout=connect_timeout,
+      max_message_size=max_message_size,
+      credentials=credentials,
+      streams=streams,
     )
 
-  def __dir__(self):
-    return list(super().__dir__()) + list(self._methods)
+  def error(self, code: int, message: str) -> tf.errors.OpError:
+    return _tf_error(code, message)

@@ -1,4 +1,5 @@
-"""`pip install .` gives a working install: the wheel carries the op's C++ sources and build_op uses them."""
+"""`pip install .` gives a working install: the wheel carries the op's C++ sources and build_op builds
+the op and the TF-free client library from them."""
 
 import os
 import pathlib
@@ -47,11 +48,14 @@ def test_wheel_carries_the_op_sources_and_build_op_finds_them(tmp_path):
 
   # From the unpacked wheel (not the checkout): sources found there, and they build the very
   # library a checkout builds (same cache key, so this reuses the cached build).
-  code = "from seed.rpc import build_op; print(build_op.SOURCE_DIR); print(build_op.op_library_path())"
+  code = (
+    "from seed.rpc import build_op; print(build_op.SOURCE_DIR); print(build_op.op_library_path()); "
+    "print(build_op.client_library_path())"
+  )
   env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"), TF_CPP_MIN_LOG_LEVEL="2")
   r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
-  source_dir, library = r.stdout.split()
+  source_dir, library, client_library = r.stdout.split()
   assert pathlib.Path(source_dir) == tmp_path / "site" / "seed" / "rpc" / "csrc"
   checkout = subprocess.run(
     [sys.executable, "-m", "seed.rpc.build_op"],
@@ -63,3 +67,8 @@ def test_wheel_carries_the_op_sources_and_build_op_finds_them(tmp_path):
   )
   assert checkout.returncode == 0, checkout.stderr[-3000:]
   assert library == checkout.stdout.strip()
+  client = subprocess.run(
+    [sys.executable, "-m", "seed.rpc.build_op", "--client"], cwd=REPO, capture_output=True, text=True, timeout=600
+  )
+  assert client.returncode == 0, client.stderr[-3000:]
+  assert client_library == client.stdout.strip() != library

@@ -12,7 +12,8 @@ lock so many processes importing at once build only once.
 
 ``python -m seed.rpc.build_op`` (scripts/setup.sh) builds (or finds) the library and prints its
 path. When nothing changed since it last did, it answers from a stamp without importing TensorFlow
-(~0.1 s instead of ~7 s): see ``checked_op_library_path``.
+(~0.1 s instead of ~7 s): see ``checked_op_library_path``. ``--client`` does the same for the
+TF-free client library (``client_library_path``), whose check never needs TensorFlow.
 """
 
 from __future__ import annotations
@@ -356,20 +357,63 @@ def op_library_path() -> pathlib.Path:
   return _locked_build("seed_rpc.so", key, build)
 
 
-def echo_bench_path() -> pathlib.Path:
-  """Builds the TF-free C++ echo server/client used as the benchmark ceiling."""
+def _transport_key(name: str, sources: list[str]) -> str:
+  """Cache key of a TF-free build from the transport's sources: no TensorFlow import, cheap to check."""
   archives, absl = _grpc_link_flags()
-  sources = [*GRPC_SOURCES, "echo_bench.cc"]
-  headers = _TRANSPORT_HEADERS
-  key = _digest(
+  return _digest(
     _BUILD_VERSION,
-    "echo",
+    name,
     " ".join(archives + absl),
     _stamps(archives),
-    *[(SOURCE_DIR / s).read_bytes() for s in sources + headers],
+    *[(SOURCE_DIR / s).read_bytes() for s in sources + _TRANSPORT_HEADERS],
   )
 
+
+def client_library_path() -> pathlib.Path:
+  """Builds (once, cached) the transport as a shared library without TensorFlow and returns its path.
+
+  It exports the C API of grpc/c_api.cc (channels with TLS and a token, unary and stream calls,
+  deadlines, cancellation): what `seed.rpc.client` loads with ctypes, so an actor needs no TensorFlow.
+  Symbols other than the C API stay hidden, so a process may also load the op library.
+  """
+  key = _transport_key("client", GRPC_SOURCES)
+
   def build(tmp: pathlib.Path) -> pathlib.Path:
+    archives, absl = _grpc_link_flags()
+    objs = [tmp / (src + ".o") for src in GRPC_SOURCES]
+    _compile_all([_grpc_object_cmd(SOURCE_DIR / src, obj) for src, obj in zip(GRPC_SOURCES, objs)])
+    out = tmp / "seed_rpc_client.so"
+    _run(
+      [
+        "g++",
+        "-shared",
+        "-o",
+        str(out),
+        *map(str, objs),
+        "-Wl,--exclude-libs,ALL",
+        "-Wl,-Bsymbolic",
+        "-Wl,-z,defs",
+        "-Wl,--start-group",
+        *archives,
+        "-Wl,--end-group",
+        *absl,
+        "-lpthread",
+        "-ldl",
+        "-lrt",
+      ]
+    )
+    return out
+
+  return _locked_build("seed_rpc_client.so", key, build)
+
+
+def echo_bench_path() -> pathlib.Path:
+  """Builds the TF-free C++ echo server/client used as the benchmark ceiling."""
+  sources = [*GRPC_SOURCES, "echo_bench.cc"]
+  key = _transport_key("echo", sources)
+
+  def build(tmp: pathlib.Path) -> pathlib.Path:
+    archives, absl = _grpc_link_flags()
     objs = [tmp / (src + ".o") for src in sources]
     _compile_all([_grpc_object_cmd(SOURCE_DIR / src, obj) for src, obj in zip(sources, objs)])
     out = tmp / "echo_bench"
@@ -596,7 +640,7 @@ def checked_op_library_path() -> pathlib.Path:
 
 def main() -> None:
   try:
-    print(checked_op_library_path())
+    print(client_library_path() if sys.argv[1:] == ["--client"] else checked_op_library_path())
   except BuildError as e:
     sys.exit(f"error: {e}")
 

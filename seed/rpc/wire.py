@@ -10,30 +10,42 @@ from __future__ import annotations
 import math
 import struct
 
+import ml_dtypes
 import numpy as np
-import tensorflow as tf
 
 MAGIC = b"SEDT"
-_STRING = tf.string.as_datatype_enum
-_DTYPES = [
-  tf.float16,
-  tf.bfloat16,
-  tf.float32,
-  tf.float64,
-  tf.int8,
-  tf.int16,
-  tf.int32,
-  tf.int64,
-  tf.uint8,
-  tf.uint16,
-  tf.uint32,
-  tf.uint64,
-  tf.complex64,
-  tf.complex128,
-  tf.bool,
-]
-_TO_ENUM = {np.dtype(d.as_numpy_dtype): d.as_datatype_enum for d in _DTYPES}
-_FROM_ENUM = {d.as_datatype_enum: np.dtype(d.as_numpy_dtype) for d in _DTYPES}
+# TensorFlow's DataType enum (types.proto) and dtype names for what the wire carries; TensorFlow-free
+# (bfloat16 from ml_dtypes, the numpy type TensorFlow itself uses). tests/test_rpc_client.py checks
+# this table against tf.dtypes.
+_STRING = 7
+_TYPES = {  # name: (enum, numpy dtype)
+  "float32": (1, np.float32),
+  "float64": (2, np.float64),
+  "int32": (3, np.int32),
+  "uint8": (4, np.uint8),
+  "int16": (5, np.int16),
+  "int8": (6, np.int8),
+  "complex64": (8, np.complex64),
+  "int64": (9, np.int64),
+  "bool": (10, np.bool_),
+  "bfloat16": (14, ml_dtypes.bfloat16),
+  "uint16": (17, np.uint16),
+  "complex128": (18, np.complex128),
+  "float16": (19, np.float16),
+  "uint32": (22, np.uint32),
+  "uint64": (23, np.uint64),
+}
+_TO_ENUM = {np.dtype(t): enum for enum, t in _TYPES.values()}
+_FROM_ENUM = {enum: np.dtype(t) for enum, t in _TYPES.values()}
+
+
+def numpy_dtype(name: str) -> np.dtype:
+  """The numpy dtype of a TensorFlow dtype name ("float32", "bfloat16", "string": object)."""
+  if name == "string":
+    return np.dtype(object)
+  if name not in _TYPES:
+    raise TypeError(f"dtype {name} cannot be sent over RPC")
+  return np.dtype(_TYPES[name][1])
 
 
 def _encode_strings(arr: np.ndarray) -> np.ndarray:
@@ -43,20 +55,21 @@ def _encode_strings(arr: np.ndarray) -> np.ndarray:
   return np.vectorize(lambda v: v.encode() if isinstance(v, str) else v, otypes=[object])(arr)
 
 
-def as_array(value, dtype: tf.DType) -> np.ndarray:
-  """Converts a call argument like tf.convert_to_tensor(value, dtype_hint) would.
+def as_array(value, dtype: str) -> np.ndarray:
+  """Converts a call argument like tf.convert_to_tensor(value, dtype_hint) would; `dtype` is a TF dtype name.
 
   Tensors and arrays keep their dtype (a mismatch is reported by the server);
   Python values take `dtype` when that is a same-kind conversion.
   """
-  if isinstance(value, (tf.Tensor, tf.Variable)):
+  if not isinstance(value, np.ndarray) and hasattr(value, "numpy"):  # tf.Tensor, tf.Variable: no TF import
     value = np.asarray(value.numpy())  # scalars come back as numpy scalars
   if isinstance(value, np.ndarray):
     return _encode_strings(value) if value.dtype.kind in "US" else value
-  arr = np.asarray(value, dtype=object if dtype == tf.string else None)
-  if dtype == tf.string or arr.dtype.kind in "US":
+  string = dtype == "string"
+  arr = np.asarray(value, dtype=object if string else None)
+  if string or arr.dtype.kind in "US":
     return _encode_strings(arr)
-  want = np.dtype(dtype.as_numpy_dtype)
+  want = numpy_dtype(dtype)
   if arr.dtype != want and np.can_cast(arr.dtype, want, casting="same_kind"):
     arr = arr.astype(want)
   return arr
