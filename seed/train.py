@@ -6,6 +6,7 @@ Modes:
   learner serve inference at --server_address and train (for multi-host runs).
   actor   run actor --task against the learner at --server_address.
 The same config drives every mode; --logdir resumes a run that used it.
+An actor process (local or --mode=actor) never imports TensorFlow.
 
 Beyond loopback the learner needs TLS and client authentication:
   learner: --tls_cert=learner.crt --tls_key=learner.key --auth_token_file=token [--tls_ca=ca.crt: mutual TLS]
@@ -105,7 +106,8 @@ def main(argv: list[str]) -> int:
   config = _CONFIG.value
   try:
     seed_config.validate(config)
-    if devices.needs_check(config):  # the devices exist, before any process starts
+    # The devices exist, before any process starts; an actor has none to check (nor TensorFlow to ask).
+    if _MODE.value != "actor" and devices.needs_check(config):
       devices.check(config)
   except ValueError as e:
     raise app.UsageError(str(e)) from e

@@ -17,6 +17,9 @@ that vanished (crash, restart) is waited for up to actor_reconnect_timeout,
 then `LearnerUnreachable` is raised. Misconfigured security (a wrong token,
 TLS on one side only, an untrusted certificate) fails within a second or two:
 retrying would not help.
+
+An actor process imports no TensorFlow: it calls the learner through the
+numpy-only client of seed.rpc.client (tests/test_lean_actor.py checks).
 """
 
 from __future__ import annotations
@@ -26,23 +29,19 @@ import time
 
 import ml_collections
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 import envs
-from seed import grpc
+from seed.rpc import client as rpc_client
+from seed.rpc import errors
+from seed.rpc.credentials import ChannelCredentials
 from seed.runtime.request import InferenceRequest
 
 # A full training queue blocks inference (backpressure) for as long as a
 # training step takes; a call slower than this means the learner is stuck.
 _CALL_TIMEOUT = 60.0
 # Failures that mean "the learner is away for now": wait and reconnect.
-_TRANSIENT = (
-  tf.errors.UnavailableError,
-  tf.errors.CancelledError,
-  tf.errors.DeadlineExceededError,
-  tf.errors.AbortedError,
-)
+_TRANSIENT = (errors.Unavailable, errors.Cancelled, errors.DeadlineExceeded, errors.Aborted)
 
 
 class LearnerUnreachable(RuntimeError):
@@ -53,11 +52,11 @@ class _RunComplete(Exception):
   pass
 
 
-def _is_misconfigured(e: tf.errors.OpError) -> bool:
+def _is_misconfigured(e: errors.RpcError) -> bool:
   """Errors no retry can fix: credentials or TLS settings that do not match the learner's."""
-  if isinstance(e, (tf.errors.UnauthenticatedError, tf.errors.PermissionDeniedError)):
+  if isinstance(e, (errors.Unauthenticated, errors.PermissionDenied)):
     return True
-  return isinstance(e, tf.errors.UnavailableError) and "TLS" in e.message
+  return isinstance(e, errors.Unavailable) and "TLS" in e.message
 
 
 def run(
@@ -66,7 +65,7 @@ def run(
   server_address: str,
   stop: threading.Event | None = None,
   max_steps: int | None = None,
-  credentials: grpc.ChannelCredentials | None = None,
+  credentials: ChannelCredentials | None = None,
 ) -> int:
   """Runs actor `task` until the learner says the run is complete, `stop` is set or `max_steps` steps.
 
@@ -112,8 +111,8 @@ def run(
           observation=observation,
         )
         action = client.inference(*req, timeout=_CALL_TIMEOUT)
-      except tf.errors.OutOfRangeError as e:
-        if not grpc.is_run_complete(e):
+      except errors.OutOfRange as e:
+        if not errors.is_run_complete(e):
           raise
         logging.info("actor %d: the learner says the run is complete; stopping after %d steps", task, steps)
         break
@@ -133,21 +132,18 @@ def run(
 
 
 def _connect(
-  address: str, timeout: float, stop: threading.Event, credentials: grpc.ChannelCredentials | None
-) -> grpc.Client | None:
+  address: str, timeout: float, stop: threading.Event, credentials: ChannelCredentials | None
+) -> rpc_client.Client | None:
   """A client of the learner; None if `stop` was set first. Raises _RunComplete, LearnerUnreachable."""
   deadline = time.monotonic() + timeout
   strikes = 0  # a TLS failure can be a server going down mid-handshake; three in a row is a setting
   while not stop.is_set():
     try:
-      return grpc.Client(
-        address,
-        connect_timeout=min(5.0, max(0.1, deadline - time.monotonic())),
-        numpy_outputs=True,
-        credentials=credentials,
+      return rpc_client.Client(
+        address, connect_timeout=min(5.0, max(0.1, deadline - time.monotonic())), credentials=credentials
       )
-    except tf.errors.OutOfRangeError as e:
-      if grpc.is_run_complete(e):
+    except errors.OutOfRange as e:
+      if errors.is_run_complete(e):
         raise _RunComplete() from e
       raise
     except _TRANSIENT as e:

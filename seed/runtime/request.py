@@ -2,13 +2,15 @@
 
 The learner binds `inference(*InferenceRequest, mask)`; an actor calls
 `client.inference(*request)`. Every field is batched over the actor's envs.
+TensorFlow-free, as the actor is: only `specs` (the learner's) imports it.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import tensorflow as tf
+if TYPE_CHECKING:
+  import tensorflow as tf
 
 METHOD = "inference"
 
@@ -26,7 +28,9 @@ class InferenceRequest(NamedTuple):
 
 
 def specs(observation_spec: tf.TensorSpec, batch_size: int | None) -> InferenceRequest:
-  """TensorSpecs of a request carrying `batch_size` envs, named after the fields."""
+  """TensorSpecs of a request carrying `batch_size` envs, named after the fields (the learner's signature)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (the actor imports this module: no TF at import)
+
   dtypes = InferenceRequest(tf.int32, tf.int64, tf.float32, tf.bool, tf.bool, tf.bool, observation_spec.dtype)
   shapes = InferenceRequest(*([[]] * 6), observation_spec.shape)
   return InferenceRequest(

@@ -12,12 +12,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from seed import grpc
+from seed.rpc.credentials import ChannelCredentials, ServerCredentials
 
 
 def server_credentials(
   tls_cert: str | None, tls_key: str | None, tls_ca: str | None, token_file: str | None
-) -> grpc.ServerCredentials | None:
+) -> ServerCredentials | None:
   """The learner's credentials: its certificate and key, a client CA for mutual TLS, a token."""
   if not (tls_cert or tls_key or tls_ca or token_file):
     return None
@@ -25,7 +25,7 @@ def server_credentials(
     raise ValueError("--tls_cert and --tls_key go together: the learner's certificate and its private key")
   if tls_ca and not tls_cert:
     raise ValueError("--tls_ca on the learner (mutual TLS: actors must show a certificate it signed) needs --tls_cert")
-  creds = grpc.ServerCredentials(
+  creds = ServerCredentials(
     cert_file=tls_cert or None, key_file=tls_key or None, client_ca_file=tls_ca or None, token_file=token_file or None
   )
   creds.attrs()  # checks every file now: a bad path fails before anything starts
@@ -38,7 +38,7 @@ def channel_credentials(
   tls_key: str | None,
   token_file: str | None,
   server_name: str | None = None,
-) -> grpc.ChannelCredentials | None:
+) -> ChannelCredentials | None:
   """An actor's credentials: the CA that signed the learner's certificate, a client certificate, a token,
   and the name the learner's certificate carries (default: the host dialled)."""
   if not (tls_ca or tls_cert or tls_key or token_file):
@@ -47,7 +47,7 @@ def channel_credentials(
     raise ValueError("--tls_cert and --tls_key go together: the actor's client certificate and its private key")
   if tls_cert and not tls_ca:
     raise ValueError("--tls_cert on an actor (mutual TLS) needs --tls_ca, the CA that signed the learner's certificate")
-  creds = grpc.ChannelCredentials(
+  creds = ChannelCredentials(
     ca_file=tls_ca or None,
     cert_file=tls_cert or None,
     key_file=tls_key or None,
@@ -73,7 +73,7 @@ def is_loopback(address: str) -> bool:
   return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
 
 
-def check_learner_address(address: str, credentials: grpc.ServerCredentials | None, insecure: bool) -> None:
+def check_learner_address(address: str, credentials: ServerCredentials | None, insecure: bool) -> None:
   """Raises ValueError (why, and how to fix it) for a learner that would serve beyond loopback unprotected."""
   if insecure or is_loopback(address):
     return
@@ -90,7 +90,7 @@ def check_learner_address(address: str, credentials: grpc.ServerCredentials | No
   )
 
 
-def check_actor_address(address: str, credentials: grpc.ChannelCredentials | None, insecure: bool) -> None:
+def check_actor_address(address: str, credentials: ChannelCredentials | None, insecure: bool) -> None:
   """Raises ValueError for an actor that would talk plaintext to a learner beyond loopback."""
   if insecure or is_loopback(address) or (credentials is not None and credentials.tls):
     return
