@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import importlib
-import json
 import multiprocessing as mp
 import os
 import pathlib
@@ -19,6 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
+
+from seed import run_files  # noqa: E402  (after the path: the script runs from anywhere)
 
 CARTPOLE_GOAL = 475.0
 RECENT = 50  # episodes in the rolling mean (as the learner's stop_mean_return)
@@ -99,18 +100,7 @@ class TrainRun:
     self.stopped = False
 
   def metrics(self) -> list[dict]:
-    try:
-      with open(self.logdir / "metrics.jsonl", encoding="utf-8") as f:
-        text = f.read()
-    except FileNotFoundError:
-      return []
-    out = []
-    for line in text.splitlines():
-      try:
-        out.append(json.loads(line))
-      except json.JSONDecodeError:
-        break  # a line being written
-    return out
+    return run_files.read_metrics(self.logdir)
 
   def tail(self, n: int = 25) -> str:
     try:

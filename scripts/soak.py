@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import random
 import shutil
@@ -39,7 +38,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from seed.runtime import processes  # noqa: E402  (after the path: the script runs from anywhere)
+from seed import run_files  # noqa: E402  (after the path: the script runs from anywhere)
+from seed.runtime import processes  # noqa: E402
 
 _CONFIG_FLAGS = [
   "--config=configs/atari_vtrace.py",
@@ -80,19 +80,6 @@ def group_alive(pgid: int) -> bool:
   except PermissionError:
     return True
   return True
-
-
-def read_metrics(path: str) -> list[dict]:
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:  # a row being written
-        pass
-  return rows
 
 
 def growth(samples: list[tuple[float, int]], warm: float) -> tuple[int, int, float] | None:
@@ -155,7 +142,7 @@ class Soak:
     proc.ended, proc.how = self.now(), how
 
   def metrics(self) -> list[dict]:
-    return read_metrics(os.path.join(self.logdir, "metrics.jsonl"))
+    return run_files.read_metrics(self.logdir)
 
   def check_up(self, proc: Proc) -> None:
     """Notes when proc is up: a learner training (frames above its first row's), an actor connected."""

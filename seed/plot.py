@@ -22,6 +22,8 @@ import sys
 
 import numpy as np
 
+from seed import run_files
+
 WINDOW = 50  # the learner's "mean return" window
 
 
@@ -29,18 +31,9 @@ class PlotError(Exception):
   """A run directory that cannot be plotted; the message says why in one line."""
 
 
-def _files(path: str):
-  """os.path for local paths; tf.io.gfile for gs:// and the like (TensorFlow is imported only then)."""
-  if "://" not in path:
-    return os.path.isdir, os.path.exists, lambda p: open(p, encoding="utf-8").read()
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  return tf.io.gfile.isdir, tf.io.gfile.exists, lambda p: tf.io.gfile.GFile(p).read()
-
-
 def load_run(run_dir: str) -> dict:
   """{'label', 'env', 'agent', 'frames', 'minutes', 'returns'} of a run directory's finished episodes."""
-  isdir, exists, read = _files(run_dir)
+  isdir, exists, read = run_files.accessors(run_dir)
   if not isdir(run_dir):
     raise PlotError(f"{run_dir}: no such run directory")
   episodes = os.path.join(run_dir, "episodes.csv")

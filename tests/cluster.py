@@ -8,7 +8,6 @@ scripts/make_certs.sh, as a user makes them.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import subprocess
@@ -16,6 +15,8 @@ import sys
 import time
 
 import netns
+
+from seed import run_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = 8686  # each host is a fresh network namespace: nothing else listens there
@@ -34,13 +35,7 @@ def make_certs(directory: os.PathLike, *hostnames: str) -> pathlib.Path:
   return pathlib.Path(directory)
 
 
-def read_metrics(logdir: os.PathLike) -> list[dict]:
-  """The run's metrics.jsonl lines (none yet: [])."""
-  try:
-    with open(pathlib.Path(logdir) / "metrics.jsonl", encoding="utf-8") as f:
-      return [json.loads(line) for line in f if line.strip()]
-  except FileNotFoundError:
-    return []
+read_metrics = run_files.read_metrics  # the run's metrics.jsonl rows (none yet: [])
 
 
 def namespace_hosts(names) -> netns.Hosts:

@@ -15,6 +15,7 @@ _SCRIPT = r"""
 import json, os, shutil, subprocess, sys, tempfile
 import tensorflow as tf
 from configs import cartpole_vtrace
+from seed import run_files
 from seed.runtime import learner
 
 sock_dir = tempfile.mkdtemp(prefix="seedt-")
@@ -37,13 +38,13 @@ run(20000)
 first = sorted(f.rstrip("/") for f in g.listdir("ram://run"))
 steps = tf.train.load_variable("ram://run/checkpoints", "frames/.ATTRIBUTES/VARIABLE_VALUE")
 exports = g.listdir("ram://run/export")
-metrics = [json.loads(l) for l in g.GFile("ram://run/metrics.jsonl").read().splitlines()]
+metrics = run_files.read_metrics("ram://run")
 episodes = g.GFile("ram://run/episodes.csv").read().splitlines()
 model = tf.saved_model.load("ram://run/export/" + sorted((e.rstrip("/") for e in exports), key=int)[-1])
 served = model.signatures["serving_default"](observation=tf.zeros([2, 4]))
 run(40000)
 shutil.rmtree(sock_dir)
-resumed = [json.loads(l)["frames"] for l in g.GFile("ram://run/metrics.jsonl").read().splitlines()]
+resumed = [row["frames"] for row in run_files.read_metrics("ram://run")]
 print(json.dumps({"files": first, "frames": int(steps), "exports": exports, "metrics": len(metrics),
                   "episodes": episodes[:1] + [str(len(episodes))], "action": served["action"].shape.as_list(),
                   "tb": g.listdir("ram://run/tb"), "resumed": resumed[len(metrics):][:1],

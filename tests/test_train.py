@@ -6,7 +6,6 @@ Each test starts the launcher as a subprocess and owns its whole process tree
 
 import csv
 import importlib.util
-import json
 import os
 import re
 import signal
@@ -17,6 +16,8 @@ import time
 import numpy as np
 import pytest
 from helpers import REPO
+
+from seed import run_files
 
 CARTPOLE = os.path.join(REPO, "configs", "cartpole_vtrace.py")
 ATARI = os.path.join(REPO, "configs", "atari_vtrace.py")
@@ -102,11 +103,7 @@ class Run:
       raise AssertionError(f"run still going after {timeout}s:\n{self.output()}") from None
 
   def metrics(self) -> list[dict]:
-    try:
-      with open(os.path.join(self.logdir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-      return []
+    return run_files.read_metrics(self.logdir)
 
   def frames(self) -> int:
     m = self.metrics()
@@ -386,11 +383,7 @@ def test_learner_and_actor_modes_over_tcp_actor_survives_a_learner_restart_and_e
     return procs[-1]
 
   def frames():
-    try:
-      with open(tmp_path / "run" / "metrics.jsonl") as f:
-        return [json.loads(line)["frames"] for line in f if line.strip()]
-    except FileNotFoundError:
-      return []
+    return [row["frames"] for row in run_files.read_metrics(tmp_path / "run")]
 
   def wait_until(pred, timeout, what):
     deadline = time.monotonic() + timeout
