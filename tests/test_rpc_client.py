@@ -31,7 +31,11 @@ def test_dtype_table_matches_tensorflow():
     assert dtype.as_datatype_enum == enum, name
     assert np.dtype(dtype.as_numpy_dtype) == np.dtype(np_type), name
     assert wire.numpy_dtype(name) == np.dtype(np_type)
-  assert tf.string.as_datatype_enum == wire._STRING
+  assert tf.string.as_datatype_enum == wire._STRING and tf.bfloat16.as_datatype_enum == wire._BFLOAT16
+  assert wire.numpy_dtype("bfloat16") == np.dtype(tf.bfloat16.as_numpy_dtype)
+  x = np.arange(3).astype(tf.bfloat16.as_numpy_dtype)
+  (back,) = wire.parse(wire.serialize([x]))
+  assert back.dtype == x.dtype and back.tolist() == x.tolist()
   assert wire.numpy_dtype("string") == np.dtype(object)
   with pytest.raises(TypeError, match="resource"):
     wire.numpy_dtype("resource")

@@ -7,17 +7,19 @@ the bytes).
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 
-import ml_dtypes
 import numpy as np
 
 MAGIC = b"SEDT"
-# TensorFlow's DataType enum (types.proto) and dtype names for what the wire carries; TensorFlow-free
-# (bfloat16 from ml_dtypes, the numpy type TensorFlow itself uses). tests/test_rpc_client.py checks
-# this table against tf.dtypes.
+# TensorFlow's DataType enum (types.proto) and dtype names for what the wire carries; TensorFlow-free.
+# bfloat16 is ml_dtypes' type (the numpy type TensorFlow itself uses), imported only when a bfloat16
+# tensor comes up: the import takes ~0.5 s, a third of an actor's start. tests/test_rpc_client.py
+# checks this table against tf.dtypes.
 _STRING = 7
+_BFLOAT16 = 14
 _TYPES = {  # name: (enum, numpy dtype)
   "float32": (1, np.float32),
   "float64": (2, np.float64),
@@ -28,7 +30,6 @@ _TYPES = {  # name: (enum, numpy dtype)
   "complex64": (8, np.complex64),
   "int64": (9, np.int64),
   "bool": (10, np.bool_),
-  "bfloat16": (14, ml_dtypes.bfloat16),
   "uint16": (17, np.uint16),
   "complex128": (18, np.complex128),
   "float16": (19, np.float16),
@@ -39,10 +40,28 @@ _TO_ENUM = {np.dtype(t): enum for enum, t in _TYPES.values()}
 _FROM_ENUM = {enum: np.dtype(t) for enum, t in _TYPES.values()}
 
 
+@functools.cache
+def _bfloat16() -> np.dtype:
+  import ml_dtypes  # pylint: disable=g-import-not-at-top
+
+  return np.dtype(ml_dtypes.bfloat16)
+
+
+def _enum(dtype: np.dtype) -> int | None:
+  enum = _TO_ENUM.get(dtype)
+  return _BFLOAT16 if enum is None and dtype.name == "bfloat16" and dtype == _bfloat16() else enum
+
+
+def _from_enum(enum: int) -> np.dtype:
+  return _bfloat16() if enum == _BFLOAT16 else _FROM_ENUM[enum]
+
+
 def numpy_dtype(name: str) -> np.dtype:
   """The numpy dtype of a TensorFlow dtype name ("float32", "bfloat16", "string": object)."""
   if name == "string":
     return np.dtype(object)
+  if name == "bfloat16":
+    return _bfloat16()
   if name not in _TYPES:
     raise TypeError(f"dtype {name} cannot be sent over RPC")
   return np.dtype(_TYPES[name][1])
@@ -84,7 +103,7 @@ def serialize(arrays: list[np.ndarray]) -> bytes:
       parts.append(np.array([len(x) for x in items], "<u8").tobytes())
       parts.extend(items)
       continue
-    enum = _TO_ENUM.get(a.dtype)
+    enum = _enum(a.dtype)
     if enum is None:
       raise TypeError(f"dtype {a.dtype} cannot be sent over RPC")
     parts.append(struct.pack(f"<II{a.ndim}q", enum, a.ndim, *a.shape))
@@ -112,7 +131,7 @@ def parse(data: bytes) -> list[np.ndarray]:
         pos += length
       out.append(items.reshape(shape))
       continue
-    dtype = _FROM_ENUM[enum]
+    dtype = _from_enum(enum)
     out.append(np.frombuffer(data, dtype, n, pos).reshape(shape))
     pos += n * dtype.itemsize
   return out
