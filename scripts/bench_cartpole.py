@@ -10,6 +10,11 @@ linearly). Each is timed from its process launch (imports, process start-up and 
 count) to the line that says the goal was reached. SB3 runs in a virtualenv of its own
 (torch==2.13.0 as on these machines, stable-baselines3), created on first use. Prints each
 run, both medians and the ratio SEED / SB3 (below 1: SEED solves it sooner).
+
+    .venv/bin/python scripts/bench_cartpole.py --actors 1 2 [--seeds 0 1 2 3 4 5]
+
+instead compares our runs with 1 and with 2 actor processes (the same 16 envs in all: 16 per actor, or
+8 each), alternating per seed; no SB3. Prints each run, the medians and the ratio 2 actors / 1.
 """
 
 from __future__ import annotations
@@ -71,28 +76,63 @@ def timed_run(argv: list[str], goal_line: str, timeout: float) -> tuple[float | 
   return seconds, count, last
 
 
+def seed_run(config: str, seed: int, logdir: str, extra: list[str], timeout: float):
+  """Our run of `config` to 475: (seconds from launch, frames, last output line)."""
+  argv = [
+    os.path.join(REPO, ".venv", "bin", "python"),
+    "-m",
+    "seed.train",
+    f"--config={config}",
+    f"--config.seed={seed}",
+    "--config.stop_mean_return=475",
+    f"--logdir={logdir}",
+    *extra,
+  ]
+  return timed_run(argv, r"goal reached: .* at ([\d,]+) frames", timeout)
+
+
+def compare_actors(args: argparse.Namespace) -> int:
+  """Seconds to 475 with each actor count in args.actors, the same envs in all."""
+  times: dict[int, list[float]] = {n: [] for n in args.actors}
+  print("| seed | " + " | ".join(f"{n} actor(s): s, frames" for n in args.actors) + " |")
+  print("|---" * (len(args.actors) + 1) + "|")
+  with tempfile.TemporaryDirectory(prefix="bench-cartpole-") as tmp:
+    for seed in args.seeds:
+      cells = []
+      for n in args.actors:
+        extra = [f"--config.num_actors={n}", f"--config.env_batch_size={args.total_envs // n}"]
+        s, frames, last = seed_run(args.config, seed, os.path.join(tmp, f"a{n}-s{seed}"), extra, args.timeout)
+        cells.append(f"{s:.1f}, {frames:,}" if s is not None else f"- ({last})")
+        if s is not None:
+          times[n].append(s)
+      print(f"| {seed} | " + " | ".join(cells) + " |", flush=True)
+  for n, t in times.items():
+    if t:
+      print(f"{n} actor(s): median {statistics.median(t):.1f} s over {len(t)} seeds")
+  base = times[args.actors[0]]
+  for n in args.actors[1:]:
+    if times[n] and base:
+      print(f"ratio {n} actors / {args.actors[0]}: {statistics.median(times[n]) / statistics.median(base):.2f}")
+  return 0 if all(len(t) == len(args.seeds) for t in times.values()) else 1
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   parser.add_argument("--config", default="configs/cartpole_ppo.py")
   parser.add_argument("--sb3_venv", default=os.path.join(REPO, ".venv-sb3"))
   parser.add_argument("--timeout", type=float, default=300.0)
+  parser.add_argument("--actors", type=int, nargs="+", help="compare these actor counts instead of SB3")
+  parser.add_argument("--total_envs", type=int, default=16, help="with --actors: envs over all actors")
   args = parser.parse_args()
+  if args.actors:
+    return compare_actors(args)
   sb3 = ensure_sb3_venv(args.sb3_venv)
   ours, theirs = [], []
   print(f"{'seed':>4} | {'SEED s':>7} {'frames':>9} | {'SB3 s':>7} {'steps':>9}")
   with tempfile.TemporaryDirectory(prefix="bench-cartpole-") as tmp:
     for seed in args.seeds:
-      seed_argv = [
-        os.path.join(REPO, ".venv", "bin", "python"),
-        "-m",
-        "seed.train",
-        f"--config={args.config}",
-        f"--config.seed={seed}",
-        "--config.stop_mean_return=475",
-        f"--logdir={os.path.join(tmp, f'seed{seed}')}",
-      ]
-      s, frames, last = timed_run(seed_argv, r"goal reached: .* at ([\d,]+) frames", args.timeout)
+      s, frames, last = seed_run(args.config, seed, os.path.join(tmp, f"seed{seed}"), [], args.timeout)
       if s is None:
         print(f"seed {seed}: SEED did not reach 475 ({last})")
       else:
