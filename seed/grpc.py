@@ -464,32 +464,16 @@ class Client(rpc_client.Client):
 
   method_class = Method
 
-  def __init__(
-    self,
-    address: str,
-    *,
-    timeout: float | None = None,
-    connect_timeout: float = 60.0,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    numpy_outputs: bool = False,
-    credentials: ChannelCredentials | None = None,
-    streams: bool | None = None,
-  ):
+  def __init__(self, address: str, *, numpy_outputs: bool = False, **kwargs):
     """Waits (up to connect_timeout seconds) for the server and reads its methods.
 
-    The arguments are seed.rpc.client.Client's, and numpy_outputs: eager calls return numpy
-    arrays (read-only views of the response) instead of tf.Tensors. Calls inside a tf.function
-    always give tensors.
+    The keyword arguments are seed.rpc.client.Client's (timeout, connect_timeout,
+    max_message_size, credentials, streams). numpy_outputs: eager calls return numpy arrays
+    (read-only views of the response) instead of tf.Tensors; calls inside a tf.function always
+    give tensors.
     """
     self.numpy_outputs = numpy_outputs
-    super().__init__(
-      address,
-      timeout=timeout,
-      connect_timeout=connect_timeout,
-      max_message_size=max_message_size,
-      credentials=credentials,
-      streams=streams,
-    )
+    super().__init__(address, **kwargs)
 
   def error(self, code: int, message: str) -> tf.errors.OpError:
     return _tf_error(code, message)

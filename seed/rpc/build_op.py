@@ -369,6 +369,23 @@ def _transport_key(name: str, sources: list[str]) -> str:
   )
 
 
+def _transport_build(name: str, sources: list[str], shared: bool) -> pathlib.Path:
+  """Compiles the gRPC-side `sources` (no TensorFlow) and links them with static gRPC: cached by name and sources."""
+
+  def build(tmp: pathlib.Path) -> pathlib.Path:
+    archives, absl = _grpc_link_flags()
+    objs = [tmp / (src + ".o") for src in sources]
+    _compile_all([_grpc_object_cmd(SOURCE_DIR / src, obj) for src, obj in zip(sources, objs)])
+    out = tmp / name
+    # A shared library exports only the C API (SEED_EXPORT), its own symbols bound inside it.
+    hide = ["-shared", "-Wl,--exclude-libs,ALL", "-Wl,-Bsymbolic", "-Wl,-z,defs"] if shared else []
+    link = ["-Wl,--start-group", *archives, "-Wl,--end-group", *absl, "-lpthread", "-ldl", "-lrt"]
+    _run(["g++", "-o", str(out), *map(str, objs), *hide, *link])
+    return out
+
+  return _locked_build(name, _transport_key(name, sources), build)
+
+
 def client_library_path() -> pathlib.Path:
   """Builds (once, cached) the transport as a shared library without TensorFlow and returns its path.
 
@@ -376,65 +393,12 @@ def client_library_path() -> pathlib.Path:
   deadlines, cancellation): what `seed.rpc.client` loads with ctypes, so an actor needs no TensorFlow.
   Symbols other than the C API stay hidden, so a process may also load the op library.
   """
-  key = _transport_key("client", GRPC_SOURCES)
-
-  def build(tmp: pathlib.Path) -> pathlib.Path:
-    archives, absl = _grpc_link_flags()
-    objs = [tmp / (src + ".o") for src in GRPC_SOURCES]
-    _compile_all([_grpc_object_cmd(SOURCE_DIR / src, obj) for src, obj in zip(GRPC_SOURCES, objs)])
-    out = tmp / "seed_rpc_client.so"
-    _run(
-      [
-        "g++",
-        "-shared",
-        "-o",
-        str(out),
-        *map(str, objs),
-        "-Wl,--exclude-libs,ALL",
-        "-Wl,-Bsymbolic",
-        "-Wl,-z,defs",
-        "-Wl,--start-group",
-        *archives,
-        "-Wl,--end-group",
-        *absl,
-        "-lpthread",
-        "-ldl",
-        "-lrt",
-      ]
-    )
-    return out
-
-  return _locked_build("seed_rpc_client.so", key, build)
+  return _transport_build("seed_rpc_client.so", GRPC_SOURCES, shared=True)
 
 
 def echo_bench_path() -> pathlib.Path:
   """Builds the TF-free C++ echo server/client used as the benchmark ceiling."""
-  sources = [*GRPC_SOURCES, "echo_bench.cc"]
-  key = _transport_key("echo", sources)
-
-  def build(tmp: pathlib.Path) -> pathlib.Path:
-    archives, absl = _grpc_link_flags()
-    objs = [tmp / (src + ".o") for src in sources]
-    _compile_all([_grpc_object_cmd(SOURCE_DIR / src, obj) for src, obj in zip(sources, objs)])
-    out = tmp / "echo_bench"
-    _run(
-      [
-        "g++",
-        "-o",
-        str(out),
-        *map(str, objs),
-        "-Wl,--start-group",
-        *archives,
-        "-Wl,--end-group",
-        *absl,
-        "-lpthread",
-        "-ldl",
-        "-lrt",
-      ]
-    )
-    return out
-
-  return _locked_build("echo_bench", key, build)
+  return _transport_build("echo_bench", [*GRPC_SOURCES, "echo_bench.cc"], shared=False)
 
 
 def batcher_test_path() -> pathlib.Path:
