@@ -7,8 +7,8 @@ minibatch trained for 20 epochs, GAE lambda 0.8, discount 0.98, learning rate 1e
 range decayed linearly to 0), but 16 environments x 16-step unrolls instead of 8 x 32: half
 the inference calls per frame. On 2026-12-03 it took 35-47k frames (median 39k, 6 runs) and
 22.5-28.5 s, against 41-45k frames and 27.0-28.4 s for 8 x 32 (3 runs), in the same hour.
-One actor steps all 16 envs, so every inference call is a full batch and only two processes
-start TensorFlow (a second actor process was slower: its TensorFlow import competes for the cores).
+One actor steps all 16 envs, so every inference call is a full batch. Actors import no TensorFlow
+(issue 28): 2 actors x 8 envs took 1.04x the time of 1 x 16 on 2026-12-07 (1.16x when they did).
 Seeds 0-9 on 2026-12-05 (Intel Xeon with AMX, 2 cores, a Pong run training beside them): all solved,
 at 32-58k frames (median 43k) and 17-40 s; tests/test_ppo.py runs seeds 0-2.
 """
