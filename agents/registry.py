@@ -10,12 +10,16 @@ checks that it keeps the contract. The learner, config validation and
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pathlib
 import types
 
 import gymnasium
 import ml_collections
+
+from seed.runtime import config as seed_config
+from seed.runtime.agent_package import AgentPackage
 
 _ROOT = pathlib.Path(__file__).resolve().parent
 MODULES = ("config", "networks", "losses", "agent")
@@ -40,22 +44,33 @@ def default_config(name: str) -> ml_collections.ConfigDict:
   return module(name, "config").get_config()
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Runs the agent's own checks of a full run config (those that need runtime fields too)."""
-  check = getattr(module(config.agent_name, "config"), "validate", None)
-  if check is not None:
-    check(config)
+def _make_agent(name: str, config, observation_space: gymnasium.Space, action_space: gymnasium.Space):
+  return module(name).make_agent(config, observation_space, action_space)
 
 
-def replica_batch(config: ml_collections.ConfigDict) -> tuple[str, int]:
-  """(field path, value) of the batch the agent's training step splits over training devices."""
-  path = module(config.agent_name, "config").REPLICA_BATCH
-  value = config
-  for part in path.split("."):
-    value = value[part]
-  return path, value
+def package(name: str) -> AgentPackage:
+  """The runtime's view of agents/<name>/ (its config module only is imported; the agent's
+  TensorFlow code when make_agent is called). ValueError naming the known agents if there is none."""
+  config_module = module(name, "config")
+  return AgentPackage(
+    name=name,
+    default_config=config_module.get_config,
+    make_agent=functools.partial(_make_agent, name),
+    replica_batch=config_module.REPLICA_BATCH,
+    validate=getattr(config_module, "validate", None),
+  )
+
+
+def check_config(config: ml_collections.ConfigDict) -> AgentPackage:
+  """Resolves config.agent_name and runs every check of the run config (runtime and agent);
+  returns the package. ValueError naming the field."""
+  if not isinstance(config.get("agent_name"), str):
+    raise ValueError("config.agent_name must name an agent package")
+  agent = package(config.agent_name)
+  seed_config.validate(config, agent)
+  return agent
 
 
 def make_agent(config: ml_collections.ConfigDict, observation_space: gymnasium.Space, action_space: gymnasium.Space):
   """Builds config.agent_name's agent (a seed.runtime.agent.Agent) for a full run config."""
-  return module(config.agent_name).make_agent(config, observation_space, action_space)
+  return _make_agent(config.agent_name, config, observation_space, action_space)

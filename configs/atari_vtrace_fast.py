@@ -6,7 +6,7 @@ The DQN torso (3 conv layers + 512 dense) costs ~5x fewer multiply-adds per fram
 IMPALA CNN; the actors step ale_py's C++ vector env. Frames count emulator frames: one env
 step = frame_skip (4) frames.
 
-Why these optimizer settings (scripts/diagnose_update.py, README "Learning from pixels"):
+Why these optimizer settings (scripts/tools/diagnose_update.py, README "Learning from pixels"):
 with IMPALA's unnormalised advantages (mean |A| 0.15-0.24 on Pong) the baseline's gradient
 reaches the shared torso 15-30x stronger than the policy's, and Adam's full-size first steps
 then collapse V's spread across states (0.018 -> 0.0035 in 40 updates, conv3 30% -> 61% dead):

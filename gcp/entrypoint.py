@@ -8,7 +8,7 @@ CLUSTER_SPEC, TF_CONFIG, or a Kubernetes Indexed Job) and runs, through
                host_index * actors_per_host + i, dialling the learner.
 num_actors follows from the cluster's shape (actor hosts x actors_per_host); a
 --config.num_actors that says otherwise is an error. TLS and the token come from
---tls_dir (the files scripts/make_certs.sh writes: ca.crt, learner.crt,
+--tls_dir (the files scripts/tools/make_certs.sh writes: ca.crt, learner.crt,
 learner.key, token, and actor.crt/actor.key for mutual TLS when present).
 The process exits with the learner's or the actors' status: 0 once the run completes.
 """

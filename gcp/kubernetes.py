@@ -12,7 +12,7 @@ Prints, as one YAML stream:
   Job      <name>-actors    an Indexed Job: one pod per actor host (JOB_COMPLETION_INDEX), each
                             running --actors_per_host actors; a failed or lost pod is replaced
 The TLS certificate, key and token come from the Secret --tls_secret (made from
-scripts/make_certs.sh's directory: `kubectl create secret generic seed-tls --from-file=certs/`),
+scripts/tools/make_certs.sh's directory: `kubectl create secret generic seed-tls --from-file=certs/`),
 mounted read-only at /secrets; nothing secret is written into the manifests.
 The learner's certificate must carry the name <name>-learner (make_certs.sh certs <name>-learner).
 """
@@ -152,14 +152,14 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   _check_flags()
-  from seed.runtime import config as seed_config  # pylint: disable=g-import-not-at-top
+  from agents import registry  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
   try:
     image.config_flag_path()
     config.num_actors = cluster.num_actors(_ACTOR_HOSTS.value, _ACTORS_PER_HOST.value, overrides)  # as the pods will
-    seed_config.validate(config)
+    registry.check_config(config)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   yaml.safe_dump_all(manifests(overrides), sys.stdout, sort_keys=False)

@@ -125,13 +125,13 @@ def main(argv: list[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   _check_flags()
-  from seed.runtime import config as seed_config  # pylint: disable=g-import-not-at-top
+  from agents import registry  # pylint: disable=g-import-not-at-top
 
   overrides = [a for a in sys.argv[1:] if a.startswith("--config.")]
   try:
     image.config_flag_path()
     _CONFIG.value.num_actors = cluster.num_actors(_ACTOR_HOSTS.value, _ACTORS_PER_HOST.value, overrides)
-    seed_config.validate(_CONFIG.value)
+    registry.check_config(_CONFIG.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   if _DRY_RUN.value:

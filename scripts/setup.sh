@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # libssl-dev, libre2-dev, make, dpkg-dev: the op links static OpenSSL and a -fPIC re2 rebuilt from
-# Debian's source package (seed/rpc/build_op.py); openssl: scripts/make_certs.sh; clang: the libFuzzer
-# target (grpc/fuzz_wire.cc, scripts/fuzz.sh).
+# Debian's source package (seed/rpc/build_op.py); openssl: scripts/tools/make_certs.sh; clang: the libFuzzer
+# target (grpc/fuzz_wire.cc, scripts/tools/fuzz.sh).
 APT_PKGS=(libgrpc++-dev libssl-dev libre2-dev zlib1g-dev pkg-config g++ make dpkg-dev perl openssl python3-venv clang)
 # One dpkg-query for all of them (a second run is only checks: it should take well under a second).
 installed=$'\n'$(dpkg-query -W -f='${Package} ${Status}\n' "${APT_PKGS[@]}" 2>/dev/null || true)$'\n'

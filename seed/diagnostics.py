@@ -5,7 +5,7 @@ its near-uniform initial policy: random play) and lays the steps out as the lear
 store does, so any agent's `learn` trains on it. `probe` runs updates on it and reads
 the health metrics the agents log: dead units per torso layer (`dead/<layer>`), and
 how much V and the logits vary across states (`spread/value`, `spread/logits`).
-scripts/diagnose_update.py and the pixel regression test (tests/test_pixel_health.py)
+scripts/tools/diagnose_update.py and the pixel regression test (tests/test_pixel_health.py)
 are built on these.
 """
 

@@ -11,7 +11,7 @@ An actor process (local or --mode=actor) never imports TensorFlow.
 Beyond loopback the learner needs TLS and client authentication:
   learner: --tls_cert=learner.crt --tls_key=learner.key --auth_token_file=token [--tls_ca=ca.crt: mutual TLS]
   actor:   --tls_ca=ca.crt --auth_token_file=token [--tls_cert=actor.crt --tls_key=actor.key]
-(scripts/make_certs.sh makes them). When the learner reaches its frame budget
+(scripts/tools/make_certs.sh makes them). When the learner reaches its frame budget
 or stop_mean_return it tells the actors, which exit 0.
 """
 
@@ -31,7 +31,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from seed.runtime import config as seed_config
+from agents import registry
 from seed.runtime import devices
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.", lock_config=True)
@@ -105,10 +105,10 @@ def main(argv: list[str]) -> int:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   try:
-    seed_config.validate(config)
+    agent = registry.check_config(config)  # this entry point picks the agent; the runtime only gets its package
     # The devices exist, before any process starts; an actor has none to check (nor TensorFlow to ask).
     if _MODE.value != "actor" and devices.needs_check(config):
-      devices.check(config)
+      devices.check(config, agent)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   logdir = _LOGDIR.value or _default_logdir(config_flags.get_config_filename(flags.FLAGS["config"]))
@@ -131,7 +131,7 @@ def main(argv: list[str]) -> int:
       raise app.UsageError(str(e)) from e
     from seed.runtime import learner  # pylint: disable=g-import-not-at-top
 
-    learner.run(config, logdir, address, credentials=credentials)
+    learner.run(config, logdir, address, agent=agent, credentials=credentials)
     return 0
   try:
     credentials = security.channel_credentials(

@@ -1,9 +1,9 @@
 """A SEED run spread over network-namespace hosts (tests/netns.py): learner and actors over TLS + token.
 
-Used by tests/test_multihost.py and scripts/bench_multihost.py. The learner
+Used by tests/test_multihost.py and scripts/bench/bench_multihost.py. The learner
 serves on 0.0.0.0 in its namespace (beyond loopback, so it insists on TLS and
 client auth); actors reach it by its host name. Certificates come from
-scripts/make_certs.sh, as a user makes them.
+scripts/tools/make_certs.sh, as a user makes them.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ PORT = 8686  # each host is a fresh network namespace: nothing else listens ther
 
 
 def make_certs(directory: os.PathLike, *hostnames: str) -> pathlib.Path:
-  """CA, learner and actor certificates and a token in `directory`, via scripts/make_certs.sh."""
+  """CA, learner and actor certificates and a token in `directory`, via scripts/tools/make_certs.sh."""
   r = subprocess.run(
-    [os.path.join(REPO, "scripts", "make_certs.sh"), str(directory), *hostnames],
+    [os.path.join(REPO, "scripts", "tools", "make_certs.sh"), str(directory), *hostnames],
     capture_output=True,
     text=True,
     check=False,
   )
   if r.returncode != 0:
-    raise RuntimeError(f"scripts/make_certs.sh failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    raise RuntimeError(f"scripts/tools/make_certs.sh failed ({r.returncode}):\n{r.stdout}{r.stderr}")
   return pathlib.Path(directory)
 
 

@@ -90,6 +90,7 @@ def make_policy_run(logdir: str, steps, lstm_size: int = 0, env=None, seed: int 
   train step in `steps`, each with fresh random weights (so actions depend on the observation)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
 
+  from agents import registry  # pylint: disable=g-import-not-at-top
   from configs import cartpole_vtrace  # pylint: disable=g-import-not-at-top
   from seed.runtime import learner as learner_lib  # pylint: disable=g-import-not-at-top
 
@@ -103,7 +104,7 @@ def make_policy_run(logdir: str, steps, lstm_size: int = 0, env=None, seed: int 
   os.makedirs(logdir)
   with open(os.path.join(logdir, "config.json"), "w", encoding="utf-8") as f:
     f.write(c.to_json_best_effort(indent=2))
-  learner = learner_lib.Learner(c, logdir)
+  learner = learner_lib.Learner(c, logdir, registry.package(c.agent_name))
   rng = np.random.default_rng(seed)
   for step in steps:
     for v in learner.agent.network.trainable_variables:

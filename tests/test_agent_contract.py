@@ -33,7 +33,7 @@ def _run_config(name: str, env_id: str):
   c.num_actors, c.env_batch_size, c.inference_batch_size = 1, _NUM_ENVS, _NUM_ENVS
   c.unroll_length, c.batch_size, c.unroll_queue_capacity = 10, 8, 16
   c.seed = 0
-  seed_config.validate(c)
+  registry.check_config(c)
   return c
 
 
@@ -80,11 +80,19 @@ def test_every_agent_folder_is_registered_and_alike():
       importlib.import_module(f"agents.{name}.{part}")
     assert callable(registry.module(name).make_agent)
     assert callable(registry.module(name, "config").get_config)
-    # The batch its training step splits over training devices names a real config field.
-    field, value = registry.replica_batch(_run_config(name, _ENVS[0]))
-    assert isinstance(value, int) and value > 0, (name, field, value)
+    # The package the runtime is handed; its split batch names a real config field.
+    package = registry.package(name)
+    assert (
+      package.name == name
+      and callable(package.make_agent)
+      and package.default_config() == registry.default_config(name)
+    )
+    value = package.replica_batch_value(_run_config(name, _ENVS[0]))
+    assert isinstance(value, int) and value > 0, (name, package.replica_batch, value)
   with pytest.raises(ValueError, match="known agents: .*vtrace"):
     registry.module("nope")
+  with pytest.raises(ValueError, match="known agents: .*vtrace"):
+    registry.package("nope")
 
 
 @pytest.mark.parametrize("name", registry.names())

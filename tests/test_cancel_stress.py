@@ -1,4 +1,4 @@
-"""Call cancellation under load: scripts/stress_cancel.py, 20 rounds in a row."""
+"""Call cancellation under load: scripts/tools/stress_cancel.py, 20 rounds in a row."""
 
 import subprocess
 import sys
@@ -13,7 +13,7 @@ def test_deadlines_cancel_blocked_runs_20_rounds_in_a_row():
   already left runs uncancelled: they took later queue items and shutdown waited forever.
   """
   out = subprocess.run(
-    [sys.executable, "scripts/stress_cancel.py", "--rounds=20", "--calls=500", "--threads=16", "--timeout=240"],
+    [sys.executable, "scripts/tools/stress_cancel.py", "--rounds=20", "--calls=500", "--threads=16", "--timeout=240"],
     cwd=REPO,
     capture_output=True,
     text=True,

@@ -4,8 +4,11 @@ import pytest
 import tensorflow as tf
 from test_train import CARTPOLE, _fails_before_anything_starts
 
+from agents import registry
 from configs import cartpole_vtrace
 from seed.runtime import devices
+
+_AGENT = registry.package("vtrace")  # cartpole_vtrace's agent: its batch is config.batch_size
 
 
 def _config(training=0, inference=0, logical=0, **fields):
@@ -37,15 +40,18 @@ def test_plan(physical, fields, training, inference):
 
 
 def test_check_needs_the_split_batch_to_divide_over_training_devices():
-  assert devices.check(_config(2, 0, 2, batch_size=16), ("CPU", 0)).training == ("/device:CPU:0", "/device:CPU:1")
+  assert devices.check(_config(2, 0, 2, batch_size=16), _AGENT, ("CPU", 0)).training == (
+    "/device:CPU:0",
+    "/device:CPU:1",
+  )
   with pytest.raises(ValueError, match=r"config.batch_size=15 must be a multiple of the 2 training devices"):
-    devices.check(_config(2, 0, 2, batch_size=15, unroll_queue_capacity=32), ("CPU", 0))
+    devices.check(_config(2, 0, 2, batch_size=15, unroll_queue_capacity=32), _AGENT, ("CPU", 0))
   with pytest.raises(ValueError, match=r"config.training_devices=3 but this host has 2 GPU device"):
-    devices.check(_config(3), ("GPU", 2))
+    devices.check(_config(3), _AGENT, ("GPU", 2))
   with pytest.raises(
     ValueError, match=r"config.inference_devices=5 but this host has 4 CPU device\(s\) \(config.logical"
   ):
-    devices.check(_config(1, 5, 4), ("CPU", 0))
+    devices.check(_config(1, 5, 4), _AGENT, ("CPU", 0))
 
 
 def test_strategy_factory_one_device_and_tpu(monkeypatch):

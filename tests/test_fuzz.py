@@ -1,4 +1,4 @@
-"""The fuzz targets run clean for a few seconds from their seed corpora (longer: scripts/fuzz.sh).
+"""The fuzz targets run clean for a few seconds from their seed corpora (longer: scripts/tools/fuzz.sh).
 
 Each run uses a fixed seed and a private work corpus; the kept corpora in tests/fuzz/corpus are only read.
 """

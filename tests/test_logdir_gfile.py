@@ -29,7 +29,7 @@ def run(frames):
   actor = subprocess.Popen([sys.executable, "-m", "seed.train", "--config=" + cartpole_vtrace.__file__, "--mode=actor",
                             "--task=0", "--server_address=" + address, "--config.num_actors=1"])
   try:
-    learner.run(config, "ram://run", address)
+    learner.run(config, "ram://run", address, agent=registry.package(config.agent_name))
     assert actor.wait(60) == 0
   finally:
     actor.kill()

@@ -1,4 +1,4 @@
-"""scripts/make_certs.sh: a CA, learner and actor certificates and a token that openssl and Python's ssl accept.
+"""scripts/tools/make_certs.sh: a CA, learner and actor certificates and a token that openssl and Python's ssl accept.
 
 Every TLS connection here stays on loopback.
 """
@@ -15,7 +15,7 @@ import threading
 import pytest
 from helpers import REPO
 
-SCRIPT = os.path.join(REPO, "scripts", "make_certs.sh")
+SCRIPT = os.path.join(REPO, "scripts", "tools", "make_certs.sh")
 FILES = {"ca.crt", "ca.key", "learner.crt", "learner.key", "actor.crt", "actor.key", "token"}
 
 

@@ -3,7 +3,7 @@
 Hosts: "learner" serves on 0.0.0.0 (beyond its loopback, so the learner insists
 on TLS and client auth); "actors-a" and "actors-b" run one actor each and reach
 it by name ("learner", from /etc/netns/<ns>/hosts); "intruder" has the CA but
-not the token. Certificates come from scripts/make_certs.sh, as a user makes
+not the token. Certificates come from scripts/tools/make_certs.sh, as a user makes
 them. The run: train, get refused intruders, lose and regain an actor host,
 SIGTERM and restart the learner, reach the learning bar, and every process
 exits 0 by itself. Needs root and iproute2; without them it fails (CI has both).

@@ -1,4 +1,4 @@
-"""The soak under faults (scripts/soak.py): a 1-minute run in the suite, the 10-minute one by hand."""
+"""The soak under faults (scripts/tools/soak.py): a 1-minute run in the suite, the 10-minute one by hand."""
 
 import importlib.util
 import os
@@ -9,7 +9,7 @@ import sys
 
 from helpers import REPO
 
-_spec = importlib.util.spec_from_file_location("soak", os.path.join(REPO, "scripts", "soak.py"))
+_spec = importlib.util.spec_from_file_location("soak", os.path.join(REPO, "scripts", "tools", "soak.py"))
 soak = importlib.util.module_from_spec(_spec)
 sys.modules["soak"] = soak  # its dataclass looks its module up
 _spec.loader.exec_module(soak)
@@ -19,7 +19,7 @@ def test_one_minute_soak_kills_actors_restarts_the_learner_and_passes():
   out = subprocess.run(
     [
       sys.executable,
-      "scripts/soak.py",
+      "scripts/tools/soak.py",
       "--minutes=1",
       "--kill_every=15",
       "--sample_every=1",

@@ -7,7 +7,6 @@ from test_agent_contract import PoolSource, _run_config
 
 import envs
 from agents import registry
-from seed.runtime import config as seed_config
 
 
 def test_rmsprop_is_built_with_the_configured_decay_and_epsilon_and_trains():
@@ -28,4 +27,4 @@ def test_default_is_adam_and_an_unknown_optimizer_is_refused_before_anything_sta
   assert config.agent.optimizer == "adam"
   config.agent.optimizer = "sgd"
   with pytest.raises(ValueError, match="config.agent.optimizer must be 'adam' or 'rmsprop', got 'sgd'"):
-    seed_config.validate(config)
+    registry.check_config(config)

@@ -1,7 +1,8 @@
 """The interface an agent implements to plug into the generic runtime.
 
 An agent package `agents/<name>/` provides `agent.make_agent(config,
-observation_space, action_space) -> Agent`. The learner calls `step` inside
+observation_space, action_space) -> Agent`; the runtime gets it through an
+`AgentPackage` (seed/runtime/agent_package.py), never by importing agents/. The learner calls `step` inside
 batched inference (from C++ server threads, so it must be pure TF) and `learn`
 in its training loop; `learn` pulls completed unrolls from the source and
 decides what to do with them (train on them directly, or fill a replay and

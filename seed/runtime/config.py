@@ -14,7 +14,7 @@ import ml_collections
 from ml_collections import config_dict
 
 import envs
-from agents import registry
+from seed.runtime.agent_package import AgentPackage
 
 
 def runtime_config() -> ml_collections.ConfigDict:
@@ -81,7 +81,7 @@ def runtime_config() -> ml_collections.ConfigDict:
   return c
 
 
-def check_fields(config: ml_collections.ConfigDict) -> None:
+def check_fields(config: ml_collections.ConfigDict, agent: AgentPackage) -> None:
   """Raises ValueError naming any field that is not in the defaults (a typo in a config file).
 
   The command line's `--config.x=...` is checked by ml_collections already;
@@ -90,7 +90,7 @@ def check_fields(config: ml_collections.ConfigDict) -> None:
   """
   expected = runtime_config()
   expected.env = envs.env_config(config.env.id)
-  expected.agent = registry.default_config(config.agent_name)
+  expected.agent = agent.default_config()
   _check_known(config, expected, "config")
 
 
@@ -106,12 +106,15 @@ def _check_known(config: ml_collections.ConfigDict, expected: ml_collections.Con
       _check_known(value, default, f"{path}.{key}")
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the field for any field or value the runtime cannot use."""
+def validate(config: ml_collections.ConfigDict, agent: AgentPackage) -> None:
+  """Raises ValueError naming the field for any field or value the runtime or `agent` cannot use.
+
+  `agent` is config.agent_name's package (agents.registry.check_config resolves it and calls this)."""
   if not isinstance(config.get("env"), ml_collections.ConfigDict) or not config.env.get("id"):
     raise ValueError("config.env.id must name a gymnasium environment")
-  registry.module(config.agent_name, "config")  # names the known agents if there is no such agent
-  check_fields(config)
+  if config.get("agent_name") != agent.name:
+    raise ValueError(f"config.agent_name={config.get('agent_name')!r} but the runtime was given agent {agent.name!r}")
+  check_fields(config, agent)
   positive = [
     "num_actors",
     "env_batch_size",
@@ -148,4 +151,5 @@ def validate(config: ml_collections.ConfigDict) -> None:
       f"config.unroll_queue_capacity ({config.unroll_queue_capacity}) must be >= "
       f"config.batch_size ({config.batch_size})"
     )
-  registry.validate(config)
+  if agent.validate is not None:
+    agent.validate(config)

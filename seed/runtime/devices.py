@@ -22,6 +22,8 @@ from collections.abc import Callable
 
 import ml_collections
 
+from seed.runtime.agent_package import AgentPackage
+
 HOST = "/device:CPU:0"
 
 StrategyFactory = Callable[["DevicePlan"], object]
@@ -126,15 +128,15 @@ def _new_strategy(devices: DevicePlan):
   return tf.distribute.MirroredStrategy(list(devices.training))
 
 
-def check(config: ml_collections.ConfigDict, physical: tuple[str, int] | None = None) -> DevicePlan:
+def check(
+  config: ml_collections.ConfigDict, agent: AgentPackage, physical: tuple[str, int] | None = None
+) -> DevicePlan:
   """plan(config), and the agent's split batch a multiple of the training devices; ValueError naming the field."""
-  from agents import registry  # pylint: disable=g-import-not-at-top
-
   devices = plan(config, physical)
-  field, value = registry.replica_batch(config)
+  value = agent.replica_batch_value(config)
   if value % len(devices.training):
     raise ValueError(
-      f"config.{field}={value} must be a multiple of the {len(devices.training)} training devices "
+      f"config.{agent.replica_batch}={value} must be a multiple of the {len(devices.training)} training devices "
       "(each trains on an equal share of the batch)"
     )
   return devices

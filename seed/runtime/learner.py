@@ -28,9 +28,9 @@ import tensorflow as tf
 from absl import logging
 
 import envs
-from agents import registry
 from seed import grpc, tf_utils
 from seed.runtime import devices, processes, request
+from seed.runtime.agent_package import AgentPackage
 from seed.runtime.env_store import EnvStore, Step, Unroll, step_specs
 
 RECENT_EPISODES = 50  # "mean return" = over the last 50 finished episodes
@@ -116,17 +116,18 @@ class Learner:
     self,
     config: ml_collections.ConfigDict,
     logdir: str,
+    agent: AgentPackage,
     strategy_factory: devices.StrategyFactory = devices.make_strategy,
   ):
     self.config = config
     self.logdir = logdir
     devices.configure_logical_cpus(config)  # no-op when run() did it (or the process is split so already)
-    self.devices = devices.check(config)
+    self.devices = devices.check(config, agent)
     self.strategy = strategy_factory(self.devices)
     tf.random.set_seed(config.seed)
     observation_space, action_space = envs.env_spaces(config.env, seed=config.seed)
     with self.strategy.scope():
-      self.agent = registry.make_agent(config, observation_space, action_space)
+      self.agent = agent.make_agent(config, observation_space, action_space)
     self.num_envs = config.num_actors * config.env_batch_size
     obs_spec = tf.TensorSpec(observation_space.shape, tf.as_dtype(observation_space.dtype))
     overlap = self.agent.sequence_overlap
@@ -298,9 +299,11 @@ def run(
   config: ml_collections.ConfigDict,
   logdir: str,
   server_address: str,
+  *,
+  agent: AgentPackage,
   credentials: grpc.ServerCredentials | None = None,
 ) -> None:
-  """Serves inference at server_address and trains until total_environment_frames or stop_mean_return.
+  """Serves inference at server_address and trains `agent` until total_environment_frames or stop_mean_return.
 
   A run that reaches either tells its actors ("run complete") before the server
   goes away; one stopped by SIGTERM/Ctrl-C does not, so actors wait for a restart.
@@ -317,7 +320,7 @@ def run(
     tf.io.gfile.remove(config_path)
   with tf.io.gfile.GFile(config_path, "w") as f:
     f.write(config.to_json_best_effort(indent=2))
-  learner = Learner(config, logdir)
+  learner = Learner(config, logdir, agent)
   if learner.manager.latest_checkpoint:
     learner.checkpoint.restore(learner.manager.latest_checkpoint).assert_existing_objects_matched()
     logging.info("resumed from %s at %d frames", learner.manager.latest_checkpoint, learner.frames)

@@ -86,7 +86,7 @@ def check_learner_address(address: str, credentials: ServerCredentials | None, i
     f"refusing to serve on {address} without {missing}: that address is reachable beyond this machine, and "
     "anyone who reaches it could run the learner's inference and feed it episodes. Give --tls_cert and --tls_key "
     "(the learner's certificate) and --auth_token_file (and/or --tls_ca for mutual TLS); see "
-    "scripts/make_certs.sh and the README's 'Multi-host runs'. On a network you trust, --insecure serves plaintext."
+    "scripts/tools/make_certs.sh and docs/multihost.md. On a network you trust, --insecure serves plaintext."
   )
 
 

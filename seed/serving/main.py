@@ -51,7 +51,7 @@ _PYTHON_PREDICT = flags.DEFINE_bool(
   "python_predict",
   False,
   "Answer gRPC Predict and GetModelMetadata with the Python (grpcio) servicer instead of the C++ one: "
-  "the earlier path, kept for comparison (scripts/bench_serving.py).",
+  "the earlier path, kept for comparison (scripts/bench/bench_serving.py).",
 )
 _TENSOR_RPC_ADDRESS = flags.DEFINE_string(
   "tensor_rpc_address",

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from helpers import REPO
 
+from agents import registry
 from configs import cartpole_vtrace
 from seed import grpc
 from seed.diagnostics import RecordedSource
@@ -28,7 +29,7 @@ def _config(training, inference, **fields):
 
 
 def _learner(tmp_path, config, name="run"):
-  return learner_lib.Learner(config, str(tmp_path / name))
+  return learner_lib.Learner(config, str(tmp_path / name), registry.package(config.agent_name))
 
 
 def _step_devices(fn) -> set[str]:

@@ -1,5 +1,5 @@
 """seed.serving.remote_predict (seed 004's op): against an independent grpcio PredictionService written here,
-and seed 004's own example against seed.serve (scripts/remote_half_plus_two.py)."""
+and seed 004's own example against seed.serve (scripts/examples/remote_half_plus_two.py)."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def test_seed_004_example_answers_on_one_seed_serve():
   """half_plus_two_with_rpop calls half_plus_two on the server that serves it (REST via curl and gRPC)."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
   proc = subprocess.run(
-    [sys.executable, os.path.join(REPO, "scripts", "remote_half_plus_two.py")],
+    [sys.executable, os.path.join(REPO, "scripts", "examples", "remote_half_plus_two.py")],
     capture_output=True, text=True, timeout=240, env=env, cwd=REPO, check=False,
   )  # fmt: skip
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Predict throughput and latency of seed.serve over gRPC and REST, side by side.
 
-    .venv/bin/python scripts/bench_serving.py                 # 5 s per cell
-    .venv/bin/python scripts/bench_serving.py --duration 2    # quicker
-    .venv/bin/python scripts/bench_serving.py --enable_batching --clients 1 16
+    .venv/bin/python scripts/bench/bench_serving.py                 # 5 s per cell
+    .venv/bin/python scripts/bench/bench_serving.py --duration 2    # quicker
+    .venv/bin/python scripts/bench/bench_serving.py --enable_batching --clients 1 16
 
 Builds V-trace policies with seed.runtime.learner.Learner(...).save() in a private
 temp dir (random weights; inference cost does not depend on them):
@@ -33,7 +33,7 @@ hundreds of ms).
 The machine is small and shared (2 cores; clients and server compete for
 them): compare the columns, not absolute numbers.
 
-    .venv/bin/python scripts/bench_serving.py --load 60 [--load_clients 64]
+    .venv/bin/python scripts/bench/bench_serving.py --load 60 [--load_clients 64]
 
 instead runs a mixed load against the cartpole policy: --load_clients closed-loop clients
 (half gRPC, half REST) for --load seconds, each request drawn at random: valid (half of
@@ -60,7 +60,7 @@ import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
@@ -81,6 +81,7 @@ MODELS = ("cartpole", "atari_impala", "atari_linear")
 
 def build_policy(name: str, logdir: str) -> str:
   """Exports a V-trace policy with Learner.save(); returns its export base path."""
+  from agents import registry  # pylint: disable=g-import-not-at-top
   from seed.runtime import learner as learner_lib  # pylint: disable=g-import-not-at-top
 
   if name == "cartpole":
@@ -92,7 +93,7 @@ def build_policy(name: str, logdir: str) -> str:
   c.unroll_length, c.batch_size, c.unroll_queue_capacity = 2, 1, 1
   if name == "atari_linear":
     c.agent.torso = "linear"
-  learner = learner_lib.Learner(c, logdir)
+  learner = learner_lib.Learner(c, logdir, registry.package(c.agent_name))
   learner.save()
   return os.path.join(logdir, "export")
 

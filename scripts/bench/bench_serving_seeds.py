@@ -3,8 +3,8 @@
 (16 threads x 100 requests of (50..300, 1025) float32 -> (60,): total time), each over the C++ gRPC path, the
 Python gRPC path (`--python_predict`, what served gRPC before) and REST, side by side.
 
-    .venv/bin/python scripts/bench_serving_seeds.py                   # seed 003 for 10 s each, seed 002 in full
-    .venv/bin/python scripts/bench_serving_seeds.py --seed002_requests 20 --seed003_seconds 3   # quicker
+    .venv/bin/python scripts/bench/bench_serving_seeds.py                   # seed 003 for 10 s each, seed 002 in full
+    .venv/bin/python scripts/bench/bench_serving_seeds.py --seed002_requests 20 --seed003_seconds 3   # quicker
 
 Two `python -m seed.serve` processes serve the same two models (one with --python_predict, REST off); they
 take turns, never measured at once. Clients are this process, as a user's would be: gRPC through
@@ -32,8 +32,8 @@ import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [REPO, os.path.join(REPO, "scripts")]
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path[:0] = [REPO, os.path.join(REPO, "scripts", "bench")]
 
 import numpy as np
 import portpicker

@@ -1,6 +1,6 @@
 """Stable-Baselines3 PPO on CartPole-v1 with the RL Zoo's hyperparameters, stopped at a last-50 mean >= 475.
 
-Run by scripts/bench_cartpole.py in its own virtualenv (torch + stable-baselines3); not part of
+Run by scripts/bench/bench_cartpole.py in its own virtualenv (torch + stable-baselines3); not part of
 SEED. Prints one line "goal reached at <steps> steps" when the goal is met (the bench times
 the process from launch to that line), or "not solved" after the 100k-step budget.
 """

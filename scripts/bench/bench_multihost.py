@@ -7,14 +7,14 @@ Not a test. Runs the same config twice per round, in turn:
   multihost: the learner and the actors in their own network namespaces
             (tests/netns.py: veth pairs through a bridge), the actors spread
             over two actor hosts, TCP with TLS and a bearer token
-            (certificates from scripts/make_certs.sh).
+            (certificates from scripts/tools/make_certs.sh).
 Each run trains for --warmup + --seconds, then gets SIGTERM; frames/s is read
 from its metrics.jsonl over the window after the warm-up. Needs root and
 iproute2 (network namespaces). Every process and namespace it makes is gone
 when it returns.
 
-    .venv/bin/python scripts/bench_multihost.py                    # as root; CartPole, ~5 min
-    .venv/bin/python scripts/bench_multihost.py --config configs/atari_vtrace.py [--config.field=value ...]
+    .venv/bin/python scripts/bench/bench_multihost.py                    # as root; CartPole, ~5 min
+    .venv/bin/python scripts/bench/bench_multihost.py --config configs/atari_vtrace.py [--config.field=value ...]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))  # the namespace hosts and the cluster live with the tests
 
 import cluster  # noqa: E402

@@ -72,9 +72,9 @@ runtime rows set learner_intra_op_threads=1 (the learner shares the cores
 with the actors). All other settings (unroll_length, batch_size, queue) are
 the config's.
 
-    .venv/bin/python scripts/bench_e2e.py --quick          # smoke check, a few minutes
-    .venv/bin/python scripts/bench_e2e.py                  # 30 s windows + CartPole, ~5-10 min
-    .venv/bin/python scripts/bench_e2e.py --agents         # every agent config's frames/s + time to its bar
+    .venv/bin/python scripts/bench/bench_e2e.py --quick          # smoke check, a few minutes
+    .venv/bin/python scripts/bench/bench_e2e.py                  # 30 s windows + CartPole, ~5-10 min
+    .venv/bin/python scripts/bench/bench_e2e.py --agents         # every agent config's frames/s + time to its bar
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
@@ -273,7 +273,7 @@ def main() -> int:
     return run
 
   header = [
-    f"# scripts/bench_e2e.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}".rstrip(),
+    f"# scripts/bench/bench_e2e.py {' '.join(shlex.quote(a) for a in sys.argv[1:])}".rstrip(),
     f"# {atari.env.id} ({ATARI_CONFIG}): {n} actor processes x {b} envs, inference_batch_size {ibs}, "
     f"unroll_length {atari.unroll_length}, batch_size {atari.batch_size}, frame_skip {frame_skip}; "
     f"window {seconds:g}s, log_interval {log_interval:g}s, repeats {args.repeats}, {os.cpu_count()} CPUs",

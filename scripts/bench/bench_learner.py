@@ -1,6 +1,6 @@
 """Learner throughput on 1, 2 and 4 devices against the plain one-device path, side by side.
 
-    .venv/bin/python scripts/bench_learner.py [--seconds 15] [--repeats 2] [--variants plain,1,2,4]
+    .venv/bin/python scripts/bench/bench_learner.py [--seconds 15] [--repeats 2] [--variants plain,1,2,4]
         [--config configs/atari_vtrace.py] [--accelerators]
 
 Each variant is a learner built from the config (Atari V-trace by default) in a
@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def _load_config(path: str):
@@ -59,6 +59,7 @@ def child(variant: str, config_path: str, seconds: float, accelerators: bool) ->
     config.training_devices = config.inference_devices = n
     config.logical_cpu_devices = 0 if accelerators else n
   sys.path.insert(0, REPO)
+  from agents import registry  # pylint: disable=g-import-not-at-top
   from seed.runtime import devices  # pylint: disable=g-import-not-at-top
 
   devices.configure_logical_cpus(config)
@@ -69,7 +70,9 @@ def child(variant: str, config_path: str, seconds: float, accelerators: bool) ->
   from seed.runtime import request  # pylint: disable=g-import-not-at-top
 
   factory = (lambda plan: tf.distribute.get_strategy()) if variant == "plain" else devices.make_strategy
-  learner = learner_lib.Learner(config, tempfile.mkdtemp(prefix="bench-learner-"), strategy_factory=factory)
+  learner = learner_lib.Learner(
+    config, tempfile.mkdtemp(prefix="bench-learner-"), registry.package(config.agent_name), strategy_factory=factory
+  )
   rng = np.random.default_rng(0)
 
   def fake(spec, rows):

@@ -1,7 +1,7 @@
 """What N updates do to a config's network on recorded play, before any long run.
 
-  .venv/bin/python scripts/diagnose_update.py --config configs/atari_vtrace_fast.py --updates 25
-  .venv/bin/python scripts/diagnose_update.py --config configs/atari_vtrace_fast.py --config.agent.warmup_steps=0
+  .venv/bin/python scripts/tools/diagnose_update.py --config configs/atari_vtrace_fast.py --updates 25
+  .venv/bin/python scripts/tools/diagnose_update.py --config configs/atari_vtrace_fast.py --config.agent.warmup_steps=0
 
 Records the config's envs played by the fresh agent (a near-uniform policy: random play)
 after --skip steps, then runs --updates learning steps on that fixed batch (--sample: a

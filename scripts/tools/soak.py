@@ -1,6 +1,6 @@
 """Soak under faults: a learner and actors for N minutes while actors are killed and the learner restarted.
 
-    .venv/bin/python scripts/soak.py [--minutes 10] [--actors 4] [--kill_every 30] [--sample_every 10]
+    .venv/bin/python scripts/tools/soak.py [--minutes 10] [--actors 4] [--kill_every 30] [--sample_every 10]
 
 Runs `python -m seed.train --mode=learner` and --actors `--mode=actor` processes (Pong, V-trace
 with the linear policy) over a unix socket in a private directory, each in a process group of its
@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, REPO)
 
 from seed import run_files  # noqa: E402  (after the path: the script runs from anywhere)

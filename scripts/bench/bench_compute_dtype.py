@@ -1,6 +1,7 @@
 """Training and inference speed of a conv torso in float32 against bfloat16, side by side.
 
-    .venv/bin/python scripts/bench_compute_dtype.py [--config configs/atari_vtrace_fast.py] [--rounds 5] [--steps 5]
+    .venv/bin/python scripts/bench/bench_compute_dtype.py [--config configs/atari_vtrace_fast.py]
+        [--rounds 5] [--steps 5]
 
 Builds the config's agent twice (compute_dtype float32 and bfloat16), trains each on the
 same synthetic frames, alternating rounds of `--steps` learning steps so both see the same

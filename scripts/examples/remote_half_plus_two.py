@@ -1,7 +1,7 @@
 """Seed 004's example: half_plus_two_with_rpop computes y = 0.5 * x + b, b coming from another served model
 through the RemotePredict op (seed.serving.remote_predict), both models on one seed.serve.
 
-    .venv/bin/python scripts/remote_half_plus_two.py [--port 8500] [--rest_port 8501]
+    .venv/bin/python scripts/examples/remote_half_plus_two.py [--port 8500] [--rest_port 8501]
 
 1. Exports `half_plus_two` (y = 0.5 * x + 2) and `half_plus_two_with_rpop`, whose graph calls
    half_plus_two on 2.0 through the op (target_address localhost:PORT, an attribute of the
@@ -29,7 +29,7 @@ import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 

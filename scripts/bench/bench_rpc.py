@@ -24,16 +24,16 @@ Not a test: it prints measured calls/s, side by side, for
       unary ones, in the same run;
   (e) what security costs: (a) over plain TCP against the same server
       process with TLS (transport "tls") and with TLS and a bearer token
-      ("tls+token"), certificates from scripts/make_certs.sh, each ratio
+      ("tls+token"), certificates from scripts/tools/make_certs.sh, each ratio
       against plain TCP measured in the same run.
 
 Each measurement warms up, then counts completed calls over a fixed wall-clock
 window. Every server and client process started here is stopped (stdin closed,
 then terminate/kill by pid) before the script returns.
 
-    .venv/bin/python scripts/bench_rpc.py --quick
-    .venv/bin/python scripts/bench_rpc.py --tls          # (e) only: 64 callers, 16 B and a frame, ~1 min
-    .venv/bin/python scripts/bench_rpc.py                # full table, ~8 min
+    .venv/bin/python scripts/bench/bench_rpc.py --quick
+    .venv/bin/python scripts/bench/bench_rpc.py --tls          # (e) only: 64 callers, 16 B and a frame, ~1 min
+    .venv/bin/python scripts/bench/bench_rpc.py                # full table, ~8 min
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
@@ -331,10 +331,10 @@ class Bench:
   def _make_certs(self) -> str:
     pki = os.path.join(self.tmpdir, "pki")
     r = subprocess.run(
-      [str(REPO / "scripts" / "make_certs.sh"), pki, "localhost"], capture_output=True, text=True, check=False
+      [str(REPO / "scripts" / "tools" / "make_certs.sh"), pki, "localhost"], capture_output=True, text=True, check=False
     )
     if r.returncode != 0:
-      raise RuntimeError(f"scripts/make_certs.sh failed:\n{r.stdout}{r.stderr}")
+      raise RuntimeError(f"scripts/tools/make_certs.sh failed:\n{r.stdout}{r.stderr}")
     return pki
 
   def seed_server(self, transport: str) -> ServerProc:

@@ -1,6 +1,6 @@
 """Stress test of call cancellation: deadlines of 1-50 ms against functions blocked on queues.
 
-    .venv/bin/python scripts/stress_cancel.py [--rounds 20] [--calls 2000] [--threads 32] [--timeout 600]
+    .venv/bin/python scripts/tools/stress_cancel.py [--rounds 20] [--calls 2000] [--threads 32] [--timeout 600]
 
 Each round, in one child process, makes a server binding two functions that block: `take`
 dequeues from an empty FIFOQueue, `put` enqueues into a full one. --calls calls (half each) with
@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 CHILD = r"""
 import concurrent.futures, json, sys, tempfile, time

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Where a tensor-RPC call's CPU goes: one bench_rpc.py measurement under `perf`.
 
-Runs one (a) row of scripts/bench_rpc.py (64 callers, unix, 16 B by default)
+Runs one (a) row of scripts/bench/bench_rpc.py (64 callers, unix, 16 B by default)
 while `perf record` samples the client (this process) and the server process,
 then prints each side's CPU per call split by shared object and the hottest
 symbols. Not a test. Needs `perf` (Debian: linux-perf) and root or
 kernel.perf_event_paranoid <= 1.
 
-    .venv/bin/python scripts/profile_rpc.py --mode tf --streams
-    .venv/bin/python scripts/profile_rpc.py --mode eager
+    .venv/bin/python scripts/tools/profile_rpc.py --mode tf --streams
+    .venv/bin/python scripts/tools/profile_rpc.py --mode eager
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "bench"))
 
 from bench_rpc import Bench  # noqa: E402
 from bench_rpc_servers import PAYLOADS  # noqa: E402

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS each (default 60) and prints its executions; exits non-zero on a finding.
-#   scripts/fuzz.sh [SECONDS]
+#   scripts/tools/fuzz.sh [SECONDS]
 # Targets: grpc/fuzz_wire.cc (libFuzzer, clang with ASan + UBSan: the wire parser and call validation),
 # grpc/fuzz_stream.cc (libFuzzer, ASan + UBSan: the stream framing),
 # grpc/fuzz_predict.cc (libFuzzer, ASan + UBSan: TF Serving's Predict messages as the C++ server reads them),
@@ -8,7 +8,7 @@
 # Seed corpora are in tests/fuzz/corpus/<target> (read only); new inputs go to a temp dir, findings
 # (crash-*, timeout-*) to tests/fuzz/findings/ for a regression test and a fix.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 seconds=${1:-60}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The server processes scripts/bench_rpc.py measures, and the payloads they serve.
+"""The server processes scripts/bench/bench_rpc.py measures, and the payloads they serve.
 
 Each serves batched identity tf.functions on the given addresses, prints one
 READY line, answers a "stats" line on stdin with one JSON line, and shuts down
@@ -25,7 +25,7 @@ import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 

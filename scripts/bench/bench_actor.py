@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """What an actor process costs: RSS after warm-up and time from process start to the first answered call.
 
-    .venv/bin/python scripts/bench_actor.py                 # CartPole and Pong, 3 runs of each kind
-    .venv/bin/python scripts/bench_actor.py --repeats 1 --warmup_steps 100
+    .venv/bin/python scripts/bench/bench_actor.py                 # CartPole and Pong, 3 runs of each kind
+    .venv/bin/python scripts/bench/bench_actor.py --repeats 1 --warmup_steps 100
 
 Not a test. For CartPole (configs/cartpole_vtrace.py) and Pong (configs/atari_vtrace.py), it starts
 `python -m seed.train --mode=actor` processes one at a time against a stand-in learner in this
@@ -37,7 +37,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # as seed.train sets it for every process it starts
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, REPO)
 
 import tensorflow as tf  # noqa: E402

@@ -1,4 +1,4 @@
-"""What scripts/bench_e2e.py measures with: CPU accounting, a supervised `seed.train`
+"""What scripts/bench/bench_e2e.py measures with: CPU accounting, a supervised `seed.train`
 run and its metrics, the runtime and env-only windows, and CartPole's time to its goal."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 

@@ -1,17 +1,17 @@
 """Time to solve CartPole-v1 (last-50 mean return >= 475), SEED against Stable-Baselines3 PPO, side by side.
 
-    .venv/bin/python scripts/bench_cartpole.py [--seeds 0 1 2] [--config configs/cartpole_ppo.py]
+    .venv/bin/python scripts/bench/bench_cartpole.py [--seeds 0 1 2] [--config configs/cartpole_ppo.py]
         [--sb3_venv .venv-sb3] [--timeout 300]
 
 For each seed, in turn: `python -m seed.train --config <config>` (stop_mean_return=475), then
-SB3's PPO with the RL Zoo's CartPole hyperparameters (scripts/sb3_cartpole.py: 8 envs,
+SB3's PPO with the RL Zoo's CartPole hyperparameters (scripts/bench/sb3_cartpole.py: 8 envs,
 n_steps 32, batch 256, GAE 0.8, gamma 0.98, 20 epochs, lr 1e-3 and clip 0.2 decayed
 linearly). Each is timed from its process launch (imports, process start-up and tracing
 count) to the line that says the goal was reached. SB3 runs in a virtualenv of its own
 (torch==2.13.0 as on these machines, stable-baselines3), created on first use. Prints each
 run, both medians and the ratio SEED / SB3 (below 1: SEED solves it sooner).
 
-    .venv/bin/python scripts/bench_cartpole.py --actors 1 2 [--seeds 0 1 2 3 4 5]
+    .venv/bin/python scripts/bench/bench_cartpole.py --actors 1 2 [--seeds 0 1 2 3 4 5]
 
 instead compares our runs with 1 and with 2 actor processes (the same 16 envs in all: 16 per actor, or
 8 each), alternating per seed; no SB3. Prints each run, the medians and the ratio 2 actors / 1.
@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SB3_REQUIREMENTS = ["torch==2.13.0", "stable-baselines3==2.9.2", "gymnasium==1.4.0"]
 
 
@@ -139,7 +139,7 @@ def main() -> int:
         ours.append(s)
       t = steps = None
       if sb3:
-        sb3_argv = [sb3, os.path.join(REPO, "scripts", "sb3_cartpole.py"), f"--seed={seed}"]
+        sb3_argv = [sb3, os.path.join(REPO, "scripts", "bench", "sb3_cartpole.py"), f"--seed={seed}"]
         t, steps, last = timed_run(sb3_argv, r"goal reached at (\d+) steps", args.timeout)
         if t is None:
           print(f"seed {seed}: SB3 did not reach 475 ({last})")
