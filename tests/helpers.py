@@ -67,6 +67,15 @@ def run_python(code: str, timeout=120, env=None, cwd=REPO) -> subprocess.Complet
   return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
+def run_pythons(codes: list[str], timeout=120) -> list[subprocess.CompletedProcess]:
+  """run_python for each code, all at once (fresh interpreters start in parallel: half the wall time on 2 cores)."""
+  results = run_parallel(run_python, [(code, timeout) for code in codes], timeout + 30)
+  for r in results:
+    if isinstance(r, BaseException):
+      raise r
+  return results
+
+
 def signal_group(p: subprocess.Popen, sig: int) -> None:
   """Signals p's process group, only while p is unreaped (else its PID may belong to someone else by now)."""
   if p.returncode is not None:

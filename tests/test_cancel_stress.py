@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO
+
+pytestmark = pytest.mark.soak  # left out by ./scripts/test.sh --quick
 
 
 def test_deadlines_cancel_blocked_runs_20_rounds_in_a_row():

@@ -16,6 +16,8 @@ from test_train import _best_recent_mean, _episodes, _no_process_left, runs  # n
 
 from seed.runtime.learner import RECENT_EPISODES
 
+pytestmark = pytest.mark.learning  # left out by ./scripts/test.sh --quick
+
 GOAL = 0.8  # every Catch config's goal is at least this
 
 

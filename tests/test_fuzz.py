@@ -16,6 +16,8 @@ import pytest
 from seed.rpc import build_op
 from tests.helpers import REPO
 
+pytestmark = pytest.mark.soak  # left out by ./scripts/test.sh --quick
+
 CORPUS = os.path.join(REPO, "tests", "fuzz", "corpus")
 
 

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from cluster import PORT, REPO, make_certs, namespace_hosts
 
+pytestmark = pytest.mark.multihost  # left out by ./scripts/test.sh --quick
+
 CARTPOLE = os.path.join(REPO, "configs", "cartpole_ppo.py")  # the main job: stops at a last-50 mean >= 475
 HOSTS = ("learner", "actors-0", "actors-1")
 

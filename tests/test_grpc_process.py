@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import grpc as grpcio
 from seed import grpc
-from tests.helpers import REPO, run_parallel, run_python
+from tests.helpers import REPO, run_parallel, run_python, run_pythons
 
 SERVE_AND_CALL = """
 import tensorflow as tf
@@ -65,9 +65,8 @@ def test_coexists_with_python_grpcio_and_tf_grpc(sock_dir, order):
 
 
 def test_interpreter_exits_cleanly_with_live_server_and_calls(sock_dir):
-  code = SERVE_AND_CALL.format(sock=f"{sock_dir}/b.sock") + "print('OK')\n"  # no shutdown
-  for _ in range(3):
-    result = run_python(code, timeout=60)
+  codes = [SERVE_AND_CALL.format(sock=f"{sock_dir}/b{i}.sock") + "print('OK')\n" for i in range(3)]  # no shutdown
+  for result in run_pythons(codes, timeout=60):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "OK" in result.stdout
 

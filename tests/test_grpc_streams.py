@@ -9,7 +9,7 @@ import json
 import subprocess
 
 import pytest
-from helpers import run_python
+from helpers import run_parallel, run_python
 
 from seed.rpc import build_op
 
@@ -152,6 +152,7 @@ out(first=first, shutdown_s=shutdown_s, again=again, stats=stats)
   assert got["shutdown_s"] < 10 and got["again"] == 5 and got["stats"]["streams_opened"] >= 1, got
 
 
+@pytest.mark.soak
 def test_thousands_of_concurrent_callers_on_streams(tmp_path):
   """2,000 callers in flight at once through the C++ stream client (echo_bench), none lost."""
   binary = str(build_op.echo_bench_path())
@@ -181,8 +182,9 @@ out(got=got, stream_calls=server.stats()["__server__"]["stream_calls"])
 server.shutdown()
 """
   )
-  for env, stream_calls in (({}, 3), ({"SEED_RPC_STREAMS": "0"}, 0)):
-    got = _run(code, env=env)
+  cases = (({}, 3), ({"SEED_RPC_STREAMS": "0"}, 0))
+  results = run_parallel(lambda env: _run(code, env=env), [(env,) for env, _ in cases], timeout=240)
+  for (env, stream_calls), got in zip(cases, results):
     # The client's first call fetches the method list, then the two calls: all on streams, or none.
     assert got == {"got": [2, 3], "stream_calls": stream_calls}, (env, got)
 
@@ -202,7 +204,7 @@ server.shutdown()
 out(**got)
 """
   )
-  for env in ({}, {"SEED_RPC_STREAMS": "0"}):
-    got = _run(code, env=env)
+  envs = ({}, {"SEED_RPC_STREAMS": "0"})
+  for env, got in zip(envs, run_parallel(lambda env: _run(code, env=env), [(env,) for env in envs], timeout=240)):
     # streams=False: both calls unary (the metadata call too); streams=True: both on streams.
     assert got == {"False": [2, 3, 0], "True": [2, 3, 2]}, (env, got)

@@ -13,7 +13,7 @@ import portpicker
 import pytest
 import tensorflow as tf
 import trustme
-from helpers import run_python
+from helpers import run_python, run_pythons
 
 from seed import grpc
 
@@ -280,6 +280,5 @@ for i in range(40):
     pass
 print("done")
 """
-  for _ in range(3):
-    r = run_python(code)
+  for r in run_pythons([code] * 3):
     assert r.returncode == 0 and "done" in r.stdout, r.stderr[-3000:]

@@ -9,12 +9,16 @@ local "ram:" directory (or fail): the test checks there is none.
 
 import os
 
+import pytest
 from helpers import run_python
+
+pytestmark = pytest.mark.learning  # left out by ./scripts/test.sh --quick
 
 _SCRIPT = r"""
 import json, os, shutil, subprocess, sys, tempfile
 import tensorflow as tf
 from configs import cartpole_vtrace
+from agents import registry
 from seed import run_files
 from seed.runtime import learner
 

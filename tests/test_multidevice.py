@@ -14,6 +14,8 @@ import pytest
 from helpers import REPO
 from test_train import _best_recent_mean, _episodes, _no_process_left, runs  # noqa: F401  (runs is a fixture)
 
+pytestmark = pytest.mark.learning  # left out by ./scripts/test.sh --quick
+
 
 @pytest.mark.timeout(900)  # ~95 s alone; 264 s beside a Pong run and two trainings
 def test_multidevice_suite_in_its_own_process():

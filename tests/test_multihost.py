@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from cluster import PORT, REPO, Cluster, make_certs, namespace_hosts
 
+pytestmark = pytest.mark.multihost  # left out by ./scripts/test.sh --quick
+
 CARTPOLE = os.path.join(REPO, "configs", "cartpole_vtrace.py")
 HOSTS = ("learner", "actors-a", "actors-b", "intruder")
 

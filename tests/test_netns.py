@@ -14,6 +14,8 @@ import time
 import netns
 import pytest
 
+pytestmark = pytest.mark.multihost  # left out by ./scripts/test.sh --quick
+
 TESTS = os.path.dirname(os.path.abspath(__file__))
 PORT = 8765  # every host is a fresh namespace: nothing else listens there
 

@@ -20,6 +20,8 @@ import envs
 from agents import registry
 from seed import diagnostics
 
+pytestmark = pytest.mark.learning  # left out by ./scripts/test.sh --quick
+
 MIN_VALUE_SPREAD_KEPT = 0.5  # V's spread across states after the updates / before
 MAX_DEAD = {"conv1": 0.35, "conv2": 0.40, "conv3": 0.45, "dense": 0.65}  # fraction of units after the updates
 POOL, SKIP = 16, 60  # recorded unrolls, random-play steps before recording (Pong's serve)

@@ -176,6 +176,7 @@ def test_ppo_config_errors_come_before_anything_starts(tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_main_job_solves_cartpole_within_its_frame_cap_and_says_how_long_it_took(tmp_path, runs, seed):  # noqa: F811
   """scripts/run.sh's job, configs/cartpole_ppo.py as shipped: for each seed it stops at a last-50 mean >= 475
@@ -196,6 +197,7 @@ def test_main_job_solves_cartpole_within_its_frame_cap_and_says_how_long_it_took
   test_train._no_process_left(run)
 
 
+@pytest.mark.learning
 def test_mujoco_ppo_smoke(tmp_path, runs):  # noqa: F811
   run = runs(
     tmp_path / "run",

@@ -449,6 +449,7 @@ def test_frame_stack_compression_round_trips_and_saves_memory():
 # -------------------------------------------------------------- end to end ---
 
 
+@pytest.mark.learning
 def test_atari_r2d2_smoke(tmp_path, runs):  # noqa: F811
   """Pong, 2 actors, conv torso + LSTM with tiny sizes, frame-stack compression, a few thousand frames."""
   run = runs(

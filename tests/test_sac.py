@@ -299,6 +299,7 @@ def test_policy_and_checkpoint_roundtrip(tmp_path):
 # ------------------------------------------------------------ end to end ---
 
 
+@pytest.mark.learning
 def test_pendulum_sac_learns(tmp_path, runs):
   """The learning bar: mean return >= -400 over the last 20 episodes, well within 5 minutes."""
   start = time.monotonic()
@@ -318,6 +319,7 @@ def test_pendulum_sac_learns(tmp_path, runs):
   _no_process_left(run)
 
 
+@pytest.mark.learning
 def test_halfcheetah_sac_smoke(tmp_path, runs):
   """The whole path on MuJoCo: HalfCheetah-v5, 2 actors, 3000 frames (smaller batch to keep it
   quick), then the export plays a step."""

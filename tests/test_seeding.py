@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import run_parallel
 
 from agents import registry
 
@@ -64,7 +65,11 @@ def _hashes(seed: int, scramble: bool) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def builds():
-  return _hashes(0, False), _hashes(0, True), _hashes(1, False)
+  builds = run_parallel(_hashes, [(0, False), (0, True), (1, False)], timeout=600)  # three fresh processes at once
+  for b in builds:
+    if isinstance(b, BaseException):
+      raise b
+  return tuple(builds)
 
 
 def test_same_seed_same_initial_parameters_in_fresh_processes(builds):

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO
 
 _spec = importlib.util.spec_from_file_location("soak", os.path.join(REPO, "scripts", "tools", "soak.py"))
@@ -15,6 +16,7 @@ sys.modules["soak"] = soak  # its dataclass looks its module up
 _spec.loader.exec_module(soak)
 
 
+@pytest.mark.soak
 def test_one_minute_soak_kills_actors_restarts_the_learner_and_passes():
   out = subprocess.run(
     [

@@ -250,6 +250,7 @@ def test_env_kwargs_stay_free_form():
   registry.check_config(c)
 
 
+@pytest.mark.learning
 def test_cartpole_vtrace_learns(tmp_path, runs):
   """The shipped config's goal: a last-50 mean >= 475 within 300k frames (seeds 0-6 measured: 142-210k)."""
   start = time.monotonic()
@@ -271,6 +272,7 @@ def test_cartpole_vtrace_learns(tmp_path, runs):
   _no_process_left(run)
 
 
+@pytest.mark.learning
 def test_killed_actor_is_restarted_and_the_run_finishes(tmp_path, runs):
   run = runs(tmp_path / "run", "--config.total_environment_frames=300000")
   actors = run.wait_for(
@@ -286,6 +288,7 @@ def test_killed_actor_is_restarted_and_the_run_finishes(tmp_path, runs):
   _no_process_left(run)
 
 
+@pytest.mark.learning
 def test_killed_learner_resumes_from_checkpoint(tmp_path, runs):
   logdir = tmp_path / "run"
   args = ["--config.total_environment_frames=10000000", "--config.checkpoint_interval=1"]
@@ -316,6 +319,7 @@ def test_killed_learner_resumes_from_checkpoint(tmp_path, runs):
   _no_process_left(second)
 
 
+@pytest.mark.learning
 def test_sigterm_stops_everything_cleanly_with_a_final_checkpoint(tmp_path, runs):
   run = runs(tmp_path / "run", "--config.total_environment_frames=10000000")
   run.wait_for(lambda: run.frames() > 0 and len(run.processes("actor")) == 2, 120, "training")
@@ -332,6 +336,7 @@ def test_sigterm_stops_everything_cleanly_with_a_final_checkpoint(tmp_path, runs
   [(ATARI, ()), (ATARI_FAST, ()), (ATARI_PPO, ("--config.agent.minibatch_size=1",))],
   ids=["vtrace_impala_cnn", "vtrace_nature_cnn", "ppo_nature_cnn"],
 )
+@pytest.mark.learning
 def test_atari_smoke(tmp_path, runs, config, extra):
   """The whole path with frames: Pong, 2 actors (ale_py's vector env), a few thousand frames, finite losses,
   and the torso's health (dead units per layer, V's spread) in the metrics."""
@@ -357,6 +362,7 @@ def test_atari_smoke(tmp_path, runs, config, extra):
   _no_process_left(run)
 
 
+@pytest.mark.learning
 def test_learner_and_actor_modes_over_tcp_actor_survives_a_learner_restart_and_exits_when_complete(tmp_path):
   """Multi-host style: the learner restarts, the actor reconnects; the run completes, the actor exits 0."""
   import portpicker
@@ -428,6 +434,7 @@ def test_learner_and_actor_modes_over_tcp_actor_survives_a_learner_restart_and_e
           p.wait()
 
 
+@pytest.mark.learning
 def test_a_run_shorter_than_its_log_interval_still_reports_at_stop(tmp_path, runs):
   """The final progress line, metrics row and TensorBoard point are written when the run stops."""
   run = runs(tmp_path / "run", "--config.log_interval=600", "--config.total_environment_frames=20000")
