@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import queue
+import subprocess
 import sys
 import threading
 import time
@@ -263,6 +264,100 @@ def serve_py_aio(addresses: list[str], flush_timeout: float, args: argparse.Name
     await server.stop(0.5)
 
   asyncio.run(serve())
+
+
+def proc_cpu_seconds(pid: int) -> float:
+  """utime + stime of a live process."""
+  with open(f"/proc/{pid}/stat") as f:
+    fields = f.read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServerProc:
+  """A child server process speaking the READY / stats / EOF protocol."""
+
+  def __init__(self, name: str, cmd: list[str], log_path: str, startup_timeout: float = 180.0):
+    self.name = name
+    self.log_path = log_path  # the child's stderr (TF start-up chatter, errors)
+    with open(log_path, "w") as log:
+      self.proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        bufsize=1,
+        cwd=REPO,
+        start_new_session=True,
+      )  # no terminal SIGINT: we stop it
+    self._lines: queue.SimpleQueue = queue.SimpleQueue()
+    threading.Thread(target=self._read, daemon=True).start()
+    line = self._next_line(startup_timeout)
+    if line is None or not line.startswith("READY"):
+      self.close()
+      raise RuntimeError(
+        f"{name} server did not start (got {line!r}, exit code {self.proc.poll()}); "
+        f"its stderr ends with:\n{self.log_tail()}"
+      )
+    self.ready = line.split(None, 1)[1] if " " in line else ""
+
+  def _read(self) -> None:
+    for line in self.proc.stdout:
+      self._lines.put(line.rstrip("\n"))
+    self._lines.put(None)
+
+  def _next_line(self, timeout: float):
+    try:
+      return self._lines.get(timeout=timeout)
+    except queue.Empty:
+      return None
+
+  def log_tail(self, n: int = 20) -> str:
+    try:
+      with open(self.log_path, errors="replace") as f:
+        return "".join(f.readlines()[-n:])
+    except OSError:
+      return ""
+
+  def stats(self) -> dict:
+    if self.proc.poll() is not None:
+      raise RuntimeError(f"{self.name} server exited with {self.proc.returncode}:\n{self.log_tail()}")
+    self.proc.stdin.write("stats\n")
+    self.proc.stdin.flush()
+    line = self._next_line(30)
+    return json.loads(line) if line else {}
+
+  def cpu_seconds(self) -> float:
+    try:
+      return proc_cpu_seconds(self.proc.pid)
+    except OSError:
+      return float("nan")
+
+  def close(self) -> None:
+    if self.proc.poll() is None:
+      try:
+        self.proc.stdin.close()
+      except OSError:
+        pass
+      try:
+        self.proc.wait(timeout=15)
+      except subprocess.TimeoutExpired:
+        self.proc.terminate()
+        try:
+          self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+          self.proc.kill()
+          self.proc.wait()
+    if self.proc.stdout:
+      self.proc.stdout.close()
+    if self.proc.returncode not in (0, None):
+      print(
+        f"warning: {self.name} server exited with {self.proc.returncode}; stderr ends with:\n{self.log_tail()}",
+        file=sys.stderr,
+      )
+
+
+# ------------------------------------------------------------ measuring ---
 
 
 def main() -> None:
