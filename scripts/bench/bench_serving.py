@@ -72,6 +72,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import grpc
 from seed.runtime import processes
+from seed.serving import config as serving_config
 
 MODELS = ("cartpole", "atari_impala", "atari_linear")
 
@@ -426,13 +427,7 @@ def main() -> int:
     paths = {m: build_policy(m, os.path.join(tmp, m)) for m in args.models}
     config_path = os.path.join(tmp, "models.config")
     with open(config_path, "w", encoding="utf-8") as f:
-      f.write(
-        "model_config_list {\n"
-        + "".join(
-          f'  config {{ name: "{m}" base_path: "{p}" model_platform: "tensorflow" }}\n' for m, p in paths.items()
-        )
-        + "}\n"
-      )
+      f.write(serving_config.config_text(paths))
     port, rest_port = portpicker.pick_unused_port(), portpicker.pick_unused_port()
     extra = [f"--max_request_bytes={LOAD_MAX_REQUEST_BYTES}"] if args.load else []
     if args.enable_batching:

@@ -43,6 +43,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import grpc
 from seed.runtime import processes
+from seed.serving import config as serving_config
 from seed.serving import remote_predict
 
 
@@ -183,14 +184,7 @@ def main() -> int:
     export(s2, os.path.join(tmp, "seed002"))
     config = os.path.join(tmp, "models.config")
     with open(config, "w", encoding="utf-8") as f:
-      f.write(
-        "model_config_list {\n"
-        + "".join(
-          f'  config {{ name: "{m}" base_path: "{tmp}/{m}" model_platform: "tensorflow" }}\n'
-          for m in ("mnist", "seed002")
-        )
-        + "}\n"
-      )
+      f.write(serving_config.config_text({m: os.path.join(tmp, m) for m in ("mnist", "seed002")}))
     ports = {k: portpicker.pick_unused_port() for k in ("cpp", "python", "rest")}
     procs.append(start_server(config, ports["cpp"], ports["rest"], [], os.path.join(tmp, "cpp.log")))
     procs.append(start_server(config, ports["python"], 0, ["--python_predict"], os.path.join(tmp, "python.log")))

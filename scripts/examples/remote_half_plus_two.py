@@ -41,6 +41,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import grpc
 from seed.runtime import processes
+from seed.serving import config as serving_config
 from seed.serving import remote_predict
 
 EXPECTED = [3.5, 4.0, 5.5]
@@ -116,14 +117,8 @@ def main() -> int:
     )
     config = os.path.join(tmp, "config_file.txt")
     with open(config, "w", encoding="utf-8") as f:
-      f.write(
-        "model_config_list {\n"
-        + "".join(
-          f'  config: {{\n    name: "{m}"\n    base_path: "{tmp}/{m}"\n    model_platform: "tensorflow"\n  }}\n'
-          for m in ("half_plus_two", "half_plus_two_with_rpop")
-        )
-        + "}\n"
-      )
+      models = ("half_plus_two", "half_plus_two_with_rpop")
+      f.write(serving_config.config_text({m: os.path.join(tmp, m) for m in models}))
     print(f"exported both models under {tmp}; serving them on gRPC :{port}, REST :{rest_port}", flush=True)
     proc = subprocess.Popen(
       [sys.executable, "-m", "seed.serve", f"--model_config_file={config}", f"--port={port}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
@@ -60,6 +61,15 @@ def model_configs(proto: model_server_config_pb2.ModelServerConfig) -> list[Mode
       )
     )
   return configs
+
+
+def config_text(base_paths: Mapping[str, str]) -> str:
+  """A --model_config_file text serving each model name from its base path (TensorFlow SavedModels,
+  the default version policy: the newest)."""
+  proto = model_server_config_pb2.ModelServerConfig()
+  for name, base_path in base_paths.items():
+    proto.model_config_list.config.add(name=name, base_path=os.fspath(base_path), model_platform="tensorflow")
+  return text_format.MessageToString(proto)
 
 
 def parse_config_text(text: str) -> list[ModelConfig]:

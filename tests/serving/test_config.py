@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from seed.serving.config import parse_config_text
+from seed.serving.config import config_text, parse_config_text
 from seed.serving.models import scan_versions
 from tests.helpers import REPO
 from tests.serving.serving_helpers import Half, export
@@ -65,3 +65,9 @@ def test_both_entry_points_list_the_flags():
   for proc in procs:
     out, _ = proc.communicate(timeout=120)
     assert "--model_base_path" in out and "--tensor_rpc_address" in out, out[-3000:]
+
+
+def test_config_text_round_trips_through_the_parser(tmp_path):
+  paths = {"a": str(tmp_path / "a"), 'b "quoted"': str(tmp_path / "b")}
+  parsed = parse_config_text(config_text(paths))
+  assert [(c.name, c.base_path) for c in parsed] == list(paths.items())
