@@ -65,6 +65,14 @@ void StartCancellableCall(OpKernelContext* ctx, seed_transport::Channel* channel
   if (slot->cancelled) slot->cancel();
 }
 
+void SetStatusOutputs(OpKernelContext* ctx, const absl::Status& status) {
+  Tensor code(DT_INT32, {}), message(DT_STRING, {});
+  code.scalar<int32_t>()() = static_cast<int32_t>(status.code());
+  message.scalar<tstring>()() = std::string(status.message());
+  ctx->set_output(0, code);
+  ctx->set_output(1, message);
+}
+
 Tensor ZeroTensor(DataType dtype, const TensorShape& shape) {
   Tensor t(dtype, shape);
   if (dtype != DT_STRING && t.TotalBytes() > 0) std::memset(const_cast<char*>(t.tensor_data().data()), 0, t.TotalBytes());

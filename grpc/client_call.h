@@ -38,4 +38,7 @@ void StartCancellableCall(tensorflow::OpKernelContext* ctx, seed_transport::Chan
 // A tensor of zeros ("" for strings).
 tensorflow::Tensor ZeroTensor(tensorflow::DataType dtype, const tensorflow::TensorShape& shape);
 
+// The status outputs of a *_with_status op: 0 the code (int32 scalar), 1 the message (string scalar).
+void SetStatusOutputs(tensorflow::OpKernelContext* ctx, const absl::Status& status);
+
 }  // namespace seed_rpc

@@ -139,11 +139,7 @@ class CallOp : public AsyncOpKernel {
       for (size_t i = 0; i < outputs.size(); ++i) ctx->set_output(i, outputs[i]);
       return;
     }
-    Tensor code(DT_INT32, {}), message(DT_STRING, {});
-    code.scalar<int32_t>()() = static_cast<int32_t>(status.code());
-    message.scalar<tstring>()() = std::string(status.message());
-    ctx->set_output(0, code);
-    ctx->set_output(1, message);
+    SetStatusOutputs(ctx, status);
     if (status.ok()) {
       for (size_t i = 0; i < outputs.size(); ++i) ctx->set_output(2 + i, outputs[i]);
       return;

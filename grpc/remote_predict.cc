@@ -95,11 +95,7 @@ class RemotePredictOp : public AsyncOpKernel {
       ctx->SetStatus(absl::Status(status.code(), std::string(status.message()) + where_));
       return;
     }
-    Tensor code(DT_INT32, {}), message(DT_STRING, {});
-    code.scalar<int32_t>()() = static_cast<int32_t>(status.code());
-    message.scalar<tstring>()() = std::string(status.message());
-    ctx->set_output(0, code);
-    ctx->set_output(1, message);
+    SetStatusOutputs(ctx, status);
     for (size_t i = 0; i < output_types_.size(); ++i) {
       ctx->set_output(2 + i, status.ok() ? outputs[i] : ZeroTensor(output_types_[i], {}));
     }
