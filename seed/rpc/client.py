@@ -135,7 +135,8 @@ class Method:
     self._in_structure = structure.decode(signature["inputs"], self._make_spec)
     self._in_specs = structure.flatten(self._in_structure)
     self._out_structure = structure.decode(signature["outputs"], self._make_spec)
-    self._out_specs = [s for s in structure.flatten(self._out_structure) if s is not None]
+    self._out_leaves = structure.flatten(self._out_structure)  # None leaves: outputs that are not sent
+    self._out_specs = [s for s in self._out_leaves if s is not None]
     self.batch_size = signature["batch_size"]
     self._path = f"/seed/{name}".encode()
     self._out_np_dtypes = [wire.numpy_dtype(dtype_name(s)) for s in self._out_specs]
@@ -174,10 +175,8 @@ class Method:
     return 0, "", outputs
 
   def _pack(self, outputs):
-    outputs = iter(outputs)  # None leaves (no tensor) are not sent
-    return structure.pack(
-      self._out_structure, [None if leaf is None else next(outputs) for leaf in structure.flatten(self._out_structure)]
-    )
+    outputs = iter(outputs)
+    return structure.pack(self._out_structure, [None if leaf is None else next(outputs) for leaf in self._out_leaves])
 
   def __call__(self, *args, timeout: float | None = None):
     """Calls the remote function: its outputs as read-only numpy arrays, in the function's structure.
