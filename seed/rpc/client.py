@@ -38,8 +38,18 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 DEFAULT_MAX_MESSAGE_SIZE = 256 << 20  # bytes per message, both directions
 METHOD_LIST = "__methods__"
-# Messages of a connection that found no server (yet): worth waiting for.
-_NOT_LISTENING = ("connection refused", "no such file or directory", "dns resolution failed", "deadline exceeded")
+# Messages of a connection that found no server (yet), or of a cached channel's stream to a server
+# that has since shut down (the channel learns it asynchronously, so a call right after a restart
+# can land on the dead stream): worth waiting for, since the listing is safe to send again.
+_NOT_LISTENING = (
+  "connection refused",
+  "no such file or directory",
+  "dns resolution failed",
+  "deadline exceeded",
+  "cancelling all calls",
+  "the stream broke",
+  "the server closed the stream",
+)
 
 _LOAD_LOCK = threading.Lock()
 
