@@ -23,10 +23,11 @@ server.bind(inc); server.start()
 """
 
 _PRELUDE = r"""
-import concurrent.futures, json, os, shutil, tempfile, threading, time
+import atexit, concurrent.futures, json, os, shutil, tempfile, threading, time
 import tensorflow as tf
 from seed import grpc
 sock_dir = tempfile.mkdtemp(prefix="seedt-")
+atexit.register(shutil.rmtree, sock_dir, True)
 address = "unix:" + os.path.join(sock_dir, "s")
 def out(**kw):
   print(json.dumps(kw))
