@@ -14,21 +14,33 @@ import numpy as np
 import portpicker
 import pytest
 import tensorflow as tf
+import trustme
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import grpc
+from seed import grpc as tensor_rpc
 from seed.serving import remote_predict
 from tests.helpers import REPO
 
+TOKEN = "rp-token-51c0e9"
+
 
 class _Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-  """Answers y = 0.5 * x + 2 (any dtype) and "echo" of every input; sleeps first when asked; records requests."""
+  """Answers y = 0.5 * x + 2 (any dtype) and "echo" of every input; sleeps first when asked; records requests.
+  With a token: only calls carrying it are answered (UNAUTHENTICATED otherwise)."""
 
-  def __init__(self):
+  def __init__(self, token: str | None = None):
     self.requests: list[predict_pb2.PredictRequest] = []
     self.delay = 0.0
+    self.token = token
+    self.peer_identities: list = []
 
   def Predict(self, request, context):
+    if self.token is not None:
+      metadata = dict(context.invocation_metadata())
+      if metadata.get("authorization") != f"Bearer {self.token}":
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad or missing token")
+      self.peer_identities.append(context.peer_identities())
     self.requests.append(request)
     time.sleep(self.delay)
     if request.model_spec.name != "half_plus_two":
@@ -158,3 +170,81 @@ def test_seed_004_example_answers_on_one_seed_serve():
   lines = proc.stdout.splitlines()
   assert '{"predictions": [3.5,4.0,5.5]}' in lines and "gRPC Predict: [3.5, 4.0, 5.5]" in lines
   assert lines[-1] == "OK"
+
+
+@pytest.fixture(scope="module")
+def tls_peer(tmp_path_factory):
+  """A mutual-TLS + token grpcio PredictionService on 127.0.0.1 (certificates from trustme), and the files."""
+  d = tmp_path_factory.mktemp("rp-pki")
+  ca, other = trustme.CA(), trustme.CA()
+  server_cert = ca.issue_cert("localhost", "127.0.0.1")
+  client_cert, stranger = ca.issue_cert("actor-0"), other.issue_cert("actor-0")
+  files = {}
+  for name, pem in [("ca", ca.cert_pem), ("other_ca", other.cert_pem)]:
+    pem.write_to_path(str(d / f"{name}.crt"))
+    files[name] = str(d / f"{name}.crt")
+  for name, cert in [("client", client_cert), ("stranger", stranger)]:
+    cert.cert_chain_pems[0].write_to_path(str(d / f"{name}.crt"))
+    cert.private_key_pem.write_to_path(str(d / f"{name}.key"))
+    files[name] = (str(d / f"{name}.crt"), str(d / f"{name}.key"))
+  for name, text in [("token", TOKEN), ("wrong_token", "not-it")]:
+    (d / name).write_text(text + "\n")
+    files[name] = str(d / name)
+
+  servicer = _Servicer(token=TOKEN)
+  server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+  prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
+  server_credentials = grpc.ssl_server_credentials(
+    [(server_cert.private_key_pem.bytes(), server_cert.cert_chain_pems[0].bytes())],
+    root_certificates=ca.cert_pem.bytes(),
+    require_client_auth=True,
+  )
+  port = server.add_secure_port("127.0.0.1:0", server_credentials)
+  server.start()
+  yield servicer, f"localhost:{port}", files
+  server.stop(0).wait()
+
+
+def _credentials(files, ca="ca", client="client", token="token"):
+  cert, key = files[client] if client else (None, None)
+  return tensor_rpc.ChannelCredentials(ca_file=files[ca], cert_file=cert, key_file=key, token_file=files[token])
+
+
+def test_mutual_tls_and_a_token_reach_a_secure_server_and_the_token_stays_out_of_the_graph(tls_peer):
+  servicer, address, files = tls_peer
+  x = np.array([1.0, 2.0, 5.0], np.float32)
+  (y,) = _run(address, x, credentials=_credentials(files))
+  np.testing.assert_array_equal(y.numpy(), [2.5, 3.0, 4.5])
+  assert servicer.peer_identities[-1] == [b"actor-0"]  # the client certificate was presented and verified
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+  def graph(x):
+    return remote_predict.run(
+      ["x"], [x], ["y"], address, "half_plus_two", output_types=[tf.float32], credentials=_credentials(files)
+    )[0]
+
+  assert graph(tf.constant([4.0])).numpy().tolist() == [4.0]
+  graph_def = graph.get_concrete_function().graph.as_graph_def().SerializeToString()
+  assert files["token"].encode() in graph_def and TOKEN.encode() not in graph_def
+
+
+@pytest.mark.parametrize(
+  "wrong, code, needle",
+  [
+    (dict(token="wrong_token"), 16, "bad or missing token"),
+    (dict(ca="other_ca"), 14, "the server's certificate is not trusted"),  # not signed by the CA we trust
+    (dict(client="stranger"), 14, "client certificate"),  # ours is not signed by the CA the server trusts
+    (dict(client=None), 14, "client certificate"),  # mutual TLS: none at all
+  ],
+)
+def test_wrong_credentials_come_back_as_a_status_at_once(tls_peer, wrong, code, needle):
+  servicer, address, files = tls_peer
+  answered = len(servicer.requests)
+  start = time.monotonic()
+  got, message, (y,) = remote_predict.run_returning_status(
+    ["x"], [np.ones([1], np.float32)], ["y"], address, "half_plus_two", max_rpc_deadline_millis=20_000,
+    output_types=[tf.float32], credentials=_credentials(files, **wrong),
+  )  # fmt: skip
+  took = time.monotonic() - start
+  assert int(got) == code and needle in message.numpy().decode(), (int(got), message.numpy())
+  assert took < 5.0 and float(y) == 0.0 and len(servicer.requests) == answered
