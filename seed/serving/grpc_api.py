@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from absl import logging
-from tensorflow.core.framework import tensor_shape_pb2
+from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
   get_model_metadata_pb2,
   model_management_pb2,
@@ -24,6 +24,10 @@ from seed.serving.errors import ServingError, invalid
 
 PREDICT_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
+# One decoded input tensor at most (the C++ path's bound, grpc/predict_proto.cc): a few bytes of
+# TensorProto may declare a huge shape that one typed value fills.
+MAX_TENSOR_BYTES = 1 << 30
+_STRING_ELEMENT_BYTES = 24  # what a string element costs TensorFlow (sizeof(tstring)), as the C++ path counts it
 
 
 def _grpc_call(context: grpc.ServicerContext, fn: Callable[[], Any], what: str):
@@ -48,6 +52,26 @@ def _fill_tensor_proto(proto, value: np.ndarray) -> None:
     proto.CopyFrom(tf.make_tensor_proto(value))
 
 
+def _read_input(name: str, proto) -> np.ndarray:
+  """An input TensorProto as an array; a shape that overflows or holds more than MAX_TENSOR_BYTES is
+  refused before anything is allocated, with the C++ path's message."""
+  dims = [d.size for d in proto.tensor_shape.dim]
+  elements = int(np.prod(dims, dtype=object)) if dims else 1
+  if any(d < 0 for d in dims) or elements >= 1 << 63:
+    raise invalid(f"input '{name}': its TensorProto has an invalid shape")
+  try:
+    element_bytes = _STRING_ELEMENT_BYTES if proto.dtype == types_pb2.DT_STRING else tf.as_dtype(proto.dtype).size
+  except (TypeError, ValueError):
+    element_bytes = 0  # an unknown dtype: make_ndarray says so below
+  if element_bytes > 0 and elements > MAX_TENSOR_BYTES // element_bytes:
+    shape = ",".join(map(str, dims))
+    raise invalid(f"input '{name}': its shape [{shape}] holds more than {MAX_TENSOR_BYTES >> 20} MiB")
+  try:
+    return tf.make_ndarray(proto)
+  except Exception as e:  # pylint: disable=broad-except
+    raise invalid(f"input '{name}': cannot read its TensorProto: {e}") from None
+
+
 def _spec_version(spec) -> int | None:
   return spec.version.value if spec.HasField("version") else None
 
@@ -60,12 +84,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
   def Predict(self, request, context):
     def run():
-      inputs = {}
-      for name, proto in request.inputs.items():
-        try:
-          inputs[name] = tf.make_ndarray(proto)
-        except Exception as e:  # pylint: disable=broad-except
-          raise invalid(f"input '{name}': cannot read its TensorProto: {e}") from None
+      inputs = {name: _read_input(name, proto) for name, proto in request.inputs.items()}
       spec = request.model_spec
       result = self._core.predict(
         spec.name, _spec_version(spec), spec.version_label, spec.signature_name, inputs, list(request.output_filter)

@@ -108,29 +108,46 @@ def test_errors_read_as_on_the_python_path(server, python_server):
   assert maps[0] == maps[1] and set(maps[0].signature_def) >= {"serving_default", "echo"}
 
 
+def _hostile_requests() -> list[predict_pb2.PredictRequest]:
+  """Inputs whose TensorProto claims a huge shape, and one whose dtype is a resource handle."""
+  huge = predict_request("multi", {})
+  huge.inputs["a"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT))
+  huge.inputs["a"].tensor_shape.dim.extend([tensor_shape_pb2.TensorShapeProto.Dim(size=1 << 40)] * 2)
+  # A few bytes declaring 8 G floats (or strings), one value to fill them: refused before anything is allocated.
+  fill = predict_request("multi", {})
+  fill.inputs["a"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0]))
+  fill.inputs["a"].tensor_shape.dim.add(size=1 << 33)
+  strings = predict_request("multi", {})
+  strings.inputs["s"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"x"]))
+  strings.inputs["s"].tensor_shape.dim.extend([tensor_shape_pb2.TensorShapeProto.Dim(size=1 << 16)] * 2)
+  resource = predict_request("multi", {})
+  resource.inputs["a"].dtype = types_pb2.DT_RESOURCE
+  return [huge, fill, strings, resource]
+
+
 def test_garbage_bytes_get_invalid_argument_and_the_server_keeps_serving(server):
   call = server.channel.unary_unary(PREDICT)  # raw bytes in and out
   rng = np.random.default_rng(1)
   garbage = [b"\xff" * 10, b"\x0a\x05ab", b"\x12\x03\x0a\x01", bytes(rng.integers(0, 256, 4096, dtype=np.uint8))]
-  # An input whose TensorProto claims a huge shape, and one whose dtype is a resource handle.
-  huge = predict_pb2.PredictRequest()
-  huge.model_spec.name = "multi"
-  huge.inputs["a"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT))
-  huge.inputs["a"].tensor_shape.dim.extend([tensor_shape_pb2.TensorShapeProto.Dim(size=1 << 40)] * 2)
-  # A few bytes declaring 8 G floats, one value to fill them: refused before anything is allocated.
-  fill = predict_pb2.PredictRequest()
-  fill.model_spec.name = "multi"
-  fill.inputs["a"].CopyFrom(tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0]))
-  fill.inputs["a"].tensor_shape.dim.add(size=1 << 33)
-  resource = predict_pb2.PredictRequest()
-  resource.model_spec.name = "multi"
-  resource.inputs["a"].dtype = types_pb2.DT_RESOURCE
-  for data in [*garbage, huge.SerializeToString(), fill.SerializeToString(), resource.SerializeToString()]:
+  for data in [*garbage, *(r.SerializeToString() for r in _hostile_requests())]:
     with pytest.raises(grpc.RpcError) as info:
       call(data, timeout=30)
     assert info.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), info.value.details()
   x = np.array([1.0], np.float32)
   np.testing.assert_allclose(outputs(server.predict.Predict(predict_request("half", {"x": x}), timeout=60))["y"], [2.5])
+
+
+def test_huge_declared_shapes_are_refused_alike_by_both_paths(server, python_server):
+  """The --python_predict path bounds a decoded input as the C++ one does (it would otherwise fill 32 GiB
+  from one float), with the same message; both keep serving."""
+  huge, fill, strings, resource = _hostile_requests()
+  for request, needle in [(huge, "invalid shape"), (fill, "[8589934592] holds more"), (strings, "[65536,65536]")]:
+    cpp, py = (rpc_error(s.predict.Predict, request) for s in (server, python_server))
+    assert cpp.code() == py.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert cpp.details() == py.details() and needle in cpp.details(), (cpp.details(), py.details())
+  assert rpc_error(python_server.predict.Predict, resource).code() == grpc.StatusCode.INVALID_ARGUMENT
+  x = np.array([1.0], np.float32)
+  np.testing.assert_allclose(outputs(python_server.predict.Predict(predict_request("half", {"x": x})))["y"], [2.5])
 
 
 def test_predict_never_reaches_python(models):
