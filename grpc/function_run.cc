@@ -2,20 +2,57 @@
 
 #include "tensorflow/core/common_runtime/device.h"
 #include "tensorflow/core/common_runtime/device_mgr.h"
+#include "tensorflow/core/common_runtime/rendezvous_mgr.h"
 #include "tensorflow/core/framework/resource_handle.h"
 #include "tensorflow/core/framework/resource_mgr.h"
 #include "tensorflow/core/grappler/grappler_item.h"
 #include "tensorflow/core/grappler/optimizers/meta_optimizer.h"
 #include "run_cancellation.h"
+#include "tensorflow/core/platform/cpu_info.h"
+#include "tensorflow/core/platform/logging.h"
+#include "tensorflow/core/platform/threadpool.h"
 
 namespace seed_rpc {
 
 using namespace tensorflow;  // NOLINT
 
+namespace {
+
+// Where bound functions' executors schedule their ops, as eager's inter-op pool does
+// for eager calls: one pool for the process (never freed), sized as that one is.
+thread::ThreadPool* InterOpPool(const ConfigProto* config) {
+  static thread::ThreadPool* pool = [config] {
+    int threads = config != nullptr ? config->inter_op_parallelism_threads() : 0;
+    if (threads <= 0) threads = port::MaxParallelism();
+    return new thread::ThreadPool(Env::Default(), ThreadOptions(), "seed_bound_runs", threads,
+                                  /*low_latency_hint=*/false);
+  }();
+  return pool;
+}
+
+}  // namespace
+
 absl::Status InstantiateBound(OpKernelContext* ctx, const NameAttrList& fn, const OpInputList& captures,
                               int num_inputs, int num_outputs, BoundFunction* out) {
-  FunctionLibraryRuntime* flr = ctx->function_library();
-  if (flr == nullptr) return absl::InternalError("no function library runtime");
+  FunctionLibraryRuntime* kernel_flr = ctx->function_library();
+  if (kernel_flr == nullptr) return absl::InternalError("no function library runtime");
+  const FunctionLibraryDefinition* kernel_lib = kernel_flr->GetFunctionLibraryDefinition();
+  const FunctionDef* fdef = kernel_lib->Find(fn.name());
+  if (fdef == nullptr) return absl::NotFoundError(absl::StrCat("function ", fn.name(), " is not in the library"));
+  auto runtime = std::make_shared<BoundRuntime>();
+  runtime->lib_def = std::make_unique<FunctionLibraryDefinition>(kernel_lib->ReachableDefinitions(*fdef));
+  if (!runtime->lib_def->Contains(fn.name())) TF_RETURN_IF_ERROR(runtime->lib_def->AddFunctionDef(*fdef));
+  const ConfigProto* config = kernel_flr->config_proto();
+  runtime->pflr = std::make_unique<ProcessFunctionLibraryRuntime>(
+      kernel_flr->device_mgr(), kernel_flr->env(), config, kernel_flr->graph_def_version(), runtime->lib_def.get(),
+      config != nullptr ? config->graph_options().optimizer_options() : OptimizerOptions(),
+      InterOpPool(config), /*parent=*/nullptr, /*session_metadata=*/nullptr,
+      Rendezvous::Factory([](const int64_t, const DeviceMgr* device_mgr, tsl::core::RefCountPtr<Rendezvous>* r) {
+        *r = tsl::core::RefCountPtr<Rendezvous>(new RefCountedIntraProcessRendezvous(device_mgr));
+        return absl::OkStatus();
+      }));
+  FunctionLibraryRuntime* flr = runtime->pflr->GetFLR(kernel_flr->device()->name());
+  if (flr == nullptr) return absl::InternalError(absl::StrCat("no function runtime for ", kernel_flr->device()->name()));
   FunctionLibraryRuntime::InstantiateOptions opts;
   opts.target = flr->device()->name();
   opts.is_multi_device_function = true;
@@ -43,10 +80,20 @@ absl::Status InstantiateBound(OpKernelContext* ctx, const NameAttrList& fn, cons
     return grappler::OptimizeGraph(std::move(ret_nodes), std::move(keep_nodes), lib, devices, cpu, ConfigProto(),
                                    name, options, graph);
   };
-  out->flr = flr;
   TF_RETURN_IF_ERROR(flr->Instantiate(fn.name(), AttrSlice(&fn.attr()), opts, &out->handle));
+  out->runtime = std::move(runtime);
+  out->flr = flr;
   for (int i = 0; i < captures.size(); ++i) out->captures.push_back(captures[i]);
   return absl::OkStatus();
+}
+
+void ReleaseBound(BoundFunction* fn) {
+  if (fn->handle == kInvalidHandle) return;
+  absl::Status s = fn->flr->ReleaseHandle(fn->handle);
+  if (!s.ok()) LOG(WARNING) << "releasing a bound function: " << s;
+  fn->handle = kInvalidHandle;
+  fn->captures.clear();
+  fn->runtime.reset();  // the last copy frees the runtime
 }
 
 void RunBound(const BoundFunction& fn, std::vector<Tensor> args, CancellationManager* parent,
@@ -68,7 +115,7 @@ void RunBound(const BoundFunction& fn, std::vector<Tensor> args, CancellationMan
   auto* args_ptr = new std::vector<Tensor>(std::move(args));
   auto* rets = new std::vector<Tensor>;
   flr->Run(opts, fn.handle, *args_ptr, rets,
-           [step, cancel, args_ptr, rets, done = std::move(done)](const absl::Status& s) {
+           [runtime = fn.runtime, step, cancel, args_ptr, rets, done = std::move(done)](const absl::Status& s) {
              delete step;
              delete args_ptr;
              done(s, rets);

@@ -210,8 +210,17 @@ bool PredictService::Unpublish(const std::string& model, int64_t version, int64_
   }
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (v.use_count() > 1) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
+    if (std::chrono::steady_clock::now() > deadline) return false;  // its last request frees it, not this
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  // No request holds it: its batchers end (with their running batches), then the instantiated
+  // functions go; left alone, each version would keep its graphs and constants in the runtime.
+  for (auto& [name, entry] : v->signatures) {
+    {
+      std::lock_guard<std::mutex> lock(entry->mu);
+      entry->batchers.clear();
+    }
+    ReleaseBound(&entry->sig.fn);
   }
   return true;
 }

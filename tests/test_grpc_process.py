@@ -71,6 +71,40 @@ def test_interpreter_exits_cleanly_with_live_server_and_calls(sock_dir):
     assert "OK" in result.stdout
 
 
+def test_bound_functions_outlive_tensorflow_clearing_its_caches(sock_dir):
+  """tf.random.set_seed and tf_keras's clear_session clear TensorFlow's eager kernel cache; a server bound
+  before (a method with a variable and a graph constant, and a batched one) keeps answering."""
+  code = textwrap.dedent("""
+      import gc
+      import tensorflow as tf
+      from tensorflow.python.eager import context
+      from seed import grpc
+      v = tf.Variable(tf.ones([64, 64]))
+      @tf.function(input_signature=[tf.TensorSpec([64], tf.float32)])
+      def matvec(x):
+        return tf.linalg.matvec(v + tf.constant(0.5, shape=[64, 64]), x)
+      @tf.function(input_signature=[tf.TensorSpec([4], tf.int32)])
+      def batched(x):
+        return x * 10
+      server = grpc.Server(["unix:SOCK"])
+      server.bind(matvec)
+      server.bind(batched, flush_timeout=0.05)
+      server.start()
+      client = grpc.Client("unix:SOCK")
+      assert client.matvec(tf.ones([64])).numpy().tolist() == [96.0] * 64
+      tf.random.set_seed(7)
+      context.context().clear_kernel_cache()
+      gc.collect()
+      for i in range(3):
+        assert client.matvec(tf.ones([64])).numpy().tolist() == [96.0] * 64
+        assert client.batched(i).numpy() == 10 * i
+      server.shutdown()
+      print("OK")
+      """).replace("SOCK", f"{sock_dir}/c.sock")
+  result = run_python(code, timeout=120)
+  assert result.returncode == 0 and "OK" in result.stdout, (result.returncode, result.stderr[-3000:])
+
+
 @pytest.fixture
 def inc_server(address):
   @tf.function(input_signature=[tf.TensorSpec([], tf.int32)])

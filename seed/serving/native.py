@@ -60,25 +60,37 @@ class NativeFront:
 
   def publish(self, servable: Servable) -> None:
     """Makes every signature of a loaded version callable (before it is reported AVAILABLE)."""
-    for sig in servable.signatures.values():
-      fn, names = positional_function(sig)
-      cf = fn.get_concrete_function()
-      outputs = sorted(sig.outputs)
-      self._ops.seed_serving_stage(
-        self._id,
-        cf.captured_inputs,
-        fn=cf,
-        model=servable.model,
-        version=servable.version,
-        signature=sig.name,
-        input_names=names,
-        input_dtypes=[sig.inputs[n].dtype for n in names],
-        input_shapes=[sig.inputs[n].shape for n in names],
-        output_names=outputs,  # a dict's outputs flatten in sorted key order
-        output_dtypes=[sig.outputs[n].dtype for n in outputs],
-      )
     metadata = signature_def_map(servable).SerializeToString()
-    self._ops.seed_serving_publish(self._id, metadata, model=servable.model, version=servable.version)
+    bound = [(sig, *positional_function(sig)) for sig in servable.signatures.values()]
+    concrete = [(sig, fn.get_concrete_function(), names) for sig, fn, names in bound]
+
+    # In a graph function, not eagerly: an eager op's kernel stays cached for its attributes, and with
+    # `fn` among them each version's kernel would keep a copy of its function library (graph constants
+    # included) for the life of the process. This function's kernels go when it does.
+    @tf.function(autograph=False)
+    def stage():
+      staged = []
+      for sig, cf, names in concrete:
+        outputs = sorted(sig.outputs)
+        staged.append(
+          self._ops.seed_serving_stage(
+            self._id,
+            cf.captured_inputs,
+            fn=cf,
+            model=servable.model,
+            version=servable.version,
+            signature=sig.name,
+            input_names=names,
+            input_dtypes=[sig.inputs[n].dtype for n in names],
+            input_shapes=[sig.inputs[n].shape for n in names],
+            output_names=outputs,  # a dict's outputs flatten in sorted key order
+            output_dtypes=[sig.outputs[n].dtype for n in outputs],
+          )
+        )
+      with tf.control_dependencies(staged):  # they share no input that would order them
+        self._ops.seed_serving_publish(self._id, metadata, model=servable.model, version=servable.version)
+
+    stage()
 
   def unpublish(self, servable: Servable, timeout: float = 30.0) -> bool:
     """Takes a version out; True once no request holds it (False: some still did after `timeout`)."""
