@@ -19,13 +19,13 @@ using namespace tensorflow;  // NOLINT
 namespace {
 
 // Where bound functions' executors schedule their ops, as eager's inter-op pool does
-// for eager calls: one pool for the process (never freed), sized as that one is.
+// for eager calls: one pool for the process (never freed), sized and spinning as that one.
 thread::ThreadPool* InterOpPool(const ConfigProto* config) {
   static thread::ThreadPool* pool = [config] {
     int threads = config != nullptr ? config->inter_op_parallelism_threads() : 0;
     if (threads <= 0) threads = port::MaxParallelism();
-    return new thread::ThreadPool(Env::Default(), ThreadOptions(), "seed_bound_runs", threads,
-                                  /*low_latency_hint=*/false);
+    const bool spin = config == nullptr || !config->experimental().disable_thread_spinning();
+    return new thread::ThreadPool(Env::Default(), ThreadOptions(), "seed_bound_runs", threads, spin);
   }();
   return pool;
 }
