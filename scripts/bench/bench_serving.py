@@ -67,12 +67,12 @@ if REPO not in sys.path:
 import numpy as np
 import portpicker
 import tensorflow as tf
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import grpc
 from seed.runtime import processes
 from seed.serving import config as serving_config
+from seed.serving import health
 
 MODELS = ("cartpole", "atari_impala", "atari_linear")
 
@@ -127,22 +127,7 @@ def start_server(config_path: str, port: int, rest_port: int, extra: list[str], 
 
 
 def wait_ready(proc: subprocess.Popen, port: int, log_path: str, timeout: float = 300) -> None:
-  channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-  stub = health_pb2_grpc.HealthStub(channel)
-  deadline = time.monotonic() + timeout
-  try:
-    while time.monotonic() < deadline:
-      if proc.poll() is not None:
-        with open(log_path, encoding="utf-8", errors="replace") as f:
-          raise RuntimeError(f"seed.serve exited with {proc.returncode}:\n{f.read()[-3000:]}")
-      try:
-        if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-          return
-      except grpc.RpcError:
-        time.sleep(0.2)
-    raise RuntimeError(f"seed.serve not ready after {timeout}s")
-  finally:
-    channel.close()
+  health.wait_serving(f"127.0.0.1:{port}", timeout, proc, log_path)
 
 
 # --- clients ------------------------------------------------------------------------------------------

@@ -36,13 +36,12 @@ if REPO not in sys.path:
 import numpy as np
 import portpicker
 import tensorflow as tf
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import grpc
 from seed.runtime import processes
 from seed.serving import config as serving_config
-from seed.serving import remote_predict
+from seed.serving import health, remote_predict
 
 EXPECTED = [3.5, 4.0, 5.5]
 
@@ -74,21 +73,6 @@ class HalfPlusTwoWithRpop(tf.Module):
       signature_name="serving_default",
     )
     return {"y": 0.5 * x + b[0]}
-
-
-def wait_serving(proc: subprocess.Popen, port: int, timeout: float = 180.0) -> None:
-  with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-    stub = health_pb2_grpc.HealthStub(channel)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-      if proc.poll() is not None:
-        raise RuntimeError(f"seed.serve exited with status {proc.returncode}")
-      try:
-        if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-          return
-      except grpc.RpcError:
-        time.sleep(0.3)
-  raise RuntimeError(f"seed.serve not serving after {timeout}s")
 
 
 def main() -> int:
@@ -126,7 +110,7 @@ def main() -> int:
       env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, preexec_fn=processes.die_with_parent,
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    wait_serving(proc, port)
+    health.wait_serving(f"127.0.0.1:{port}", 180.0, proc)
 
     url = f"localhost:{rest_port}/v1/models/half_plus_two_with_rpop:predict"
     body = '{"instances": [1.0, 2.0, 5.0]}'

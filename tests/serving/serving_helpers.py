@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -17,7 +16,7 @@ import numpy as np
 import portpicker
 import pytest
 import tensorflow as tf
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2_grpc
 from tensorflow_serving.apis import (
   get_model_status_pb2,
   model_service_pb2_grpc,
@@ -27,6 +26,7 @@ from tensorflow_serving.apis import (
 
 import grpc
 from seed.runtime import processes
+from seed.serving import health
 from tests.helpers import REPO, make_policy_run
 
 AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
@@ -169,17 +169,7 @@ class ServeProcess:
       return f.read()
 
   def wait_ready(self, timeout: float = 150.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-      assert self.proc.poll() is None, f"seed.serve exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
-      try:
-        if (
-          self.health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING
-        ):
-          return
-      except grpc.RpcError:
-        time.sleep(0.2)
-    raise AssertionError(f"seed.serve not ready after {timeout}s:\n{self.log()[-3000:]}")
+    health.wait_serving(f"127.0.0.1:{self.port}", timeout, self.proc, self.log_path)
 
   def stop(self) -> None:
     self.channel.close()
