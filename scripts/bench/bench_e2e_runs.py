@@ -118,6 +118,13 @@ class TrainRun:
     except PermissionError:
       return True
 
+  def _kill_group(self, why: str) -> None:
+    log(f"{self.name}: {why}")
+    try:
+      os.killpg(self.pgid, signal.SIGKILL)
+    except ProcessLookupError:
+      pass
+
   def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
     """SIGTERM to the launcher, wait; then SIGKILL whatever is left of its process group."""
     if self.stopped:
@@ -130,22 +137,14 @@ class TrainRun:
       try:
         self.proc.wait(timeout)
       except subprocess.TimeoutExpired:
-        log(f"{self.name}: launcher pid {self.pgid} still running after {timeout:.0f}s; killing its group")
-        try:
-          os.killpg(self.pgid, signal.SIGKILL)
-        except ProcessLookupError:
-          pass
+        self._kill_group(f"launcher pid {self.pgid} still running after {timeout:.0f}s; killing its group")
         self.proc.wait()
     # The launcher stops its children itself; anything it left in the group goes too.
     deadline = time.monotonic() + 15.0
     while self._group_alive() and time.monotonic() < deadline:
       time.sleep(0.2)
     if self._group_alive():
-      log(f"{self.name}: processes left in group {self.pgid}; killing them")
-      try:
-        os.killpg(self.pgid, signal.SIGKILL)
-      except ProcessLookupError:
-        pass
+      self._kill_group(f"processes left in group {self.pgid}; killing them")
     self._log_file.close()
     self.stopped = True
     return self.proc.returncode
