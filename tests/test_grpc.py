@@ -2,6 +2,7 @@
 
 import collections
 import os
+import pathlib
 import stat
 import threading
 import time
@@ -11,35 +12,20 @@ import pytest
 import tensorflow as tf
 
 from seed import grpc
-from tests.helpers import call_many, catch, spec
+from tests.helpers import REPO, call_many, catch, run_python, spec
 
 # --------------------------------------------------------- seed 000 example ---
 
 
-def test_readme_example(sock_dir, tcp_address):
-  server = grpc.Server([f"unix:{sock_dir}/foo", tcp_address])
-
-  @tf.function(input_signature=[tf.TensorSpec([5], tf.int32)])
-  def foo(x):
-    return x + 1
-
-  server.bind(foo)
-
-  @tf.function(input_signature=[tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
-  def bar(x, y):
-    return x + y
-
-  server.bind(bar)
-  server.start()
-  try:
-    client = grpc.Client(f"unix:{sock_dir}/foo")
-    assert call_many(client.foo, [42, 1, 2, 3, 4]) == [43, 2, 3, 4, 5]
-    assert client.bar(1, 2).numpy() == 3
-    tcp_client = grpc.Client(tcp_address)
-    assert tcp_client.bar(20, 22).numpy() == 42
-    assert call_many(tcp_client.foo, [10, 20, 30, 40, 50]) == [11, 21, 31, 41, 51]
-  finally:
-    server.shutdown()
+def test_readme_example():
+  """Seed 000's example as the docs point to it (scripts/examples/rpc_example.py): five concurrent foo calls
+  fill one batch, over the unix socket and over TCP."""
+  result = run_python(pathlib.Path(REPO, "scripts", "examples", "rpc_example.py").read_text(), timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.splitlines()
+  assert lines[0] == "client.foo(42) -> 43   (batch of 5: [43, 2, 3, 4, 5])", lines
+  assert lines[1] == "client.bar(1, 2) -> 3", lines
+  assert lines[2] == "over TCP: bar(20, 22) -> 42, foo -> [11, 21, 31, 41, 51]", lines
 
 
 # -------------------------------------------------------------- basic calls ---

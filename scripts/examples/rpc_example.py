@@ -39,13 +39,16 @@ def main() -> None:
     server.bind(bar)
     server.start()
 
+    def batch_of_five(client, values):
+      with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        return list(pool.map(lambda v: int(client.foo(v)), values))
+
     client = grpc.Client(f"unix:{sock_dir}/foo")
-    with concurrent.futures.ThreadPoolExecutor(5) as pool:
-      results = list(pool.map(lambda v: int(client.foo(v)), [42, 1, 2, 3, 4]))
+    results = batch_of_five(client, [42, 1, 2, 3, 4])
     print(f"client.foo(42) -> {results[0]}   (batch of 5: {results})")
     print(f"client.bar(1, 2) -> {int(client.bar(1, 2))}")
     tcp = grpc.Client(f"localhost:{port}")
-    print(f"over TCP localhost:{port}: bar(20, 22) -> {int(tcp.bar(20, 22))}")
+    print(f"over TCP: bar(20, 22) -> {int(tcp.bar(20, 22))}, foo -> {batch_of_five(tcp, [10, 20, 30, 40, 50])}")
     print(f"server stats: {server.stats()}")
     server.shutdown()
   finally:
