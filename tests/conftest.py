@@ -1,5 +1,6 @@
-"""Shared fixtures: private socket dirs, free ports, quiet TF logs."""
+"""Shared fixtures: private socket dirs, free ports, throwaway TLS certificates, quiet TF logs."""
 
+import datetime
 import os
 import shutil
 import tempfile
@@ -11,6 +12,8 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import portpicker
 import pytest
+import trustme
+from helpers import TLS_TOKEN
 
 # tests/multidevice/ needs a process whose CPU is split into logical devices before TF starts:
 # tests/test_multidevice.py runs it in its own pytest process (SEED_MULTIDEVICE=1).
@@ -53,3 +56,31 @@ def serve(address):
   yield _serve
   for s in servers:
     s.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+  """Files from a throwaway CA (trustme): ca, other_ca (another CA), and (cert, key) pairs server
+  (localhost + 127.0.0.1), expired, client (actor-0), stranger (actor-0, signed by other_ca); token
+  (TLS_TOKEN) and wrong_token."""
+  d = tmp_path_factory.mktemp("pki")
+  ca, other = trustme.CA(), trustme.CA()
+  files = {}
+
+  def leaf(name, issuer, *names, **kwargs):
+    cert = issuer.issue_cert(*names, **kwargs)
+    cert.cert_chain_pems[0].write_to_path(str(d / f"{name}.crt"))
+    cert.private_key_pem.write_to_path(str(d / f"{name}.key"))
+    files[name] = (str(d / f"{name}.crt"), str(d / f"{name}.key"))
+
+  ca.cert_pem.write_to_path(str(d / "ca.crt"))
+  other.cert_pem.write_to_path(str(d / "other_ca.crt"))
+  files["ca"], files["other_ca"] = str(d / "ca.crt"), str(d / "other_ca.crt")
+  leaf("server", ca, "localhost", "127.0.0.1")
+  leaf("expired", ca, "localhost", not_before=datetime.datetime(2020, 1, 1), not_after=datetime.datetime(2021, 1, 1))
+  leaf("client", ca, "actor-0")
+  leaf("stranger", other, "actor-0")
+  for name, text in [("token", TLS_TOKEN), ("wrong_token", "not-the-token")]:
+    (d / name).write_text(text + "\n")
+    files[name] = str(d / name)
+  return files

@@ -8,6 +8,7 @@ import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TLS_TOKEN = "tok-3b1f9c0e5d7a"  # the token in conftest's tls_files
 
 
 def run_parallel(fn, args_list, timeout=60):

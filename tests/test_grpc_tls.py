@@ -1,10 +1,9 @@
 """TLS, mutual TLS and bearer tokens in the op, and the "run complete" answer.
 
-Certificates come from trustme (a throwaway CA per module); every server
+Certificates come from trustme (conftest's tls_files: a throwaway CA per test session); every server
 listens on loopback only. Failures must be fast and say why.
 """
 
-import datetime
 import os
 import time
 
@@ -12,39 +11,9 @@ import numpy as np
 import portpicker
 import pytest
 import tensorflow as tf
-import trustme
-from helpers import run_python, run_pythons
+from helpers import TLS_TOKEN, run_python, run_pythons
 
 from seed import grpc
-
-TOKEN = "tok-3b1f9c0e5d7a"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-  """Files: ca, other_ca, server (localhost + 127.0.0.1), expired, client, stranger (other CA), token."""
-  d = tmp_path_factory.mktemp("pki")
-  ca, other = trustme.CA(), trustme.CA()
-  files = {}
-
-  def leaf(name, issuer, *names, **kwargs):
-    cert = issuer.issue_cert(*names, **kwargs)
-    cert.cert_chain_pems[0].write_to_path(str(d / f"{name}.crt"))
-    cert.private_key_pem.write_to_path(str(d / f"{name}.key"))
-    files[name] = (str(d / f"{name}.crt"), str(d / f"{name}.key"))
-
-  ca.cert_pem.write_to_path(str(d / "ca.crt"))
-  other.cert_pem.write_to_path(str(d / "other_ca.crt"))
-  files["ca"], files["other_ca"] = str(d / "ca.crt"), str(d / "other_ca.crt")
-  leaf("server", ca, "localhost", "127.0.0.1")
-  leaf("expired", ca, "localhost", not_before=datetime.datetime(2020, 1, 1), not_after=datetime.datetime(2021, 1, 1))
-  leaf("client", ca, "actor-0")
-  leaf("stranger", other, "actor-0")
-  (d / "token").write_text(TOKEN + "\n")
-  files["token"] = str(d / "token")
-  (d / "wrong_token").write_text("not-the-token\n")
-  files["wrong_token"] = str(d / "wrong_token")
-  return files
 
 
 @tf.function(input_signature=[tf.TensorSpec([], tf.int32)])
@@ -71,8 +40,8 @@ def serve(sock_dir):
     s.shutdown()
 
 
-def tls_server(pki, **kwargs):
-  return grpc.ServerCredentials(cert_file=pki["server"][0], key_file=pki["server"][1], **kwargs)
+def tls_server(tls_files, **kwargs):
+  return grpc.ServerCredentials(cert_file=tls_files["server"][0], key_file=tls_files["server"][1], **kwargs)
 
 
 def fails_fast(address, credentials, error, *needles, within=5.0):
@@ -85,11 +54,13 @@ def fails_fast(address, credentials, error, *needles, within=5.0):
   return str(info.value)
 
 
-def test_tls_round_trip_eager_in_graph_and_unix_on_the_same_server(pki, serve):
-  server, tcp, unix = serve(tls_server(pki))
-  client = grpc.Client(tcp, credentials=grpc.ChannelCredentials(ca_file=pki["ca"]))
+def test_tls_round_trip_eager_in_graph_and_unix_on_the_same_server(tls_files, serve):
+  server, tcp, unix = serve(tls_server(tls_files))
+  client = grpc.Client(tcp, credentials=grpc.ChannelCredentials(ca_file=tls_files["ca"]))
   assert client.inc(41).numpy() == 42
-  by_ip = grpc.Client(tcp.replace("localhost", "127.0.0.1"), credentials=grpc.ChannelCredentials(ca_file=pki["ca"]))
+  by_ip = grpc.Client(
+    tcp.replace("localhost", "127.0.0.1"), credentials=grpc.ChannelCredentials(ca_file=tls_files["ca"])
+  )
   assert by_ip.inc(1).numpy() == 2  # the certificate's IP SAN
 
   @tf.function
@@ -100,17 +71,17 @@ def test_tls_round_trip_eager_in_graph_and_unix_on_the_same_server(pki, serve):
   assert grpc.Client(unix).inc(7).numpy() == 8  # unix socket: no credentials
 
 
-def test_tls_with_64_concurrent_callers_and_a_large_payload(pki, serve):
+def test_tls_with_64_concurrent_callers_and_a_large_payload(tls_files, serve):
   @tf.function(input_signature=[tf.TensorSpec([None], tf.uint8)])
   def echo(x):
     return x
 
   port = portpicker.pick_unused_port()
-  server = grpc.Server([f"localhost:{port}"], credentials=tls_server(pki, token_file=pki["token"]))
+  server = grpc.Server([f"localhost:{port}"], credentials=tls_server(tls_files, token_file=tls_files["token"]))
   server.bind(echo)
   server.start()
   try:
-    creds = grpc.ChannelCredentials(ca_file=pki["ca"], token_file=pki["token"])
+    creds = grpc.ChannelCredentials(ca_file=tls_files["ca"], token_file=tls_files["token"])
     client = grpc.Client(f"localhost:{port}", credentials=creds)
     big = np.random.default_rng(0).integers(0, 255, 4 << 20, dtype=np.uint8)
     np.testing.assert_array_equal(client.echo(big).numpy(), big)
@@ -122,14 +93,14 @@ def test_tls_with_64_concurrent_callers_and_a_large_payload(pki, serve):
     server.shutdown()
 
 
-def test_token_missing_or_wrong_is_unauthenticated_and_counted_and_others_keep_working(pki, serve):
-  server, tcp, unix = serve(tls_server(pki, token_file=pki["token"]))
-  good = grpc.Client(tcp, credentials=grpc.ChannelCredentials(ca_file=pki["ca"], token_file=pki["token"]))
+def test_token_missing_or_wrong_is_unauthenticated_and_counted_and_others_keep_working(tls_files, serve):
+  server, tcp, unix = serve(tls_server(tls_files, token_file=tls_files["token"]))
+  good = grpc.Client(tcp, credentials=grpc.ChannelCredentials(ca_file=tls_files["ca"], token_file=tls_files["token"]))
   assert good.inc(1).numpy() == 2
-  fails_fast(tcp, grpc.ChannelCredentials(ca_file=pki["ca"]), tf.errors.UnauthenticatedError, "auth token")
+  fails_fast(tcp, grpc.ChannelCredentials(ca_file=tls_files["ca"]), tf.errors.UnauthenticatedError, "auth token")
   fails_fast(
     tcp,
-    grpc.ChannelCredentials(ca_file=pki["ca"], token_file=pki["wrong_token"]),
+    grpc.ChannelCredentials(ca_file=tls_files["ca"], token_file=tls_files["wrong_token"]),
     tf.errors.UnauthenticatedError,
     "auth token",
   )
@@ -138,75 +109,81 @@ def test_token_missing_or_wrong_is_unauthenticated_and_counted_and_others_keep_w
   assert server.stats()["__server__"]["refused_calls"] == 2
 
 
-def test_token_from_an_environment_variable(pki, serve, monkeypatch):
-  monkeypatch.setenv("SEED_TEST_TOKEN", TOKEN)
-  _, tcp, _ = serve(tls_server(pki, token_env="SEED_TEST_TOKEN"))
-  creds = grpc.ChannelCredentials(ca_file=pki["ca"], token_env="SEED_TEST_TOKEN")
+def test_token_from_an_environment_variable(tls_files, serve, monkeypatch):
+  monkeypatch.setenv("SEED_TEST_TOKEN", TLS_TOKEN)
+  _, tcp, _ = serve(tls_server(tls_files, token_env="SEED_TEST_TOKEN"))
+  creds = grpc.ChannelCredentials(ca_file=tls_files["ca"], token_env="SEED_TEST_TOKEN")
   assert grpc.Client(tcp, credentials=creds).inc(1).numpy() == 2
   monkeypatch.delenv("SEED_TEST_TOKEN")
   with pytest.raises(ValueError, match="SEED_TEST_TOKEN"):
-    grpc.ChannelCredentials(ca_file=pki["ca"], token_env="SEED_TEST_TOKEN").attrs()
+    grpc.ChannelCredentials(ca_file=tls_files["ca"], token_env="SEED_TEST_TOKEN").attrs()
 
 
-def test_plaintext_and_tls_mismatches_fail_fast_naming_tls(pki, serve):
-  _, tls_tcp, _ = serve(tls_server(pki))
+def test_plaintext_and_tls_mismatches_fail_fast_naming_tls(tls_files, serve):
+  _, tls_tcp, _ = serve(tls_server(tls_files))
   _, plain_tcp, _ = serve(None)
   fails_fast(tls_tcp, None, tf.errors.UnavailableError, "TLS")
-  fails_fast(plain_tcp, grpc.ChannelCredentials(ca_file=pki["ca"]), tf.errors.UnavailableError, "does not use TLS")
+  fails_fast(
+    plain_tcp, grpc.ChannelCredentials(ca_file=tls_files["ca"]), tf.errors.UnavailableError, "does not use TLS"
+  )
 
 
-def test_bad_server_certificates_fail_fast_naming_the_cause(pki, serve):
-  _, tcp, _ = serve(tls_server(pki))
-  fails_fast(tcp, grpc.ChannelCredentials(ca_file=pki["other_ca"]), tf.errors.UnavailableError, "not trusted")
+def test_bad_server_certificates_fail_fast_naming_the_cause(tls_files, serve):
+  _, tcp, _ = serve(tls_server(tls_files))
+  fails_fast(tcp, grpc.ChannelCredentials(ca_file=tls_files["other_ca"]), tf.errors.UnavailableError, "not trusted")
   fails_fast(
     tcp,
-    grpc.ChannelCredentials(ca_file=pki["ca"], server_name="learner"),
+    grpc.ChannelCredentials(ca_file=tls_files["ca"], server_name="learner"),
     tf.errors.UnavailableError,
     "not issued for this host name",
   )
-  _, expired, _ = serve(grpc.ServerCredentials(cert_file=pki["expired"][0], key_file=pki["expired"][1]))
-  fails_fast(expired, grpc.ChannelCredentials(ca_file=pki["ca"]), tf.errors.UnavailableError, "expired")
+  _, expired, _ = serve(grpc.ServerCredentials(cert_file=tls_files["expired"][0], key_file=tls_files["expired"][1]))
+  fails_fast(expired, grpc.ChannelCredentials(ca_file=tls_files["ca"]), tf.errors.UnavailableError, "expired")
 
 
-def test_mutual_tls_needs_a_client_certificate_the_server_trusts(pki, serve):
-  _, tcp, _ = serve(tls_server(pki, client_ca_file=pki["ca"]))
-  ok = grpc.ChannelCredentials(ca_file=pki["ca"], cert_file=pki["client"][0], key_file=pki["client"][1])
+def test_mutual_tls_needs_a_client_certificate_the_server_trusts(tls_files, serve):
+  _, tcp, _ = serve(tls_server(tls_files, client_ca_file=tls_files["ca"]))
+  ok = grpc.ChannelCredentials(
+    ca_file=tls_files["ca"], cert_file=tls_files["client"][0], key_file=tls_files["client"][1]
+  )
   assert grpc.Client(tcp, credentials=ok).inc(1).numpy() == 2
-  fails_fast(tcp, grpc.ChannelCredentials(ca_file=pki["ca"]), tf.errors.UnavailableError, "TLS")
-  stranger = grpc.ChannelCredentials(ca_file=pki["ca"], cert_file=pki["stranger"][0], key_file=pki["stranger"][1])
+  fails_fast(tcp, grpc.ChannelCredentials(ca_file=tls_files["ca"]), tf.errors.UnavailableError, "TLS")
+  stranger = grpc.ChannelCredentials(
+    ca_file=tls_files["ca"], cert_file=tls_files["stranger"][0], key_file=tls_files["stranger"][1]
+  )
   fails_fast(tcp, stranger, tf.errors.UnavailableError, "TLS")
   assert grpc.Client(tcp, credentials=ok).inc(2).numpy() == 3
 
 
-def test_missing_or_unreadable_files_are_errors_at_start_naming_the_file(pki, tmp_path):
+def test_missing_or_unreadable_files_are_errors_at_start_naming_the_file(tls_files, tmp_path):
   missing = str(tmp_path / "nope.crt")
   with pytest.raises(FileNotFoundError, match="nope.crt"):
-    grpc.Server(["localhost:0"], credentials=grpc.ServerCredentials(cert_file=missing, key_file=pki["server"][1]))
+    grpc.Server(["localhost:0"], credentials=grpc.ServerCredentials(cert_file=missing, key_file=tls_files["server"][1]))
   with pytest.raises(FileNotFoundError, match="nope.crt"):
     grpc.Client("localhost:1", credentials=grpc.ChannelCredentials(ca_file=missing))
   with pytest.raises(FileNotFoundError, match="nope.crt"):
-    grpc.Server(["localhost:0"], credentials=tls_server(pki, token_file=missing))
+    grpc.Server(["localhost:0"], credentials=tls_server(tls_files, token_file=missing))
   empty = tmp_path / "empty"
   empty.write_text("")
   with pytest.raises(ValueError, match="empty"):
-    grpc.Server(["localhost:0"], credentials=tls_server(pki, token_file=str(empty)))
+    grpc.Server(["localhost:0"], credentials=tls_server(tls_files, token_file=str(empty)))
   with pytest.raises(ValueError, match="both cert_file and key_file"):
-    grpc.ServerCredentials(cert_file=pki["server"][0])
+    grpc.ServerCredentials(cert_file=tls_files["server"][0])
   # A file that is there but not a certificate fails at start, naming the address.
   garbage = tmp_path / "garbage.crt"
   garbage.write_text("not a certificate\n")
   server = grpc.Server(
     [f"localhost:{portpicker.pick_unused_port()}"],
-    credentials=grpc.ServerCredentials(cert_file=str(garbage), key_file=pki["server"][1]),
+    credentials=grpc.ServerCredentials(cert_file=str(garbage), key_file=tls_files["server"][1]),
   )
   server.bind(inc)
   with pytest.raises(tf.errors.OpError, match="could not"):
     server.start()
 
 
-def test_savedmodel_calls_a_tls_server_with_a_token_that_is_not_in_the_model(pki, serve, tmp_path):
-  _, tcp, _ = serve(tls_server(pki, token_file=pki["token"]))
-  client = grpc.Client(tcp, credentials=grpc.ChannelCredentials(ca_file=pki["ca"], token_file=pki["token"]))
+def test_savedmodel_calls_a_tls_server_with_a_token_that_is_not_in_the_model(tls_files, serve, tmp_path):
+  _, tcp, _ = serve(tls_server(tls_files, token_file=tls_files["token"]))
+  client = grpc.Client(tcp, credentials=grpc.ChannelCredentials(ca_file=tls_files["ca"], token_file=tls_files["token"]))
 
   class Remote(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([], tf.int32)])
@@ -218,7 +195,7 @@ def test_savedmodel_calls_a_tls_server_with_a_token_that_is_not_in_the_model(pki
   for root, _, names in os.walk(path):
     for name in names:
       with open(os.path.join(root, name), "rb") as f:
-        assert TOKEN.encode() not in f.read(), f"the token leaked into {name}"
+        assert TLS_TOKEN.encode() not in f.read(), f"the token leaked into {name}"
   r = run_python(
     f"import tensorflow as tf\nfrom seed import grpc\ngrpc._ops()\n"
     f"print('result', int(tf.saved_model.load({path!r})(tf.constant(4))))"
@@ -226,7 +203,7 @@ def test_savedmodel_calls_a_tls_server_with_a_token_that_is_not_in_the_model(pki
   assert "result 50" in r.stdout, r.stderr[-3000:]
 
 
-def test_refused_calls_are_logged_with_the_peer_and_never_the_token(pki):
+def test_refused_calls_are_logged_with_the_peer_and_never_the_token(tls_files):
   port = portpicker.pick_unused_port()
   code = f"""
 import time, tensorflow as tf
@@ -235,11 +212,11 @@ from seed import grpc
 def inc(x):
   return x + 1
 s = grpc.Server(["localhost:{port}"], credentials=grpc.ServerCredentials(
-    cert_file={pki["server"][0]!r}, key_file={pki["server"][1]!r}, token_file={pki["token"]!r}))
+    cert_file={tls_files["server"][0]!r}, key_file={tls_files["server"][1]!r}, token_file={tls_files["token"]!r}))
 s.bind(inc)
 s.start()
 try:
-  grpc.Client("localhost:{port}", credentials=grpc.ChannelCredentials(ca_file={pki["ca"]!r}))
+  grpc.Client("localhost:{port}", credentials=grpc.ChannelCredentials(ca_file={tls_files["ca"]!r}))
 except tf.errors.UnauthenticatedError:
   print("refused")
 print("stats", s.stats()["__server__"]["refused_calls"])
@@ -248,12 +225,12 @@ s.shutdown()
   r = run_python(code, env={"TF_CPP_MIN_LOG_LEVEL": "0"})
   assert "refused" in r.stdout and "stats 1" in r.stdout, r.stdout + r.stderr[-3000:]
   assert "refused a call from ipv4:127.0.0.1" in r.stderr, r.stderr[-3000:]
-  assert TOKEN not in r.stdout + r.stderr
+  assert TLS_TOKEN not in r.stdout + r.stderr
 
 
-def test_run_complete_is_a_distinct_status_for_calls_and_new_clients(pki, serve):
-  server, tcp, unix = serve(tls_server(pki))
-  client = grpc.Client(tcp, credentials=grpc.ChannelCredentials(ca_file=pki["ca"]))
+def test_run_complete_is_a_distinct_status_for_calls_and_new_clients(tls_files, serve):
+  server, tcp, unix = serve(tls_server(tls_files))
+  client = grpc.Client(tcp, credentials=grpc.ChannelCredentials(ca_file=tls_files["ca"]))
   assert client.inc(1).numpy() == 2
   server.complete()
   with pytest.raises(tf.errors.OutOfRangeError) as info:
@@ -267,15 +244,15 @@ def test_run_complete_is_a_distinct_status_for_calls_and_new_clients(pki, serve)
   assert not grpc.is_run_complete(tf.errors.OutOfRangeError(None, None, "end of sequence"))
 
 
-def test_process_exits_cleanly_with_tls_channels_still_failing(pki, serve):
+def test_process_exits_cleanly_with_tls_channels_still_failing(tls_files, serve):
   """OpenSSL's atexit cleanup is disabled: exiting while channels retry handshakes must not crash."""
-  _, tcp, _ = serve(tls_server(pki))
+  _, tcp, _ = serve(tls_server(tls_files))
   code = f"""
 import tensorflow as tf
 from seed import grpc
 for i in range(40):
   try:
-    grpc.Client("{tcp}", credentials=grpc.ChannelCredentials(ca_file={pki["other_ca"]!r}, server_name=f"h{{i}}"))
+    grpc.Client("{tcp}", credentials=grpc.ChannelCredentials(ca_file={tls_files["other_ca"]!r}, server_name=f"h{{i}}"))
   except tf.errors.UnavailableError:
     pass
 print("done")

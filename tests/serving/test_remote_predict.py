@@ -4,6 +4,7 @@ and seed 004's own example against seed.serve (scripts/examples/remote_half_plus
 from __future__ import annotations
 
 import os
+import pathlib
 import subprocess
 import sys
 import threading
@@ -14,15 +15,12 @@ import numpy as np
 import portpicker
 import pytest
 import tensorflow as tf
-import trustme
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 import grpc
 from seed import grpc as tensor_rpc
 from seed.serving import remote_predict
-from tests.helpers import REPO
-
-TOKEN = "rp-token-51c0e9"
+from tests.helpers import REPO, TLS_TOKEN
 
 
 class _Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
@@ -173,35 +171,18 @@ def test_seed_004_example_answers_on_one_seed_serve():
 
 
 @pytest.fixture(scope="module")
-def tls_peer(tmp_path_factory):
-  """A mutual-TLS + token grpcio PredictionService on 127.0.0.1 (certificates from trustme), and the files."""
-  d = tmp_path_factory.mktemp("rp-pki")
-  ca, other = trustme.CA(), trustme.CA()
-  server_cert = ca.issue_cert("localhost", "127.0.0.1")
-  client_cert, stranger = ca.issue_cert("actor-0"), other.issue_cert("actor-0")
-  files = {}
-  for name, pem in [("ca", ca.cert_pem), ("other_ca", other.cert_pem)]:
-    pem.write_to_path(str(d / f"{name}.crt"))
-    files[name] = str(d / f"{name}.crt")
-  for name, cert in [("client", client_cert), ("stranger", stranger)]:
-    cert.cert_chain_pems[0].write_to_path(str(d / f"{name}.crt"))
-    cert.private_key_pem.write_to_path(str(d / f"{name}.key"))
-    files[name] = (str(d / f"{name}.crt"), str(d / f"{name}.key"))
-  for name, text in [("token", TOKEN), ("wrong_token", "not-it")]:
-    (d / name).write_text(text + "\n")
-    files[name] = str(d / name)
-
-  servicer = _Servicer(token=TOKEN)
+def tls_peer(tls_files):
+  """A mutual-TLS + token grpcio PredictionService on 127.0.0.1 (conftest's certificates), and the files."""
+  servicer = _Servicer(token=TLS_TOKEN)
   server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
   prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
+  cert, key = (pathlib.Path(path).read_bytes() for path in tls_files["server"])
   server_credentials = grpc.ssl_server_credentials(
-    [(server_cert.private_key_pem.bytes(), server_cert.cert_chain_pems[0].bytes())],
-    root_certificates=ca.cert_pem.bytes(),
-    require_client_auth=True,
+    [(key, cert)], root_certificates=pathlib.Path(tls_files["ca"]).read_bytes(), require_client_auth=True
   )
   port = server.add_secure_port("127.0.0.1:0", server_credentials)
   server.start()
-  yield servicer, f"localhost:{port}", files
+  yield servicer, f"localhost:{port}", tls_files
   server.stop(0).wait()
 
 
@@ -225,7 +206,7 @@ def test_mutual_tls_and_a_token_reach_a_secure_server_and_the_token_stays_out_of
 
   assert graph(tf.constant([4.0])).numpy().tolist() == [4.0]
   graph_def = graph.get_concrete_function().graph.as_graph_def().SerializeToString()
-  assert files["token"].encode() in graph_def and TOKEN.encode() not in graph_def
+  assert files["token"].encode() in graph_def and TLS_TOKEN.encode() not in graph_def
 
 
 @pytest.mark.parametrize(
