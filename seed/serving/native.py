@@ -61,8 +61,10 @@ class NativeFront:
   def publish(self, servable: Servable) -> None:
     """Makes every signature of a loaded version callable (before it is reported AVAILABLE)."""
     metadata = signature_def_map(servable).SerializeToString()
-    bound = [(sig, *positional_function(sig)) for sig in servable.signatures.values()]
-    concrete = [(sig, fn.get_concrete_function(), names) for sig, fn, names in bound]
+    concrete = []
+    for sig in servable.signatures.values():
+      fn, names = positional_function(sig)
+      concrete.append((sig, fn.get_concrete_function(), names))
 
     # In a graph function, not eagerly: an eager op's kernel stays cached for its attributes, and with
     # `fn` among them each version's kernel would keep a copy of its function library (graph constants

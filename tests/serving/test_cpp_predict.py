@@ -3,6 +3,7 @@ compared answer for answer with the Python servicer (`--python_predict`) serving
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import numpy as np
@@ -179,7 +180,7 @@ def test_each_unloaded_version_is_freed(tmp_path):
   Each version's graph holds an 8 MiB constant; every version used to stay in memory (80 MiB over 10). glibc's
   mmap threshold is pinned, so that its growing threshold (fragmentation) does not read as a leak."""
   code = textwrap.dedent("""
-      import gc
+      import gc, json
       import numpy as np, portpicker, tensorflow as tf
       import grpc
       from tensorflow_serving.apis import prediction_service_pb2_grpc
@@ -213,9 +214,9 @@ def test_each_unloaded_version_is_freed(tmp_path):
         gc.collect()
         rss.append(int(open("/proc/self/statm").read().split()[1]) * 4096 >> 20)
       front.shutdown()
-      print("RSS", rss)
+      print("RSS", json.dumps(rss))
       """).replace("BASE", str(tmp_path))
   result = run_python(code, timeout=240, env={"MALLOC_MMAP_THRESHOLD_": str(1 << 20)})
   assert result.returncode == 0, result.stderr[-3000:]
-  rss = eval(result.stdout.split("RSS ", 1)[1])  # noqa: S307 (our own list of ints)
+  rss = json.loads(result.stdout.split("RSS ", 1)[1])
   assert rss[-1] - rss[1] < 20, f"RSS grew {rss[-1] - rss[1]} MiB over 10 versions: {rss}"
