@@ -58,10 +58,12 @@ def _stand_in_learner(address: str, batch: int, obs_spec: tf.TensorSpec, steps: 
 
 
 @pytest.mark.parametrize("config", ["cartpole_vtrace", "atari_vtrace"])
-def test_actor_process_imports_no_tensorflow(tmp_path, config):
+def test_actor_process_imports_no_tensorflow(tmp_path, sock_dir, config):
   atari = config.startswith("atari")
   obs_spec = tf.TensorSpec([84, 84, 4], tf.uint8) if atari else tf.TensorSpec([4], tf.float32)
-  address = f"unix:{tmp_path}/learner.sock"
+  # A short socket path: a second server in one process loses its socket at a path of 79+ characters
+  # (pytest's tmp_path reaches that once its numbered base dir passes 99); see the closing note.
+  address = f"unix:{sock_dir}/learner.sock"
   server, calls = _stand_in_learner(address, 2, obs_spec, steps=30)
   modules = tmp_path / "modules.txt"
   try:
