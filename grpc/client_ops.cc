@@ -9,6 +9,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "client_call.h"
+#include "op_attrs.h"
 #include "transport.h"
 #include "wire.h"
 
@@ -49,6 +50,7 @@ absl::Status OutputShapesFn(shape_inference::InferenceContext* c, int first) {
       /* unary call, 1: on the channel's long-lived streams */ \
       .Attr("stream: int = -1")                              \
       .SEED_RPC_CHANNEL_ATTRS                                \
+      .SEED_ATTRS_DIGEST                                     \
       .SetIsStateful()
 
 REGISTER_OP("SeedRpcCall")

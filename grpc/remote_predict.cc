@@ -7,6 +7,7 @@
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 #include "client_call.h"
+#include "op_attrs.h"
 #include "predict_proto.h"
 
 namespace seed_rpc {
@@ -29,6 +30,7 @@ REGISTER_OP("SeedRemotePredict")
     .Attr("max_rpc_deadline_millis: int = 30000")
     .Attr("fail_op_on_rpc_error: bool = true")
     .SEED_RPC_CHANNEL_ATTRS
+    .SEED_ATTRS_DIGEST
     .SetIsStateful()
     .SetShapeFn([](shape_inference::InferenceContext* c) {
       c->set_output(0, c->Scalar());

@@ -4,6 +4,7 @@
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/resource_handle.h"
+#include "op_attrs.h"
 #include "server.h"
 #include "transport.h"
 #include "wire.h"
@@ -24,6 +25,7 @@ REGISTER_OP("SeedRpcServerCreate")
     .Attr("client_ca_file: string = ''")
     .Attr("token_file: string = ''")
     .Attr("token_env: string = ''")
+    .SEED_ATTRS_DIGEST
     .SetIsStateful()
     .SetShapeFn(shape_inference::ScalarShape);
 
@@ -43,6 +45,7 @@ REGISTER_OP("SeedRpcServerBind")
     .Attr("pad_mask: bool = false")
     .Attr("signature: string = ''")
     .Attr("append: bool = false")
+    .SEED_ATTRS_DIGEST
     .SetIsStateful()
     .SetShapeFn(shape_inference::NoOutputs);
 

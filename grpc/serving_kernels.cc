@@ -3,6 +3,7 @@
 #include "tensorflow/core/framework/common_shape_fns.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
+#include "op_attrs.h"
 #include "registry.h"
 #include "serving_server.h"
 #include "wire.h"
@@ -22,6 +23,7 @@ REGISTER_OP("SeedServingCreate")
     .Attr("enable_batching: bool = false")
     .Attr("max_batch_size: int = 32")
     .Attr("batch_timeout_micros: int = 1000")
+    .SEED_ATTRS_DIGEST
     .SetIsStateful()
     .SetShapeFn(shape_inference::ScalarShape);
 
@@ -38,6 +40,7 @@ REGISTER_OP("SeedServingStage")
     .Attr("input_shapes: list(shape) >= 0")
     .Attr("output_names: list(string) >= 0")
     .Attr("output_dtypes: list(type) >= 0")
+    .SEED_ATTRS_DIGEST
     .SetIsStateful()
     .SetShapeFn(shape_inference::NoOutputs);
 
@@ -46,6 +49,7 @@ REGISTER_OP("SeedServingPublish")
     .Input("signature_def_map: string")
     .Attr("model: string")
     .Attr("version: int")
+    .SEED_ATTRS_DIGEST
     .SetIsStateful()
     .SetShapeFn(shape_inference::NoOutputs);
 
@@ -55,6 +59,7 @@ REGISTER_OP("SeedServingUnpublish")
     .Attr("model: string")
     .Attr("version: int")
     .Attr("timeout_ms: int = 30000")
+    .SEED_ATTRS_DIGEST
     .SetIsStateful()
     .SetShapeFn(shape_inference::ScalarShape);
 

@@ -39,13 +39,16 @@ only their paths are op attributes, so no key or token is stored in a graph.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import re
 import threading
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import tensorflow as tf
+from tensorflow.python.framework import op_def_registry
 
 from seed.rpc import build_op, errors
 from seed.rpc import client as rpc_client
@@ -76,9 +79,42 @@ def _library_path() -> str:
     return str(build_op.op_library_path())
 
 
+class _OpLibrary:
+  """The loaded op library, whose ops with string attrs get `attrs_digest` (grpc/op_attrs.h says why).
+
+  TensorFlow caches an eager op's kernel under a key that abbreviates long string attrs to their ends:
+  without the digest, two servers at long socket paths that differ in the middle shared one kernel.
+  """
+
+  def __init__(self, module):
+    self._module = module
+    self._string_attrs: dict[str, tuple[str, ...]] = {}  # snake_case op function -> its string attrs
+    for name in dir(module):
+      op = op_def_registry.get(name) if name.startswith("Seed") else None
+      if op is not None and any(a.name == "attrs_digest" for a in op.attr):
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+        self._string_attrs[snake] = tuple(a.name for a in op.attr if a.type in ("string", "list(string)"))
+
+  def __getattr__(self, name: str):
+    fn = getattr(self._module, name)
+    keys = self._string_attrs.get(name)
+    if keys is None:
+      return fn
+
+    def with_digest(*args, **attrs):
+      strings = repr([(k, attrs.get(k)) for k in keys]).encode()
+      digest = hashlib.blake2b(strings, digest_size=8).digest()
+      return fn(*args, attrs_digest=int.from_bytes(digest, "little", signed=True), **attrs)
+
+    return with_digest
+
+  def __dir__(self):
+    return dir(self._module)
+
+
 @functools.cache
-def _ops():
-  return tf.load_op_library(_library_path())
+def _ops() -> _OpLibrary:
+  return _OpLibrary(tf.load_op_library(_library_path()))
 
 
 def op_library():

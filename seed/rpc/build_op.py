@@ -79,6 +79,7 @@ HEADERS = [
   "run_cancellation.h",
   "function_run.h",
   "registry.h",
+  "op_attrs.h",
   "server.h",
   "client_call.h",
   "predict_proto.h",
