@@ -10,7 +10,9 @@ the inference calls per frame. On 2026-12-03 it took 35-47k frames (median 39k, 
 One actor steps all 16 envs, so every inference call is a full batch. Actors import no TensorFlow
 (issue 28): 2 actors x 8 envs took 1.04x the time of 1 x 16 on 2026-12-07 (1.16x when they did).
 Seeds 0-9 on 2026-12-05 (Intel Xeon with AMX, 2 cores, a Pong run training beside them): all solved,
-at 32-58k frames (median 43k) and 17-40 s; tests/test_ppo.py runs seeds 0-2.
+at 32-58k frames (median 43k) and 17-40 s. Seeds 10-25 on 2026-12-07 (AMD EPYC, 2 cores): 15 solved at
+31-57k frames, seed 25 did not: its mean fell from 255 to 90 at 50k frames and was back at 326 when
+the decays reached 0 at 100k. tests/test_ppo.py runs seeds 0-2 and asks two of them to solve.
 """
 
 import envs
