@@ -33,9 +33,10 @@ def test_multidevice_suite_in_its_own_process():
   print(summary)
 
 
-# PPO on CartPole misses the bar now and then: 23 runs of this command solved on 2026-12-07 (seeds 0-8,
-# 34-61k frames), but one CI run of seed 0 peaked at a last-50 mean of 440 and never recovered within
-# the 100k-frame cap. A learner that is broken misses on every seed; a miss by chance is retried once.
+# PPO on CartPole misses the bar now and then. On 2026-12-07, 22 runs of this command solved at 34-61k
+# frames (seeds 0-8; 9 of them with a 16-unroll queue) and one at 83k, but a CI run of seed 0 peaked at
+# a last-50 mean of 440 within the 100k-frame cap. A broken learner misses on every seed; a miss by
+# chance is retried once.
 SEEDS = (0, 1)
 
 
