@@ -22,6 +22,18 @@ def test_build_is_cached_and_keyed():
   assert first.stat().st_mtime == build_op.op_library_path().stat().st_mtime
 
 
+def test_a_tensorflow_at_another_path_finds_the_op_built(monkeypatch):
+  """CI's fresh clone (its own venv, the same TensorFlow) reuses the cached op instead of building it again."""
+  built = build_op.op_library_path()
+  cflags, lflags, version = build_op._tf_flags()
+  tf_dir = next(f[2:] for f in lflags if f.startswith("-L"))
+  elsewhere = "/another/checkout/.venv/lib/python3.11/site-packages/tensorflow"
+  moved = ([f.replace(tf_dir, elsewhere) for f in cflags], [f.replace(tf_dir, elsewhere) for f in lflags], version)
+  assert moved[:2] != (cflags, lflags)
+  monkeypatch.setattr(build_op, "_tf_flags", lambda: moved)
+  assert build_op.op_library_path() == built
+
+
 def test_missing_grpc_archives_name_the_package(monkeypatch, tmp_path):
   monkeypatch.setattr(build_op, "_lib_dir", lambda: tmp_path)
   with pytest.raises(build_op.BuildError, match="libgrpc\\+\\+-dev"):

@@ -288,6 +288,19 @@ def _rpaths(lflags: list[str]) -> list[str]:
   return [f"-Wl,-rpath,{f[2:]}" for f in lflags if f.startswith("-L")]
 
 
+def _flags_key(cflags: list[str], lflags: list[str]) -> str:
+  """The op's flags as part of its cache key, with TensorFlow's directory left out.
+
+  Another checkout's venv with the same TensorFlow then finds the op already built (CI's fresh clone,
+  a second clone): the op needs TensorFlow's libraries only by soname, and they are loaded before it.
+  Executables (the batcher test, fuzz targets) keep the full flags: their rpath names the directory.
+  """
+  key = " ".join(cflags + lflags)
+  for tf_dir in (f[2:] for f in lflags if f.startswith("-L")):
+    key = key.replace(tf_dir, "<tensorflow>")
+  return key
+
+
 def _locked_build(name: str, key: str, build) -> pathlib.Path:
   """Returns cache/<key>/<name>, calling build(tmpdir) -> path once if absent."""
   target_dir = cache_root() / key
@@ -313,7 +326,7 @@ def op_library_path() -> pathlib.Path:
   key = _digest(
     _BUILD_VERSION,
     tf_version,
-    " ".join(cflags + lflags),
+    _flags_key(cflags, lflags),
     " ".join(archives + absl),
     _stamps(archives),
     *[(SOURCE_DIR / s).read_bytes() for s in sources],
