@@ -8,9 +8,11 @@ import csv
 import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -62,7 +64,10 @@ class Run:
     self.logdir = str(logdir)
     self.log_path = os.path.join(self.logdir + ".log")
     self.log = open(self.log_path, "ab")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    # The run's temp files in a private dir removed at close: the launcher's socket dir, and the sources
+    # TensorFlow's autograph writes to the temp dir (a SIGKILLed learner left ~40 of them in /tmp).
+    self.tmpdir = tempfile.mkdtemp(prefix="seedt-")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO, TMPDIR=self.tmpdir)
     self.proc = subprocess.Popen(
       [
         sys.executable,
@@ -124,6 +129,7 @@ class Run:
           pass
     self.proc.wait(30)
     self.log.close()
+    shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 @pytest.fixture
