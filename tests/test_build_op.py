@@ -26,7 +26,7 @@ def test_a_tensorflow_at_another_path_finds_the_op_built(monkeypatch):
   """CI's fresh clone (its own venv, the same TensorFlow) reuses the cached op instead of building it again."""
   built = build_op.op_library_path()
   cflags, lflags, version = build_op._tf_flags()
-  tf_dir = next(f[2:] for f in lflags if f.startswith("-L"))
+  [tf_dir] = build_op._lib_dirs(lflags)
   elsewhere = "/another/checkout/.venv/lib/python3.11/site-packages/tensorflow"
   moved = ([f.replace(tf_dir, elsewhere) for f in cflags], [f.replace(tf_dir, elsewhere) for f in lflags], version)
   assert moved[:2] != (cflags, lflags)

@@ -283,9 +283,14 @@ def _tf_object_cmd(src: pathlib.Path, out: pathlib.Path, cflags: list[str]) -> l
   ]
 
 
+def _lib_dirs(lflags: list[str]) -> list[str]:
+  """The library directories of TensorFlow's link flags (its own directory)."""
+  return [f[2:] for f in lflags if f.startswith("-L")]
+
+
 def _rpaths(lflags: list[str]) -> list[str]:
   """Finds TensorFlow's libraries without LD_LIBRARY_PATH."""
-  return [f"-Wl,-rpath,{f[2:]}" for f in lflags if f.startswith("-L")]
+  return [f"-Wl,-rpath,{d}" for d in _lib_dirs(lflags)]
 
 
 def _flags_key(cflags: list[str], lflags: list[str]) -> str:
@@ -296,7 +301,7 @@ def _flags_key(cflags: list[str], lflags: list[str]) -> str:
   Executables (the batcher test, fuzz targets) keep the full flags: their rpath names the directory.
   """
   key = " ".join(cflags + lflags)
-  for tf_dir in (f[2:] for f in lflags if f.startswith("-L")):
+  for tf_dir in _lib_dirs(lflags):
     key = key.replace(tf_dir, "<tensorflow>")
   return key
 
